@@ -1,0 +1,90 @@
+"""Presets and the one schema that validates a stemdl YAML file.
+
+A config file has five sections, each owned by the package that uses it:
+`simulation` (simulate/), `dataset` and `loader` (datasets/), `model` and `train` (train/).
+`load_config` accepts a preset name (`tiny`, `small`, `paper`) or a path, reads it with
+`yaml.safe_load`, and refuses unknown keys and out-of-range values with a message that names
+the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from datasets.config import DatasetConfig, LoaderConfig
+from simulate.config import SimulationConfig
+from train.config import ModelConfig, TrainConfig
+
+PRESET_DIR = Path(__file__).resolve().parent
+PRESETS: tuple[str, ...] = ("tiny", "small", "paper")
+DEFAULT_PRESET = "small"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+class StemdlConfig(BaseModel):
+    """The whole configuration of a stemdl run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    name: str = "custom"
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (paths as strings, tuples as lists) for stores and checkpoints."""
+        return self.model_dump(mode="json")
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: Any, source: str = "<dict>") -> StemdlConfig:
+    """Validate a parsed mapping; raise ConfigError naming every bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    try:
+        return StemdlConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(source, error)) from None
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A preset name maps to configs/NAME.yaml; anything else is a path."""
+    if str(name_or_path) in PRESETS:
+        return PRESET_DIR / f"{name_or_path}.yaml"
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config {str(name_or_path)!r} is neither a preset ({', '.join(PRESETS)}) nor a file"
+        )
+    return path
+
+
+def load_config(name_or_path: str | Path = DEFAULT_PRESET) -> StemdlConfig:
+    """Load and validate a preset or a YAML file (never executes YAML tags)."""
+    path = resolve_config_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid config {path}: not valid YAML ({error})") from None
+    if data is None:
+        data = {}
+    return config_from_dict(data, str(path))

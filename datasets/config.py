@@ -1,0 +1,57 @@
+"""Typed configuration of the store (`dataset:`) and of the streaming loader (`loader:`).
+
+The `dataset:` section, together with `simulation:`, determines the bytes of a store: a store
+records both and refuses to be extended under a different one. The `loader:` section only
+changes how stored samples are decoded for training, so it may differ between runs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ArrayStorage(_Strict):
+    """How one array is stored: dtype and compression."""
+
+    dtype: Literal["float16", "float32"] = "float16"
+    codec: Literal["zstd", "blosc-zstd", "blosc-lz4", "none"] = "zstd"
+    level: int = Field(3, ge=0, le=22)
+
+
+class DatasetConfig(_Strict):
+    """Size and layout of a store: N samples in shards of S samples, one chunk per sample."""
+
+    num_samples: int = Field(64, ge=1, le=100_000_000)
+    shard_size: int = Field(
+        8, ge=1, le=100_000, description="Samples per shard file (Zarr v3 sharding codec)."
+    )
+    cbed: ArrayStorage = Field(default_factory=ArrayStorage)
+    potential: ArrayStorage = Field(default_factory=lambda: ArrayStorage(dtype="float32"))
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_samples // self.shard_size)
+
+
+class LoaderConfig(_Strict):
+    """Decoding of stored samples into network inputs, shuffling, prefetching, augmentation."""
+
+    input_transform: Literal["sqrt_min", "none"] = Field(
+        "sqrt_min", description="sqrt(x - min(x)) per pattern before standardizing (the paper)."
+    )
+    standardize_inputs: bool = Field(True, description="Z-score each pattern.")
+    standardize_targets: bool = Field(True, description="Z-score each target map.")
+    shuffle_buffer: int = Field(16, ge=0, le=100_000)
+    num_workers: int = Field(1, ge=0, le=64)
+    prefetch_factor: int = Field(2, ge=1, le=64)
+    pin_memory: bool = True
+    dose_e_per_a2: float | None = Field(
+        None, gt=0, description="If set, Poisson noise at this electron dose (augmentation)."
+    )
+    noise: Literal["train_only", "always"] = "train_only"

@@ -1,0 +1,288 @@
+"""Typed, validated configuration of the simulation (the `simulation:` section of a stemdl YAML).
+
+Why a model and not a dict: every value that determines a sample is checked here, once, before
+anything is simulated, and the error names the field and the allowed range. Units are in the
+field names (`_a` Ångström, `_ev` electron-volt, `_mrad` milliradian, `_px` pixels).
+
+Checks that need physics (the antialiasing limit λ/(3Δx), the number of valid detector pixels)
+are done in `SimulationConfig._check_sampling`, so a config that cannot be simulated never leaves
+this module.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from simulate.units import ANTIALIAS_FRACTION, wavelength_a
+
+PrototypeFamily = Literal[
+    "rocksalt",
+    "zincblende",
+    "wurtzite",
+    "perovskite",
+    "fluorite",
+    "rutile",
+    "spinel",
+    "bcc",
+    "fcc",
+    "hcp",
+    "diamond",
+]
+ALL_FAMILIES: tuple[str, ...] = PrototypeFamily.__args__  # type: ignore[attr-defined]
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys (typos) are errors, models are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Range(StrictModel):
+    """A closed interval [min, max] from which a per-sample value is drawn uniformly.
+
+    Written in YAML as a number (fixed value) or as ``[min, max]``.
+    """
+
+    min: float
+    max: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_scalar_or_pair(cls, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"min": float(value), "max": float(value)}
+        if isinstance(value, list | tuple):
+            if len(value) != 2:
+                raise ValueError(f"a range is a number or [min, max], got {list(value)!r}")
+            return {"min": value[0], "max": value[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.max < self.min:
+            raise ValueError(f"range max ({self.max}) is below min ({self.min})")
+        return self
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.min == self.max
+
+
+def _positive_range(value: Range, name: str, *, allow_zero: bool = False) -> Range:
+    low_ok = value.min >= 0 if allow_zero else value.min > 0
+    if not low_ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound} (got [{value.min}, {value.max}])")
+    return value
+
+
+class StructureConfig(StrictModel):
+    """Which crystals are simulated and how they are split into train/validation/test."""
+
+    families: list[PrototypeFamily] = Field(
+        default_factory=lambda: list(ALL_FAMILIES),
+        description="Prototype families built with ase.spacegroup.crystal.",
+    )
+    materials_per_family: int = Field(4, ge=0, le=10_000)
+    cif_dir: Path | None = Field(None, description="Every *.cif in this directory is added.")
+    zone_axes: list[tuple[int, int, int]] | Literal["strongest"] = Field(
+        default_factory=lambda: [(0, 0, 1)],
+        description="Zone axes [uvw] drawn per sample, or 'strongest' (beam along the normal of "
+        "the strongest low-index reflection, as in the paper).",
+    )
+    max_base_atoms: int = Field(
+        256, ge=1, le=100_000, description="Oriented cells with more atoms are skipped."
+    )
+    min_interatomic_distance_a: float = Field(0.7, gt=0, le=5)
+    split_fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train, validation, test fractions of *materials*."
+    )
+
+    @field_validator("zone_axes")
+    @classmethod
+    def _nonzero_axes(cls, axes: object) -> object:
+        if isinstance(axes, list):
+            if not axes:
+                raise ValueError("zone_axes is empty; give at least one [u, v, w] or 'strongest'")
+            for axis in axes:
+                if all(c == 0 for c in axis):
+                    raise ValueError("zone axis [0, 0, 0] is not a direction")
+        return axes
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+            raise ValueError(
+                f"split_fractions must be three non-negative numbers summing to 1, got {fractions}"
+            )
+        if fractions[0] <= 0:
+            raise ValueError("split_fractions: the train fraction must be > 0")
+        return fractions
+
+    @model_validator(mode="after")
+    def _some_source(self) -> StructureConfig:
+        if (not self.families or self.materials_per_family == 0) and self.cif_dir is None:
+            raise ValueError("no materials: give families with materials_per_family > 0 or a cif_dir")
+        return self
+
+
+class ScanConfig(StrictModel):
+    """The probe grid: P = gpts[0] * gpts[1] probe positions over the central part of the cell."""
+
+    gpts: tuple[Annotated[int, Field(ge=1, le=256)], Annotated[int, Field(ge=1, le=256)]] = (8, 8)
+    fraction: float = Field(
+        0.5, gt=0, le=1, description="Side of the scanned square as a fraction of the cell side."
+    )
+
+    @property
+    def num_positions(self) -> int:
+        return self.gpts[0] * self.gpts[1]
+
+
+class DetectorConfig(StrictModel):
+    """The stored diffraction pattern: the central `pattern_px` pixels of the far field.
+
+    The angular pixel size is λ / cell_xy_a (times `binning`): cropping, not interpolation,
+    so stored intensities are exactly abTEM's.
+    """
+
+    pattern_px: tuple[Annotated[int, Field(ge=2)], Annotated[int, Field(ge=2)]] = (64, 64)
+    binning: int = Field(1, ge=1, le=16, description="Sum-pool factor applied after cropping.")
+
+
+class TargetConfig(StrictModel):
+    """The regression target: projected potential of the scanned region."""
+
+    target_px: tuple[Annotated[int, Field(ge=2)], Annotated[int, Field(ge=2)]] = (64, 64)
+    depth_sections: int = Field(
+        1, ge=1, le=64, description="C output channels: slices summed in C equal depth groups."
+    )
+    smoothing_px: float = Field(
+        0.0, ge=0, le=10, description="Gaussian sigma (target pixels) applied after resampling."
+    )
+
+
+class PhononConfig(StrictModel):
+    """Frozen-phonon configurations averaged per sample (the paper used one, undisplaced)."""
+
+    num_configs: int = Field(1, ge=1, le=256)
+    sigma_a: float = Field(0.0, ge=0, le=0.5, description="RMS displacement per axis (Å).")
+
+
+class SimulationConfig(StrictModel):
+    """Everything that determines a sample, apart from its index."""
+
+    seed: int = Field(0, ge=0)
+    structures: StructureConfig = Field(default_factory=StructureConfig)
+    cell_xy_a: float = Field(20.0, gt=2, le=1000, description="Lateral extent of the cell (Å).")
+    thickness_a: Range = Field(default_factory=lambda: Range(min=20.0, max=60.0))
+    energy_ev: Range = Field(default_factory=lambda: Range(min=100e3, max=100e3))
+    semiangle_mrad: Range | Literal["touching"] = Field(
+        default_factory=lambda: Range(min=10.0, max=10.0),
+        description="Probe convergence semi-angle, or 'touching' (disks of the strongest "
+        "reflection just touch, as in the paper).",
+    )
+    defocus_a: Range = Field(default_factory=lambda: Range(min=0.0, max=0.0))
+    c30_a: Range = Field(
+        default_factory=lambda: Range(min=0.0, max=0.0), description="Spherical aberration C3 (Å)."
+    )
+    sampling_a: float = Field(0.1, gt=0.005, le=1.0, description="Real-space grid spacing (Å).")
+    slice_thickness_a: float | Literal["d_hkl"] = Field(2.0)
+    parametrization: Literal["kirkland", "lobato", "peng"] = "kirkland"
+    projection: Literal["infinite", "finite"] = "infinite"
+    phonons: PhononConfig = Field(default_factory=PhononConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    target: TargetConfig = Field(default_factory=TargetConfig)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+
+    @field_validator("thickness_a")
+    @classmethod
+    def _thickness(cls, value: Range) -> Range:
+        return _positive_range(value, "thickness_a")
+
+    @field_validator("energy_ev")
+    @classmethod
+    def _energy(cls, value: Range) -> Range:
+        if value.min < 10e3 or value.max > 1.5e6:
+            raise ValueError(
+                f"energy_ev must lie in [10000, 1500000] eV, got [{value.min}, {value.max}]"
+            )
+        return value
+
+    @field_validator("semiangle_mrad")
+    @classmethod
+    def _semiangle(cls, value: Range | str) -> Range | str:
+        if isinstance(value, Range):
+            return _positive_range(value, "semiangle_mrad")
+        return value
+
+    @field_validator("c30_a", "defocus_a")
+    @classmethod
+    def _finite(cls, value: Range) -> Range:
+        if not (math.isfinite(value.min) and math.isfinite(value.max)):
+            raise ValueError("must be finite")
+        return value
+
+    @field_validator("slice_thickness_a")
+    @classmethod
+    def _slice(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and not 0.1 <= value <= 50:
+            raise ValueError(f"slice_thickness_a must lie in [0.1, 50] Å, got {value}")
+        return value
+
+    @property
+    def gpts(self) -> int:
+        """Grid points along x and y (the cell is square)."""
+        return math.ceil(self.cell_xy_a / self.sampling_a)
+
+    @property
+    def num_patterns(self) -> int:
+        return self.scan.num_positions
+
+    def antialias_limit_mrad(self, energy_ev: float) -> float:
+        """Largest scattering angle abTEM keeps at this energy: fraction · λ / (2Δx)."""
+        return 1e3 * ANTIALIAS_FRACTION * wavelength_a(energy_ev) / (2 * self.cell_xy_a / self.gpts)
+
+    @model_validator(mode="after")
+    def _check_sampling(self) -> SimulationConfig:
+        """Refuse configs whose sampling cannot represent the probe or the requested pattern."""
+        # The probe and the detector must fit inside the antialiased region at every energy;
+        # λ falls with energy, so the highest energy is the tightest case.
+        limit = self.antialias_limit_mrad(self.energy_ev.max)
+        if isinstance(self.semiangle_mrad, Range) and self.semiangle_mrad.max >= limit:
+            raise ValueError(
+                f"semiangle_mrad max {self.semiangle_mrad.max} mrad exceeds the antialiasing "
+                f"limit λ/(3Δx) = {limit:.2f} mrad at {self.energy_ev.max:.0f} eV with "
+                f"sampling_a={self.sampling_a}; allowed range (0, {limit:.2f}). Use a finer "
+                f"sampling_a or a smaller semi-angle."
+            )
+        valid_px = math.floor(ANTIALIAS_FRACTION * self.gpts)
+        for axis, px in enumerate(self.detector.pattern_px):
+            needed = px * self.detector.binning
+            if needed > valid_px:
+                raise ValueError(
+                    f"detector.pattern_px[{axis}]={px} with binning {self.detector.binning} needs "
+                    f"{needed} valid diffraction pixels, but a grid of {self.gpts} points keeps "
+                    f"only {valid_px} after antialiasing; allowed range [2, "
+                    f"{valid_px // self.detector.binning}]. Increase cell_xy_a or decrease "
+                    f"sampling_a."
+                )
+        scanned_px = self.scan.fraction * self.gpts
+        for axis, px in enumerate(self.target.target_px):
+            if px > 4 * scanned_px:
+                raise ValueError(
+                    f"target.target_px[{axis}]={px} is more than 4x the {scanned_px:.0f} grid "
+                    f"points of the scanned region; allowed range [2, {int(4 * scanned_px)}]"
+                )
+        if self.phonons.num_configs > 1 and self.phonons.sigma_a == 0:
+            raise ValueError(
+                "phonons.num_configs > 1 with phonons.sigma_a = 0 repeats the same configuration; "
+                "set sigma_a > 0 or num_configs = 1"
+            )
+        return self

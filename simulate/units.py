@@ -1,0 +1,24 @@
+"""Physical constants and conversions used by the config checks and the recorded metadata.
+
+Kept free of abTEM imports so that validating a config is instant; `tests/test_config.py`
+checks `wavelength_a` against abTEM's own `energy2wavelength`.
+"""
+
+from __future__ import annotations
+
+import math
+
+# abTEM keeps spatial frequencies below 2/3 of the Nyquist frequency (its default
+# `antialias.cutoff`); the largest representable scattering angle is therefore λ/(3Δx).
+ANTIALIAS_FRACTION = 2.0 / 3.0
+
+_H = 6.62607015e-34  # Planck constant, J s
+_M0 = 9.1093837015e-31  # electron rest mass, kg
+_E = 1.602176634e-19  # elementary charge, C
+_C = 299792458.0  # speed of light, m/s
+
+
+def wavelength_a(energy_ev: float) -> float:
+    """Relativistic electron wavelength in Å for a kinetic energy in eV."""
+    momentum = math.sqrt(2 * _M0 * _E * energy_ev * (1 + _E * energy_ev / (2 * _M0 * _C**2)))
+    return _H / momentum * 1e10
