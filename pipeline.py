@@ -1,0 +1,231 @@
+"""stemdl: the one command line over simulate/ → datasets/ → train/.
+
+This module wires the packages together and holds no logic of its own: each sub-command parses
+its arguments, loads the typed config, and calls one function of one package. Heavy imports
+(abTEM, Dask, torch) happen inside the sub-command that needs them, so `stemdl --help` is instant.
+
+    stemdl run                                  # everything, on the embedded `small` preset
+    stemdl simulate tiny --out data/tiny.zarr   # a Zarr v3 dataset, made by Dask
+    stemdl verify data/tiny.zarr                # schema, completion, checksums, NaN/inf
+    stemdl inspect data/tiny.zarr --sample 3    # summary table and a picture of sample 3
+    stemdl stage data/tiny.zarr --to /tmp/local --node 0 --nodes 2
+    stemdl train tiny --data data/tiny.zarr --out runs/tiny
+    stemdl evaluate runs/tiny/checkpoint.pt --data data/tiny.zarr
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+_EPILOG = """\
+configs:
+  CONFIG is a preset name (tiny, small, paper) or a YAML file. `stemdl config small` prints a
+  preset; copy it, edit it, pass the path. Unknown keys and out-of-range values are refused
+  with the name of the field.
+
+stores:
+  STORE is a local path or an fsspec URL (file://, s3://, gs://, memory://, ...).
+
+examples:
+  stemdl run                                    simulate, verify, train and evaluate `small`
+  stemdl simulate tiny --out tiny.zarr          make a dataset on a local Dask cluster
+  stemdl simulate paper --out s3://bucket/p.zarr --scheduler-file sched.json
+  stemdl verify tiny.zarr --repair              find and re-simulate corrupted shards
+  torchrun --nproc-per-node 2 -m pipeline train tiny --data tiny.zarr --out runs/tiny
+"""
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from configs import load_config
+
+    config = load_config(args.config)
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from configs import load_config
+    from datasets.generate import generate
+
+    config = load_config(args.config)
+    report = generate(
+        config,
+        args.out,
+        scheduler_address=args.scheduler_address,
+        scheduler_file=args.scheduler_file,
+        n_workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from datasets.verify import verify_store
+
+    report = verify_store(args.store, repair=args.repair)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from datasets.inspect import plot_sample, print_summary
+
+    print_summary(args.store)
+    if args.sample is not None:
+        png = Path(args.png or f"sample-{args.sample}.png")
+        plot_sample(args.store, args.sample, png)
+        print(f"wrote {png}")
+    return 0
+
+
+def _cmd_stage(args: argparse.Namespace) -> int:
+    from datasets.stage import stage_node
+
+    report = stage_node(args.store, args.to, node=args.node, nodes=args.nodes)
+    print(report.summary())
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from configs import load_config
+    from train.loop import train_main
+
+    config = load_config(args.config)
+    result = train_main(
+        config,
+        args.data,
+        out_dir=Path(args.out),
+        stage_dir=Path(args.stage_dir) if args.stage_dir else None,
+        resume=args.resume,
+    )
+    print(result.summary())
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from train.evaluate import evaluate_main
+
+    metrics = evaluate_main(Path(args.checkpoint), args.data, split=args.split)
+    for name, value in metrics.items():
+        print(f"{name:>14}: {value:.6g}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from configs import load_config
+    from train.report import run_all
+
+    config = load_config(args.config)
+    report_path = run_all(config, Path(args.out), n_workers=args.workers)
+    print(f"report: {report_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI; every sub-command's --help says what it reads, writes and how to use it."""
+    parser = argparse.ArgumentParser(
+        prog="stemdl",
+        description="Simulate CBED of crystals (abTEM), store it as a sharded Zarr v3 dataset "
+        "(Dask), and train a distributed FC-DenseNet that inverts CBED into projected potential.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_, description=help_)
+        cmd.set_defaults(func=func)
+        return cmd
+
+    cmd = add("config", _cmd_config, "print a validated config (preset or file) as YAML")
+    cmd.add_argument("config", metavar="CONFIG", help="preset name (tiny, small, paper) or YAML path")
+
+    cmd = add(
+        "simulate",
+        _cmd_simulate,
+        "simulate a dataset into a Zarr v3 store, one Dask task per shard; re-running resumes",
+    )
+    cmd.add_argument("config", metavar="CONFIG", help="preset name or YAML path")
+    cmd.add_argument("--out", required=True, metavar="STORE", help="store path or fsspec URL")
+    cluster = cmd.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler-address", metavar="ADDR", help="join a running Dask scheduler")
+    cluster.add_argument("--scheduler-file", metavar="FILE", help="join via a scheduler file (dask-mpi, dask-jobqueue)")
+    cmd.add_argument("--workers", type=int, default=None, metavar="N", help="local cluster size (default: one per core)")
+    cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    cmd = add("verify", _cmd_verify, "check schema, completion, checksums, NaN/inf and value ranges")
+    cmd.add_argument("store", metavar="STORE")
+    cmd.add_argument("--repair", action="store_true", help="re-simulate the shards found bad")
+
+    cmd = add("inspect", _cmd_inspect, "summarize a store; with --sample, draw one sample to PNG")
+    cmd.add_argument("store", metavar="STORE")
+    cmd.add_argument("--sample", type=int, default=None, metavar="I", help="sample index to draw")
+    cmd.add_argument("--png", default=None, metavar="PATH", help="where to write the picture")
+
+    cmd = add("stage", _cmd_stage, "copy one node's shards to node-local disk as a verified store")
+    cmd.add_argument("store", metavar="STORE")
+    cmd.add_argument("--to", required=True, metavar="DIR", help="node-local directory")
+    cmd.add_argument("--node", type=int, required=True, metavar="K", help="this node, 0-based")
+    cmd.add_argument("--nodes", type=int, required=True, metavar="N", help="number of nodes")
+
+    cmd = add(
+        "train",
+        _cmd_train,
+        "train the FC-DenseNet; run once per rank (torchrun, srun, jsrun) or alone",
+    )
+    cmd.add_argument("config", metavar="CONFIG", help="preset name or YAML path")
+    cmd.add_argument("--data", required=True, metavar="STORE", help="store made by `simulate`")
+    cmd.add_argument("--stage-dir", default=None, metavar="DIR", help="stage this node's shards here first")
+    cmd.add_argument("--out", default="runs/latest", metavar="DIR", help="checkpoints, logs, TensorBoard")
+    cmd.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+
+    cmd = add("evaluate", _cmd_evaluate, "metrics of a checkpoint on a split (MSE, PSNR, SSIM, ...)")
+    cmd.add_argument("checkpoint", metavar="CHECKPOINT")
+    cmd.add_argument("--data", required=True, metavar="STORE")
+    cmd.add_argument("--split", default="test", choices=["train", "validation", "test"])
+
+    cmd = add(
+        "run",
+        _cmd_run,
+        "simulate, verify, train and evaluate on one machine, and write a report with pictures",
+    )
+    cmd.add_argument("config", nargs="?", default="small", metavar="CONFIG", help="default: small")
+    cmd.add_argument("--out", default="stemdl-run", metavar="DIR", help="default: ./stemdl-run")
+    cmd.add_argument("--workers", type=int, default=None, metavar="N", help="Dask workers")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: clear one-line errors for bad input, tracebacks only with -v."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from configs import ConfigError
+
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
+        if args.verbose:
+            raise
+        print(f"stemdl {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"stemdl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""Shared test settings: keep libraries quiet and single-threaded so 2-core CI is predictable."""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS/OpenMP thread per process: the tests start Dask workers and torch ranks of their own.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
