@@ -1,0 +1,215 @@
+"""Generate a store with Dask: plan it, then one task per shard that is not yet done.
+
+`generate(config, store_url)` plans the store (or checks that an existing one was made with the
+same simulation and dataset config), submits `datasets.shard.simulate_shard` once per shard
+whose `shard_done` flag is not set, and waits with a progress bar (shards, samples/s).
+
+Why it resumes bit-identically: a task writes its shard's files and only then its done flag, and
+a sample is a pure function of (config, index). Killing the client or any worker at any moment
+leaves some shards not marked done; running the same command again simulates exactly those and
+writes the same bytes an uninterrupted run would have.
+
+Failures: a task that raises is retried by Dask (`retries`). If it still fails, it runs once
+more with `record_failures=True`, which stores the failing samples as failed (with the reason)
+and completes the shard. A shard that cannot be completed even then (a crashing worker, a store
+that cannot be written) stays not done and is listed in the report; the run goes on.
+
+Cluster: by default a `distributed.LocalCluster` with one single-threaded worker process per
+core; `scheduler_address` or `scheduler_file` joins an existing cluster instead (dask-jobqueue,
+dask-mpi, dask-cuda …), whose workers must be able to import stemdl and reach the store URL.
+
+Run as a module for a subprocess entry point: `python -m datasets.generate CONFIG STORE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed import Client, LocalCluster, as_completed
+from tqdm.auto import tqdm
+
+from datasets.plan import as_config, plan_store
+from datasets.shard import (
+    DEFAULT_SIMULATOR,
+    ShardResult,
+    catalogue_for,
+    read_done_mask,
+    simulate_shard,
+)
+from datasets.storage import StoreError, normalize_store_url
+
+
+@dataclass
+class GenerationReport:
+    """What a `generate` call did; `complete` is True when every shard is done."""
+
+    store_url: str
+    num_samples: int
+    num_shards: int
+    shards_already_done: int = 0
+    shards_written: list[int] = field(default_factory=list)
+    shards_failed: dict[int, str] = field(default_factory=dict)
+    failed_samples: list[tuple[int, str]] = field(default_factory=list)
+    catalogue_skipped: list[tuple[str, str]] = field(default_factory=list)
+    samples_simulated: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.shards_failed and (
+            self.shards_already_done + len(self.shards_written) == self.num_shards
+        )
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples_simulated / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary(self) -> str:
+        lines = [
+            f"store {self.store_url}: {self.num_samples} samples in {self.num_shards} shards",
+            f"  shards already done: {self.shards_already_done}, written now: "
+            f"{len(self.shards_written)}, failed: {len(self.shards_failed)}",
+            f"  simulated {self.samples_simulated} samples in {self.elapsed_s:.1f} s "
+            f"({self.samples_per_s:.2f} samples/s)",
+        ]
+        for index, reason in self.failed_samples:
+            lines.append(f"  failed sample {index}: {reason}")
+        for shard, reason in sorted(self.shards_failed.items()):
+            lines.append(f"  shard {shard} NOT done: {reason}")
+        for source, reason in self.catalogue_skipped:
+            lines.append(f"  skipped structure {source}: {reason}")
+        lines.append("  complete" if self.complete else "  INCOMPLETE: run the same command again")
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def dask_client(scheduler_address: str | None = None, scheduler_file: str | None = None,
+                n_workers: int | None = None) -> Iterator[Client]:
+    """A client to an existing cluster, or to a LocalCluster sized to this machine (closed after)."""
+    if scheduler_address and scheduler_file:
+        raise ValueError("give scheduler_address or scheduler_file, not both")
+    if (scheduler_address or scheduler_file) and n_workers is not None:
+        raise ValueError("n_workers sizes the local cluster; it cannot be used with an existing "
+                         "cluster (scheduler_address / scheduler_file)")
+    if n_workers is not None and n_workers < 1:
+        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+    if scheduler_address or scheduler_file:
+        client = Client(scheduler_address, scheduler_file=scheduler_file)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    workers = n_workers or os.cpu_count() or 1
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url: str,
+               retries: int, simulator: str, report: GenerationReport, progress: bool,
+               shard_size: int, num_samples: int) -> None:
+    futures = {}
+    for k in todo:
+        future = client.submit(simulate_shard, config_dict, url, k, simulator=simulator,
+                               retries=retries, pure=False, key=f"simulate_shard-{k}-{time.time_ns()}")
+        futures[future] = (k, False)
+    began = time.perf_counter()
+    samples_done = 0
+    bar = tqdm(total=len(todo), unit="shard", desc="simulating", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    pending = as_completed(list(futures))
+    with bar:
+        for future in pending:
+            shard, last_chance = futures.pop(future)
+            try:
+                result: ShardResult = future.result()
+            except Exception as error:
+                if not last_chance:
+                    retry = client.submit(simulate_shard, config_dict, url, shard,
+                                          record_failures=True, simulator=simulator, pure=False,
+                                          key=f"simulate_shard-final-{shard}-{time.time_ns()}")
+                    futures[retry] = (shard, True)
+                    pending.add(retry)
+                    continue
+                report.shards_failed[shard] = f"{type(error).__name__}: {error}"
+                bar.update(1)
+                continue
+            report.failed_samples.extend(result.failures)
+            if result.already_done:
+                report.shards_already_done += 1
+            else:
+                report.shards_written.append(shard)
+                samples_done += result.num_samples
+            bar.update(1)
+            rate = samples_done / max(time.perf_counter() - began, 1e-9)
+            bar.set_postfix_str(f"{samples_done}/{num_samples} samples, {rate:.2f} samples/s")
+    report.samples_simulated = samples_done
+    report.failed_samples.sort()
+
+
+def generate(config: Any, store_url: str, *, scheduler_address: str | None = None,
+             scheduler_file: str | None = None, n_workers: int | None = None,
+             progress: bool = True, retries: int = 2,
+             simulator: str = DEFAULT_SIMULATOR) -> GenerationReport:
+    """Create or finish the store at `store_url` for `config`; see the module docstring."""
+    began = time.perf_counter()
+    config = as_config(config)
+    url = normalize_store_url(store_url)
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    catalogue = catalogue_for(config, simulator)
+    info = plan_store(config, url, catalogue)
+    done = read_done_mask(info)
+    todo = [k for k in range(info.num_shards) if not done[k]]
+    report = GenerationReport(url, info.num_samples, info.num_shards,
+                              shards_already_done=int(done.sum()),
+                              catalogue_skipped=[(str(s), str(r)) for s, r in catalogue.skipped])
+    if todo:
+        with dask_client(scheduler_address, scheduler_file, n_workers) as client:
+            _run_tasks(client, todo, config.to_dict(), url, retries, simulator, report,
+                       progress, info.shard_size, info.num_samples)
+    report.shards_written.sort()
+    report.elapsed_s = time.perf_counter() - began
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m datasets.generate CONFIG STORE`: exit 0 when the store is complete."""
+    from configs import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(prog="python -m datasets.generate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="preset name (tiny, small, paper) or YAML path")
+    parser.add_argument("store", help="store path or fsspec URL")
+    parser.add_argument("--n-workers", type=int, default=None)
+    parser.add_argument("--scheduler-address", default=None)
+    parser.add_argument("--scheduler-file", default=None)
+    parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--simulator", default=DEFAULT_SIMULATOR,
+                        help="module providing simulate_sample and build_catalogue")
+    args = parser.parse_args(argv)
+    try:
+        report = generate(load_config(args.config), args.store, n_workers=args.n_workers,
+                          scheduler_address=args.scheduler_address,
+                          scheduler_file=args.scheduler_file, progress=not args.no_progress,
+                          retries=args.retries, simulator=args.simulator)
+    except (ConfigError, StoreError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0 if report.complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Planning a store: create its arrays and attributes once, or check an existing one fits.
+
+A store records the full config it was made with. Generating into it again is allowed only if
+the `simulation` and `dataset` sections (which determine every stored byte) are identical;
+`loader`, `model` and `train` may differ. A store made with another config is refused with a
+message listing the differing fields, never mixed.
+
+Planning is crash-safe: the group is written first with `planning_complete: false`, then every
+array, then the flag is set. A store whose planning was interrupted is planned again (no shard
+can be marked done before planning completes, so nothing is lost).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import zarr
+
+from datasets.schema import (
+    CHECKSUM_DEFINITION,
+    SCHEMA_VERSION,
+    STATUS_MEANINGS,
+    ArraySpec,
+    store_schema,
+    units_table,
+)
+from datasets.storage import (
+    StoreError,
+    create_array,
+    group_exists,
+    normalize_store_url,
+    open_group,
+    open_store,
+    store_has_content,
+)
+
+BYTE_DETERMINING_SECTIONS: tuple[str, ...] = ("simulation", "dataset")
+_SOFTWARE = ("stemdl", "abtem", "ase", "numpy", "zarr", "numcodecs", "dask", "distributed", "torch")
+
+
+class ConfigMismatchError(StoreError):
+    """The store was made with a different simulation or dataset config."""
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """An opened stemdl store: its URL, root group, config and schema."""
+
+    url: str
+    group: zarr.Group
+    config: Any  # StemdlConfig
+    schema: dict[str, ArraySpec]
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    @property
+    def num_samples(self) -> int:
+        return self.config.dataset.num_samples
+
+    @property
+    def shard_size(self) -> int:
+        return self.config.dataset.shard_size
+
+    @property
+    def num_shards(self) -> int:
+        return self.config.dataset.num_shards
+
+    def array(self, name: str) -> zarr.Array:
+        return self.group[name]  # type: ignore[return-value]
+
+
+def _as_config(config: Any) -> Any:
+    from configs import StemdlConfig, config_from_dict
+
+    if isinstance(config, StemdlConfig):
+        return config
+    return config_from_dict(config, "<store or task config>")
+
+
+def as_config(config: Any) -> Any:
+    """A `StemdlConfig` from a model or its JSON-safe dict (what Dask tasks are given)."""
+    return _as_config(config)
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _SOFTWARE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def config_differences(stored: dict[str, Any], requested: dict[str, Any],
+                       sections: tuple[str, ...] = BYTE_DETERMINING_SECTIONS) -> list[str]:
+    """Dotted paths (with both values) where two config dicts differ in `sections`."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key, "<absent>"), b.get(key, "<absent>"), f"{path}.{key}")
+        elif a != b:
+            out.append(f"{path}: store has {a!r}, requested {b!r}")
+
+    for section in sections:
+        walk(stored.get(section, "<absent>"), requested.get(section, "<absent>"), section)
+    return out
+
+
+def _group_attributes(config: Any, catalogue: Any, schema: dict[str, ArraySpec]) -> dict[str, Any]:
+    splits: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+    for material in catalogue.materials:
+        splits.setdefault(material.split, []).append(material.material_id)
+    return {
+        "title": "stemdl: simulated CBED patterns and projected potentials of crystals",
+        "schema_version": SCHEMA_VERSION,
+        "planning_complete": False,
+        "config": config.to_dict(),
+        "num_samples": config.dataset.num_samples,
+        "shard_size": config.dataset.shard_size,
+        "num_shards": config.dataset.num_shards,
+        "splits": splits,
+        "split_rule": "by material: every sample of a material has that material's split",
+        "catalogue_skipped": [[str(source), str(reason)] for source, reason in catalogue.skipped],
+        "units": units_table(schema),
+        "status_meanings": STATUS_MEANINGS,
+        "checksum": CHECKSUM_DEFINITION,
+        "software": software_versions(),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "staged": None,
+    }
+
+
+def open_stemdl_store(store_url: str, *, mode: str = "r") -> StoreInfo:
+    """Open an existing stemdl store, refusing anything that is not one (or not fully planned)."""
+    url = normalize_store_url(store_url)
+    group = open_group(url, mode=mode)
+    attrs = dict(group.attrs)
+    if "schema_version" not in attrs or "config" not in attrs:
+        raise StoreError(f"{url!r} is a Zarr group but not a stemdl store (no schema_version/config)")
+    if attrs["schema_version"] != SCHEMA_VERSION:
+        raise StoreError(
+            f"{url!r} has stemdl schema version {attrs['schema_version']}, this code reads "
+            f"version {SCHEMA_VERSION}"
+        )
+    if not attrs.get("planning_complete"):
+        raise StoreError(f"{url!r}: planning of this store did not complete; run generate again")
+    config = _as_config(attrs["config"])
+    return StoreInfo(url, group, config, store_schema(config))
+
+
+def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
+    """Create the store for `config` at `store_url`, or check that the existing one matches."""
+    url = normalize_store_url(store_url)
+    config = _as_config(config)
+    if group_exists(url):
+        group = open_group(url, mode="r+")
+        attrs = dict(group.attrs)
+        if "schema_version" not in attrs or "config" not in attrs:
+            raise StoreError(f"{url!r} holds a Zarr group that is not a stemdl store; refusing to "
+                             "write into it")
+        differences = config_differences(attrs["config"], config.to_dict())
+        if differences:
+            shown = "\n  ".join(differences[:20])
+            more = f"\n  … and {len(differences) - 20} more" if len(differences) > 20 else ""
+            raise ConfigMismatchError(
+                f"refusing to generate into {url!r}: it was made with another config "
+                f"(the simulation and dataset sections must be identical):\n  {shown}{more}\n"
+                "Use a new store path, or the config recorded in the store."
+            )
+        if attrs.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"{url!r} has schema version {attrs.get('schema_version')}, "
+                             f"this code writes version {SCHEMA_VERSION}")
+        if attrs.get("planning_complete"):
+            return open_stemdl_store(url, mode="r+")
+    elif store_has_content(url):
+        raise StoreError(f"{url!r} exists, is not empty and is not a Zarr store; refusing to "
+                         "write into it")
+    schema = store_schema(config)
+    attributes = _group_attributes(config, catalogue, schema)
+    group = zarr.open_group(store=open_store(url, read_only=False), mode="w", zarr_format=3,
+                            attributes=attributes)
+    ds = config.dataset
+    for spec in schema.values():
+        storage = getattr(ds, spec.name) if spec.role == "data" else None
+        length = ds.num_shards if spec.per == "shard" else ds.num_samples
+        create_array(group, spec, length=length, shard_size=ds.shard_size, storage=storage)
+    group.attrs.update({"planning_complete": True})
+    return open_stemdl_store(url, mode="r+")

@@ -1,0 +1,206 @@
+"""One generation task: simulate the S samples of one shard, write the shard, mark it done.
+
+`simulate_shard(config, store_url, shard_index)` is a plain function of its inputs, so Dask can
+run it on any worker and run it again after a failure. It owns exactly one file of every
+per-sample array (the shard's) and one chunk of `shard_done`; no two tasks share a file, so
+there are no locks. The order of writes is what makes a crash harmless:
+
+1. simulate all S samples in memory (cast to the storage dtype, checksummed);
+2. write every array's shard file (each file write is atomic on local stores);
+3. write `shard_done[shard] = 1` last.
+
+A shard that is not marked done is simply simulated and written again; the result is the same
+bytes, because a sample is a pure function of (config, index).
+
+A sample whose simulation raises makes the task raise (`SampleSimulationError`), so Dask
+retries it. When the retries are used up, generation runs the task once more with
+`record_failures=True`: the failing samples are then stored as failed (zero arrays,
+`status = 2`, `failure_reason`), the shard is completed and the run goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from datasets.checksum import block_crc32c, stored_bytes
+from datasets.plan import StoreInfo, as_config, config_differences, open_stemdl_store
+from datasets.records import empty_columns, put_record
+from datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
+
+DEFAULT_SIMULATOR = "simulate"
+_MAX_REASON = 1000
+
+
+class SampleSimulationError(RuntimeError):
+    """A sample's simulation raised; the message names the sample, the shard and the cause."""
+
+
+@dataclass
+class ShardResult:
+    """What one `simulate_shard` call did."""
+
+    shard_index: int
+    start: int
+    stop: int
+    already_done: bool = False
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    host: str = ""
+    pid: int = 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.stop - self.start
+
+
+@functools.lru_cache(maxsize=4)
+def _simulator(module_name: str) -> Any:
+    module = importlib.import_module(module_name)
+    for name in ("simulate_sample", "build_catalogue"):
+        if not callable(getattr(module, name, None)):
+            raise ImportError(f"simulator module {module_name!r} has no function {name}()")
+    return module
+
+
+@functools.lru_cache(maxsize=4)
+def _catalogue(module_name: str, simulation_json: str) -> Any:
+    """Build the catalogue once per worker process and config (it is deterministic)."""
+    from simulate.config import SimulationConfig
+
+    simulation = SimulationConfig.model_validate(json.loads(simulation_json))
+    return _simulator(module_name).build_catalogue(simulation)
+
+
+def catalogue_for(config: Any, simulator: str = DEFAULT_SIMULATOR) -> Any:
+    return _catalogue(simulator, config.simulation.model_dump_json())
+
+
+def read_done_mask(info: StoreInfo) -> np.ndarray:
+    """`shard_done` as a bool array; a chunk that cannot be decoded counts as not done."""
+    done = info.array("shard_done")
+    try:
+        return np.asarray(done[:]) == 1
+    except Exception:  # a damaged chunk: fall back to reading chunk by chunk
+        mask = np.zeros(done.shape[0], dtype=bool)
+        for k in range(done.shape[0]):
+            try:
+                mask[k] = int(done[k]) == 1
+            except Exception:
+                mask[k] = False
+        return mask
+
+
+def shard_is_done(info: StoreInfo, shard_index: int) -> bool:
+    """Read one shard's completion flag (one small file); unreadable counts as not done."""
+    try:
+        return int(info.array("shard_done")[shard_index]) == 1
+    except Exception:
+        return False
+
+
+def set_done(info: StoreInfo, shard_index: int, done: bool) -> None:
+    info.array("shard_done")[shard_index] = 1 if done else 0
+
+
+def _reason(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
+
+
+def _check_sample(sample: Any, info: StoreInfo) -> None:
+    for name in ("cbed", "potential"):
+        expected = info.schema[name].shape
+        actual = np.shape(getattr(sample, name))
+        if actual != expected:
+            raise ValueError(f"{name} has shape {actual}, the store expects {expected}")
+
+
+def simulate_block(info: StoreInfo, start: int, stop: int, *, record_failures: bool,
+                   simulator: str = DEFAULT_SIMULATOR) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
+    """Simulate samples [start, stop) into one in-memory block of every per-sample array."""
+    config, schema = info.config, info.schema
+    module = _simulator(simulator)
+    catalogue = catalogue_for(config, simulator)
+    rows = stop - start
+    block: dict[str, np.ndarray] = empty_columns(schema, rows)
+    for name in ("cbed", "potential"):
+        block[name] = np.zeros((rows, *schema[name].shape), dtype=schema[name].dtype)
+    block["status"] = np.full(rows, STATUS_OK, dtype=np.int8)
+    block["failure_reason"] = np.full(rows, "", dtype=object)
+    failures: list[tuple[int, str]] = []
+    for row, index in enumerate(range(start, stop)):
+        try:
+            sample = module.simulate_sample(config.simulation, index, catalogue)
+            _check_sample(sample, info)
+            cbed = stored_bytes(sample.cbed, schema["cbed"].dtype)
+            potential = stored_bytes(sample.potential, schema["potential"].dtype)
+            for name, values in (("cbed", cbed), ("potential", potential)):
+                if not np.isfinite(values).all():
+                    raise ValueError(f"{name} has non-finite values in storage dtype {values.dtype}")
+            if sample.record.index != index:
+                raise ValueError(f"record.index is {sample.record.index}, expected {index}")
+            row_columns = empty_columns(schema, 1)
+            put_record(row_columns, 0, sample.record, schema)
+        except Exception as error:
+            if not record_failures:
+                raise SampleSimulationError(
+                    f"sample {index} (shard {start // info.shard_size}) failed: {_reason(error)}"
+                ) from error
+            failures.append((index, _reason(error)))
+            block["status"][row] = STATUS_FAILED
+            block["failure_reason"][row] = _reason(error)
+            block["index"][row] = index
+            continue
+        block["cbed"][row], block["potential"][row] = cbed, potential
+        for name, column in row_columns.items():
+            block[name][row] = column[0]
+    block["cbed_crc32c"] = block_crc32c(block["cbed"])
+    block["potential_crc32c"] = block_crc32c(block["potential"])
+    return block, failures
+
+
+def write_block(info: StoreInfo, start: int, block: dict[str, np.ndarray]) -> None:
+    """Write one whole shard of every per-sample array (never `shard_done`)."""
+    stop = start + len(block["status"])
+    for spec in sharded_arrays(info.schema):
+        info.array(spec.name)[start:stop] = block[spec.name]
+
+
+def _check_task_config(info: StoreInfo, config: Any) -> None:
+    differences = config_differences(info.attrs["config"], config.to_dict())
+    if differences:
+        raise ValueError(f"store {info.url!r} was made with another config: {differences[:5]}")
+
+
+def simulate_shard(config: Any, store_url: str, shard_index: int, *,
+                   record_failures: bool = False,
+                   simulator: str = DEFAULT_SIMULATOR) -> ShardResult:
+    """Simulate, write and mark done one shard of a planned store (idempotent, retryable).
+
+    `config` is a `StemdlConfig` or its `to_dict()`; `simulator` names a module with
+    `simulate_sample` and `build_catalogue` (default: stemdl's `simulate`).
+    """
+    began = time.perf_counter()
+    config = as_config(config)
+    info = open_stemdl_store(store_url, mode="r+")
+    _check_task_config(info, config)
+    start, stop = shard_range(shard_index, info.shard_size, info.num_samples)
+    result = ShardResult(shard_index, start, stop, host=socket.gethostname(), pid=os.getpid())
+    if shard_is_done(info, shard_index):
+        result.already_done = True
+        return result
+    block, result.failures = simulate_block(info, start, stop, record_failures=record_failures,
+                                            simulator=simulator)
+    write_block(info, start, block)
+    set_done(info, shard_index, True)
+    result.elapsed_s = time.perf_counter() - began
+    return result
