@@ -35,6 +35,7 @@ from datasets.checksum import block_crc32c, stored_bytes
 from datasets.plan import StoreInfo, as_config, config_differences, open_stemdl_store
 from datasets.records import empty_columns, put_record
 from datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
+from datasets.storage import delete_objects, shard_key
 
 DEFAULT_SIMULATOR = "simulate"
 _MAX_REASON = 1000
@@ -169,8 +170,15 @@ def simulate_block(info: StoreInfo, start: int, stop: int, *, record_failures: b
 
 
 def write_block(info: StoreInfo, start: int, block: dict[str, np.ndarray]) -> None:
-    """Write one whole shard of every per-sample array (never `shard_done`)."""
+    """Write one whole shard of every per-sample array (never `shard_done`).
+
+    The shard's existing files (from an interrupted attempt, or corrupted) are deleted first:
+    they belong to this shard alone, and zarr would otherwise read and merge them.
+    """
     stop = start + len(block["status"])
+    shard = start // info.shard_size
+    arrays = [info.array(spec.name) for spec in sharded_arrays(info.schema)]
+    delete_objects(info.url, [shard_key(array, shard) for array in arrays])
     for spec in sharded_arrays(info.schema):
         info.array(spec.name)[start:stop] = block[spec.name]
 

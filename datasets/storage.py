@@ -139,6 +139,19 @@ def shard_key(array: zarr.Array, shard_index: int) -> str:
     return f"{array.path}/{array.metadata.encode_chunk_key(coords)}"
 
 
+def delete_objects(url: str, keys: list[str]) -> None:
+    """Delete store objects that exist (missing ones are fine).
+
+    Why: zarr-python 3.1 writes a shard by read-modify-write, even when every chunk of it is
+    written, so a stale or corrupted shard file must go before its shard is written again.
+    """
+    fs, root = filesystem(url)
+    for key in keys:
+        path = f"{root}/{key}"
+        if fs.exists(path):
+            fs.rm_file(path)
+
+
 def open_group(url: str, *, mode: str = "r") -> zarr.Group:
     """Open the root group of an existing store, with a StoreError if there is none."""
     store = open_store(url, read_only=(mode == "r"))

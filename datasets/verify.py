@@ -1,0 +1,265 @@
+"""Check a store and say, per shard and per file, what is wrong; optionally re-simulate it.
+
+`verify_store(store_url)` checks, in order:
+
+* schema: the group is a stemdl store of this schema version, and every array the recorded
+  config calls for exists with the right shape, dtype, chunks, shards and dimension names;
+* completion: which shards are marked done (in a staged store, only its local shards count);
+* per done shard: every array's shard file decodes (Zarr's crc32c codec locates flipped bytes;
+  the message names the shard file), the per-sample CRC-32C of `cbed` and `potential` matches,
+  no NaN/inf, CBED within [0, 1], indices and statuses consistent, splits agree with the
+  material → split table in the group attributes, atom counts within the padding.
+
+`repair=True` marks each bad shard not done, re-simulates it from the config recorded in the
+store (deterministic, so the bytes are what they should have been) and verifies it again; it
+also simulates shards not yet generated (in a staged store: its local shards only). Repair runs
+in this process; to finish a large incomplete store, run `generate` again instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from datasets.checksum import block_crc32c
+from datasets.plan import StoreInfo, open_stemdl_store
+from datasets.schema import (
+    STATUS_FAILED,
+    STATUS_MISSING,
+    STATUS_OK,
+    shard_range,
+    sharded_arrays,
+)
+from datasets.shard import DEFAULT_SIMULATOR, read_done_mask, set_done, simulate_shard
+from datasets.storage import StoreError, file_url, shard_key, zarr_dtype
+
+CBED_RANGE_TOLERANCE = 1e-2  # float16 rounding of values near the bounds
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one shard (or with the store, when `shard` is None)."""
+
+    shard: int | None
+    array: str | None
+    path: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"shard {self.shard}" if self.shard is not None else "store"
+        if self.array:
+            where += f", array {self.array}"
+        if self.path:
+            where += f" ({self.path})"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    """Result of `verify_store`; `ok` means no problems (incomplete shards are listed apart)."""
+
+    store_url: str
+    num_shards: int = 0
+    shards_done: list[int] = field(default_factory=list)
+    shards_incomplete: list[int] = field(default_factory=list)
+    shards_not_local: list[int] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    failed_samples: list[tuple[int, str]] = field(default_factory=list)
+    repaired: list[int] = field(default_factory=list)
+
+    @property
+    def bad_shards(self) -> list[int]:
+        return sorted({p.shard for p in self.problems if p.shard is not None})
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def complete(self) -> bool:
+        return self.ok and not self.shards_incomplete
+
+    def summary(self) -> str:
+        lines = [f"store {self.store_url}: {len(self.shards_done)}/{self.num_shards} shards done"
+                 + (f" ({len(self.shards_not_local)} not local: staged store)"
+                    if self.shards_not_local else "")]
+        if self.shards_incomplete:
+            lines.append(f"  not yet generated: shards {_ranges(self.shards_incomplete)}")
+        lines += [f"  PROBLEM {p}" for p in self.problems]
+        lines += [f"  failed sample {i}: {r}" for i, r in self.failed_samples]
+        if self.repaired:
+            lines.append(f"  repaired shards {_ranges(self.repaired)}")
+        lines.append("  OK" if self.ok else f"  {len(self.bad_shards)} bad shard(s)")
+        return "\n".join(lines)
+
+
+def _ranges(values: list[int]) -> str:
+    return ", ".join(str(v) for v in values[:50]) + (" …" if len(values) > 50 else "")
+
+
+def _check_schema(info: StoreInfo) -> list[Problem]:
+    problems = []
+    ds = info.config.dataset
+    for spec in info.schema.values():
+        if spec.name not in info.group:
+            problems.append(Problem(None, spec.name, None, "array missing"))
+            continue
+        array = info.array(spec.name)
+        length = ds.num_shards if spec.per == "shard" else ds.num_samples
+        expected_shape = (length, *spec.shape)
+        expected_dtype = np.dtype(zarr_dtype(spec)) if spec.dtype != "string" else None
+        checks = [
+            ("shape", tuple(array.shape), expected_shape),
+            ("dimension_names", tuple(array.metadata.dimension_names or ()), spec.all_dims),
+        ]
+        if spec.per == "sample":
+            checks += [("chunks", tuple(array.chunks), (1, *spec.shape)),
+                       ("shards", tuple(array.shards or ()), (ds.shard_size, *spec.shape))]
+        if expected_dtype is not None:
+            checks.append(("dtype", array.dtype, expected_dtype))
+        for what, actual, expected in checks:
+            if actual != expected:
+                problems.append(Problem(None, spec.name, None,
+                                        f"{what} is {actual}, the schema expects {expected}"))
+    return problems
+
+
+def _read_shard(info: StoreInfo, shard: int) -> tuple[dict[str, np.ndarray], list[Problem]]:
+    start, stop = shard_range(shard, info.shard_size, info.num_samples)
+    block, problems = {}, []
+    for spec in sharded_arrays(info.schema):
+        array = info.array(spec.name)
+        try:
+            block[spec.name] = np.asarray(array[start:stop])
+        except Exception as error:
+            path = file_url(info.url, shard_key(array, shard))
+            problems.append(Problem(shard, spec.name, path,
+                                    f"cannot decode the shard file ({type(error).__name__}: {error})"))
+    return block, problems
+
+
+def _check_values(info: StoreInfo, shard: int, block: dict[str, np.ndarray],
+                  material_split: dict[str, str]) -> tuple[list[Problem], list[tuple[int, str]]]:
+    start, stop = shard_range(shard, info.shard_size, info.num_samples)
+    problems: list[Problem] = []
+    failed: list[tuple[int, str]] = []
+
+    def problem(array: str, message: str) -> None:
+        path = file_url(info.url, shard_key(info.array(array), shard))
+        problems.append(Problem(shard, array, path, message))
+
+    for name in ("cbed", "potential"):
+        if name in block and f"{name}_crc32c" in block:
+            computed = block_crc32c(block[name])
+            stored = block[f"{name}_crc32c"]
+            for row in np.flatnonzero(computed != stored):
+                problem(name, f"sample {start + row}: CRC-32C {computed[row]:#010x} != stored "
+                              f"{stored[row]:#010x} (file corrupted or overwritten)")
+    if "index" in block and not np.array_equal(block["index"], np.arange(start, stop)):
+        problem("index", f"index holds {block['index'].tolist()}, expected {start}..{stop - 1}")
+    status = block.get("status")
+    if status is None:
+        return problems, failed
+    for row in np.flatnonzero(status == STATUS_MISSING):
+        problem("status", f"sample {start + row} is in a shard marked done but was never written")
+    for row in np.flatnonzero(~np.isin(status, (STATUS_MISSING, STATUS_OK, STATUS_FAILED))):
+        problem("status", f"sample {start + row} has unknown status {status[row]}")
+    for row in np.flatnonzero(status == STATUS_FAILED):
+        reason = str(block.get("failure_reason", [""] * len(status))[row])
+        failed.append((start + int(row), reason or "(no reason recorded)"))
+    ok = status == STATUS_OK
+    for name in ("cbed", "potential"):
+        if name not in block:
+            continue
+        values = block[name][ok]
+        finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+        for row in np.flatnonzero(ok)[~finite]:
+            problem(name, f"sample {start + row} has NaN or inf values")
+    if "cbed" in block and ok.any():
+        cbed = block["cbed"][ok].astype(np.float32)
+        low, high = np.nanmin(cbed), np.nanmax(cbed)
+        if low < -CBED_RANGE_TOLERANCE or high > 1 + CBED_RANGE_TOLERANCE:
+            problem("cbed", f"values outside [0, 1] (fraction of the beam): min {low}, max {high}")
+    if "split" in block and "material_id" in block:
+        for row in np.flatnonzero(ok):
+            material, split = str(block["material_id"][row]), str(block["split"][row])
+            expected = material_split.get(material)
+            if expected != split:
+                problem("split", f"sample {start + row}: material {material!r} has split "
+                                 f"{split!r} but the store's split table says {expected!r}")
+    if "num_atoms" in block:
+        max_atoms = info.schema["atomic_numbers"].shape[0]
+        bad = ok & ((block["num_atoms"] < 1) | (block["num_atoms"] > max_atoms))
+        for row in np.flatnonzero(bad):
+            problem("num_atoms", f"sample {start + row} has num_atoms {block['num_atoms'][row]}")
+    return problems, failed
+
+
+def local_shards(info: StoreInfo) -> list[int] | None:
+    """The shards a staged store holds (None for a full store)."""
+    staged = info.attrs.get("staged")
+    return None if not staged else sorted(int(k) for k in staged["shards"])
+
+
+def verify_shard(info: StoreInfo, shard: int, material_split: dict[str, str]
+                 ) -> tuple[list[Problem], list[tuple[int, str]]]:
+    block, problems = _read_shard(info, shard)
+    value_problems, failed = _check_values(info, shard, block, material_split)
+    return problems + value_problems, failed
+
+
+def material_splits(attrs: dict[str, Any]) -> dict[str, str]:
+    return {m: split for split, materials in attrs.get("splits", {}).items() for m in materials}
+
+
+def verify_store(store_url: str, repair: bool = False, *,
+                 simulator: str = DEFAULT_SIMULATOR) -> VerifyReport:
+    """Check the store at `store_url`; with `repair`, re-simulate its bad shards."""
+    try:
+        info = open_stemdl_store(store_url, mode="r+" if repair else "r")
+    except StoreError as error:
+        report = VerifyReport(str(store_url))
+        report.problems.append(Problem(None, None, None, str(error)))
+        return report
+    report = VerifyReport(info.url, num_shards=info.num_shards)
+    report.problems += _check_schema(info)
+    if report.problems:
+        return report
+    split_of = material_splits(info.attrs)
+    if len(split_of) != sum(len(v) for v in info.attrs.get("splits", {}).values()):
+        report.problems.append(Problem(None, None, None, "a material is listed in two splits"))
+    done = read_done_mask(info)
+    local = local_shards(info)
+    expected = list(range(info.num_shards)) if local is None else local
+    report.shards_not_local = sorted(set(range(info.num_shards)) - set(expected))
+    for shard in expected:
+        if not done[shard]:
+            report.shards_incomplete.append(shard)
+            continue
+        report.shards_done.append(shard)
+        problems, failed = verify_shard(info, shard, split_of)
+        report.problems += problems
+        report.failed_samples += failed
+    if repair and (report.bad_shards or report.shards_incomplete):
+        _repair(info, report, split_of, simulator)
+    return report
+
+
+def _repair(info: StoreInfo, report: VerifyReport, split_of: dict[str, str],
+            simulator: str) -> None:
+    config = info.config.to_dict()
+    for shard in sorted(set(report.bad_shards) | set(report.shards_incomplete)):
+        set_done(info, shard, False)
+        simulate_shard(config, info.url, shard, simulator=simulator, record_failures=True)
+        problems, _ = verify_shard(info, shard, split_of)
+        if problems:
+            report.problems += [Problem(shard, p.array, p.path, f"after repair: {p.message}")
+                                for p in problems]
+        else:
+            report.repaired.append(shard)
+            report.problems = [p for p in report.problems if p.shard != shard]
+            if shard in report.shards_incomplete:
+                report.shards_incomplete.remove(shard)
+                report.shards_done = sorted([*report.shards_done, shard])
