@@ -1,0 +1,176 @@
+"""Look at a store: counts, materials, bytes on disk (`summarize`), and one sample (`plot_sample`).
+
+`summarize` reads only metadata arrays and file sizes, never the CBED bytes, so it is cheap on
+a large store; `render_summary` turns it into rich tables. `plot_sample` draws a mosaic of the
+CBED patterns (log scale), the potential channels and the sample's record as text, with
+matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets.partition import available_shards, sample_indices
+from datasets.plan import open_stemdl_store
+from datasets.records import record_from_columns
+from datasets.schema import STATUS_FAILED, STATUS_OK, record_arrays
+from datasets.storage import filesystem
+from simulate.sample import SPLITS
+
+
+def _bytes_on_disk(url: str, name: str) -> int:
+    fs, root = filesystem(url)
+    try:
+        return int(fs.du(f"{root}/{name}", total=True))
+    except FileNotFoundError:
+        return 0
+
+
+def summarize(store_url: str) -> dict[str, Any]:
+    """Counts per split, materials, shards, bytes on disk and compression ratio per array."""
+    info = open_stemdl_store(store_url)
+    shards = available_shards(info)
+    indices = sample_indices(info, shards)
+    status = np.asarray(info.array("status").oindex[indices]) if indices.size else np.zeros(0)
+    split = np.asarray(info.array("split").oindex[indices]) if indices.size else np.zeros(0)
+    material = np.asarray(info.array("material_id").oindex[indices]) if indices.size else split
+    ok = status == STATUS_OK
+    per_split = {
+        s: {"samples": int((ok & (split == s)).sum()),
+            "materials_in_catalogue": len(info.attrs.get("splits", {}).get(s, [])),
+            "materials_with_samples": len({str(m) for m in material[ok & (split == s)]})}
+        for s in SPLITS
+    }
+    arrays = {}
+    for name, spec in info.schema.items():
+        itemsize = 1 if spec.per == "shard" else np.dtype(
+            "uint8" if spec.dtype == "string" else spec.dtype).itemsize
+        raw = int(indices.size * itemsize * math.prod(spec.shape)) if spec.per == "sample" else 0
+        disk = _bytes_on_disk(info.url, name)
+        arrays[name] = {"dtype": spec.dtype, "shape": [info.array(name).shape[0], *spec.shape],
+                        "bytes_on_disk": disk, "bytes_uncompressed": raw if spec.dtype != "string" else None,
+                        "compression_ratio": (raw / disk) if disk and spec.dtype != "string" else None}
+    data_raw = sum(arrays[n]["bytes_uncompressed"] for n in ("cbed", "potential"))
+    data_disk = sum(arrays[n]["bytes_on_disk"] for n in ("cbed", "potential"))
+    return {
+        "store": info.url,
+        "config_name": info.config.name,
+        "created_utc": info.attrs.get("created_utc"),
+        "staged": info.attrs.get("staged"),
+        "num_samples": info.num_samples,
+        "shard_size": info.shard_size,
+        "num_shards": info.num_shards,
+        "shards_done": len(shards),
+        "samples_ok": int(ok.sum()),
+        "samples_failed": int((status == STATUS_FAILED).sum()),
+        "splits": per_split,
+        "catalogue_skipped": info.attrs.get("catalogue_skipped", []),
+        "arrays": arrays,
+        "bytes_on_disk": sum(a["bytes_on_disk"] for a in arrays.values()),
+        "data_compression_ratio": data_raw / data_disk if data_disk else None,
+    }
+
+
+def render_summary(summary: dict[str, Any]) -> Any:
+    """A rich renderable (a group of tables) for `summarize`'s dict."""
+    from rich.console import Group
+    from rich.table import Table
+
+    head = Table(title=f"stemdl store {summary['store']}", show_header=False)
+    for key in ("config_name", "created_utc", "num_samples", "shard_size", "num_shards",
+                "shards_done", "samples_ok", "samples_failed"):
+        head.add_row(key, str(summary[key]))
+    head.add_row("bytes on disk", _human(summary["bytes_on_disk"]))
+    ratio = summary["data_compression_ratio"]
+    head.add_row("cbed+potential compression", f"{ratio:.2f}x" if ratio else "-")
+    if summary["staged"]:
+        staged = summary["staged"]
+        head.add_row("staged", f"node {staged['node']}/{staged['nodes']} of {staged['source']}")
+    splits = Table(title="splits (by material)")
+    for column in ("split", "samples", "materials (catalogue)", "materials (with samples)"):
+        splits.add_column(column)
+    for name, row in summary["splits"].items():
+        splits.add_row(name, str(row["samples"]), str(row["materials_in_catalogue"]),
+                       str(row["materials_with_samples"]))
+    arrays = Table(title="arrays")
+    for column in ("array", "dtype", "shape", "on disk", "ratio"):
+        arrays.add_column(column)
+    for name, row in summary["arrays"].items():
+        ratio = row["compression_ratio"]
+        arrays.add_row(name, row["dtype"], str(tuple(row["shape"])), _human(row["bytes_on_disk"]),
+                       f"{ratio:.2f}" if ratio else "")
+    return Group(head, splits, arrays)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def read_sample(store_url: str, index: int) -> dict[str, Any]:
+    """The stored arrays, status and `SampleRecord` of sample `index` (as stored, not decoded)."""
+    info = open_stemdl_store(store_url)
+    if not 0 <= index < info.num_samples:
+        raise IndexError(f"sample {index} out of range: the store has {info.num_samples} samples")
+    columns = {spec.name: np.asarray(info.array(spec.name)[index: index + 1])
+               for spec in record_arrays(info.schema)}
+    status = int(info.array("status")[index])
+    return {
+        "cbed": np.asarray(info.array("cbed")[index]),
+        "potential": np.asarray(info.array("potential")[index]),
+        "status": status,
+        "failure_reason": str(info.array("failure_reason")[index]),
+        "record": record_from_columns(columns, 0) if status == STATUS_OK else None,
+    }
+
+
+def plot_sample(store_url: str, index: int, png_path: str | Path) -> Path:
+    """Save a figure of sample `index`: CBED mosaic, potential maps, record text."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sample = read_sample(store_url, index)
+    if sample["record"] is None:
+        raise ValueError(f"sample {index} has status {sample['status']} "
+                         f"({sample['failure_reason'] or 'not written'}); nothing to plot")
+    record = sample["record"]
+    cbed = sample["cbed"].astype(np.float32)
+    gy, gx = record.scan_gpts
+    p, h, w = cbed.shape
+    mosaic = cbed.reshape(gy, gx, h, w).transpose(0, 2, 1, 3).reshape(gy * h, gx * w) \
+        if gy * gx == p else cbed.reshape(p * h, w)
+    potential = sample["potential"].astype(np.float32)
+    fig, axes = plt.subplots(1, 2 + potential.shape[0], figsize=(4 * (2 + potential.shape[0]), 4.4))
+    axes[0].imshow(np.log10(np.clip(mosaic, 1e-7, None)), cmap="magma")
+    axes[0].set_title(f"CBED, {p} patterns (log10)")
+    for c in range(potential.shape[0]):
+        image = axes[1 + c].imshow(potential[c], cmap="viridis")
+        axes[1 + c].set_title(f"potential [{c}] (V·Å)")
+        fig.colorbar(image, ax=axes[1 + c], fraction=0.046)
+    text = (f"sample {record.index}  {record.material_id} ({record.formula})\n"
+            f"split {record.split}, space group {record.spacegroup}, zone {record.zone_axis}\n"
+            f"thickness {record.thickness_a:.1f} Å, {record.energy_ev / 1e3:.0f} keV\n"
+            f"semi-angle {record.semiangle_mrad:.2f} mrad, defocus {record.defocus_a:.1f} Å\n"
+            f"C3 {record.c30_a:.3g} Å, {record.num_slices} slices of {record.slice_thickness_a:.2f} Å\n"
+            f"{len(record.atomic_numbers)} atoms/base cell, reps {record.repetitions}\n"
+            f"abTEM {record.abtem_version} on {record.device}")
+    axes[-1].axis("off")
+    axes[-1].text(0, 0.5, text, va="center", family="monospace", fontsize=8)
+    for axis in axes[:-1]:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    fig.tight_layout()
+    path = Path(png_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

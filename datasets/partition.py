@@ -1,0 +1,83 @@
+"""Who reads which shard: ranks, DataLoader workers, epochs. Whole shards, never samples.
+
+Why by shard: a shard is one file per array, read in one go; splitting samples of one shard
+between readers would read it twice. The rules, all deterministic:
+
+* available shards = those marked done in this store (a staged store marks only its own);
+* rank r of W takes available[r::W] (a static assignment, so a rank's sample count is the same
+  every epoch, and ranks differ by at most one shard);
+* each epoch the rank's shards are permuted by (seed, epoch, rank) when shuffling;
+* DataLoader worker w of K takes every K-th shard of that order.
+
+`rank`/`world_size` are among the processes that read *this* store: for a node-local staged
+store, pass the local rank and the number of ranks on the node.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datasets.plan import StoreInfo, open_stemdl_store
+from datasets.schema import STATUS_OK, shard_range
+from datasets.shard import read_done_mask
+from simulate.sample import SPLITS
+
+
+def check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+
+
+def check_split(split: str | None) -> None:
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+
+
+def available_shards(info: StoreInfo) -> list[int]:
+    """Shards marked done here (for a staged store: its local shards)."""
+    return [int(k) for k in np.flatnonzero(read_done_mask(info))]
+
+
+def rank_shards(shards: list[int], rank: int, world_size: int) -> list[int]:
+    check_rank(rank, world_size)
+    return sorted(shards)[rank::world_size]
+
+
+def epoch_order(shards: list[int], *, seed: int, epoch: int, rank: int, shuffle: bool) -> list[int]:
+    if not shuffle:
+        return list(shards)
+    rng = np.random.default_rng([seed, epoch, rank, 0])
+    return [shards[i] for i in rng.permutation(len(shards))]
+
+
+def worker_shards(order: list[int], worker_id: int, num_workers: int) -> list[int]:
+    return order[worker_id::num_workers]
+
+
+def selected_rows(split_values: np.ndarray, status: np.ndarray, split: str | None) -> np.ndarray:
+    """Rows that hold a sample of `split` (or any split) that was simulated successfully."""
+    keep = status == STATUS_OK
+    if split is not None:
+        keep &= np.asarray(split_values) == split
+    return np.flatnonzero(keep)
+
+
+def sample_indices(info: StoreInfo, shards: list[int]) -> np.ndarray:
+    ranges = [np.arange(*shard_range(k, info.shard_size, info.num_samples)) for k in shards]
+    return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
+
+
+def count_samples(store_url: str, split: str | None, rank: int = 0, world_size: int = 1) -> int:
+    """Samples of `split` that rank `rank` of `world_size` yields per epoch (cheap: reads
+    only the `split` and `status` arrays of this rank's shards)."""
+    check_split(split)
+    info = open_stemdl_store(store_url)
+    shards = rank_shards(available_shards(info), rank, world_size)
+    indices = sample_indices(info, shards)
+    if indices.size == 0:
+        return 0
+    status = np.asarray(info.array("status").oindex[indices])
+    split_values = np.asarray(info.array("split").oindex[indices]) if split else status
+    return int(selected_rows(split_values, status, split).size)

@@ -1,0 +1,195 @@
+"""Node-local staging: copy this node's shards of a shared store to local disk, once per node.
+
+Why: a parallel file system serves thousands of readers badly; the paper copied each rank's
+data to the node-local NVMe before training. `stage_node(store_url, local_dir, node, nodes)`
+copies the shards assigned to `node` (round-robin: shard i → node i % nodes, so nodes differ by
+at most one shard) into `local_dir`, which becomes a valid stemdl store of its own:
+
+* same schema and array metadata (the `zarr.json` documents are copied byte for byte), same
+  global sample indices, so sample i is sample i everywhere;
+* only its shards exist; the group attribute `staged` records the source, (node, nodes), the
+  assigned shards and their sample ranges; `shard_done` is set only for shards copied here, so
+  `verify_store` and the loader see exactly the local shards;
+* every shard is verified after copying (decoded through Zarr's crc32c codecs, and the
+  per-sample CRC-32C of `cbed` and `potential` recomputed) before it is marked done.
+
+Shard files are copied as bytes (no decode/re-encode) and each lands atomically (temp file +
+rename). Re-running skips shards already marked done. Local ranks of one node may all call
+`stage_node`: a `filelock` next to `local_dir` lets the first do the copying while the others
+wait, then find everything present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from datasets.plan import StoreInfo, config_differences, open_stemdl_store
+from datasets.schema import shard_range, sharded_arrays
+from datasets.shard import read_done_mask, set_done
+from datasets.storage import (
+    StoreError,
+    filesystem,
+    is_local,
+    normalize_store_url,
+    shard_key,
+)
+from datasets.verify import material_splits, verify_shard
+
+
+class StageError(RuntimeError):
+    """Staging could not produce a verified copy; the message names the shard and file."""
+
+
+@dataclass
+class StageReport:
+    """What `stage_node` did on this call."""
+
+    source_url: str
+    local_dir: str
+    node: int
+    nodes: int
+    shards_assigned: list[int] = field(default_factory=list)
+    shards_copied: list[int] = field(default_factory=list)
+    shards_already_present: list[int] = field(default_factory=list)
+    shards_missing_in_source: list[int] = field(default_factory=list)
+    bytes_copied: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.shards_missing_in_source
+
+    def summary(self) -> str:
+        return (
+            f"node {self.node}/{self.nodes}: {len(self.shards_assigned)} shards assigned, "
+            f"{len(self.shards_copied)} copied ({self.bytes_copied / 2**20:.1f} MiB), "
+            f"{len(self.shards_already_present)} already present, "
+            f"{len(self.shards_missing_in_source)} not done in the source, "
+            f"{self.elapsed_s:.1f} s → {self.local_dir}"
+        )
+
+
+def shards_for_node(num_shards: int, node: int, nodes: int) -> list[int]:
+    """Round-robin assignment: shard i belongs to node i % nodes."""
+    if nodes < 1:
+        raise ValueError(f"nodes must be >= 1, got {nodes}")
+    if not 0 <= node < nodes:
+        raise ValueError(f"node must be in [0, {nodes}), got {node}")
+    return list(range(node, num_shards, nodes))
+
+
+def _copy_object(src_fs, src_path: str, dst_path: Path) -> int:  # type: ignore[no-untyped-def]
+    data = src_fs.cat_file(src_path)
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, dst_path)
+    return len(data)
+
+
+def _create_local_store(source: StoreInfo, local: Path, node: int, nodes: int,
+                        assigned: list[int]) -> None:
+    """Copy the array metadata, then write the group document (last: it marks the store)."""
+    fs, root = filesystem(source.url)
+    for name in source.schema:
+        _copy_object(fs, f"{root}/{name}/zarr.json", local / name / "zarr.json")
+    group_doc = json.loads(fs.cat_file(f"{root}/zarr.json"))
+    group_doc["attributes"]["staged"] = {
+        "source": source.url,
+        "node": node,
+        "nodes": nodes,
+        "assignment": "round-robin: shard i belongs to node i % nodes",
+        "shards": assigned,
+        "sample_ranges": [list(shard_range(k, source.shard_size, source.num_samples))
+                          for k in assigned],
+    }
+    tmp = local / ".zarr.json.tmp"
+    tmp.write_text(json.dumps(group_doc, indent=2))
+    os.replace(tmp, local / "zarr.json")
+
+
+def _open_or_create(source: StoreInfo, local: Path, node: int, nodes: int,
+                    assigned: list[int]) -> StoreInfo:
+    if (local / "zarr.json").exists():
+        info = open_stemdl_store(str(local), mode="r+")
+        staged = info.attrs.get("staged") or {}
+        if (staged.get("node"), staged.get("nodes")) != (node, nodes):
+            raise StoreError(
+                f"{local} holds node {staged.get('node')}/{staged.get('nodes')} of a staged "
+                f"store; refusing to stage node {node}/{nodes} into it"
+            )
+        differences = config_differences(info.attrs["config"], source.attrs["config"])
+        if differences:
+            raise StoreError(f"{local} was staged from a store with another config: "
+                             f"{differences[:5]}; remove it or stage elsewhere")
+        return info
+    if local.exists() and any(local.iterdir()):
+        raise StoreError(f"{local} exists, is not empty and is not a stemdl store")
+    local.mkdir(parents=True, exist_ok=True)
+    _create_local_store(source, local, node, nodes, assigned)
+    return open_stemdl_store(str(local), mode="r+")
+
+
+def _copy_shard(source: StoreInfo, local: StoreInfo, shard: int) -> int:
+    """Copy every array's shard file; an absent file (all fill values: Zarr skips writing
+    those) stays absent locally too. Returns the bytes copied."""
+    fs, root = filesystem(source.url)
+    copied = 0
+    for spec in sharded_arrays(source.schema):
+        key = shard_key(source.array(spec.name), shard)
+        destination = Path(local.url, *key.split("/"))
+        try:
+            copied += _copy_object(fs, f"{root}/{key}", destination)
+        except FileNotFoundError:
+            destination.unlink(missing_ok=True)
+    return copied
+
+
+def stage_node(store_url: str, local_dir: str | os.PathLike[str], node: int, nodes: int
+               ) -> StageReport:
+    """Copy node `node`'s shards (of `nodes`) of the store at `store_url` into `local_dir`."""
+    began = time.perf_counter()
+    source = open_stemdl_store(store_url, mode="r")
+    if source.attrs.get("staged"):
+        raise StoreError(f"{source.url} is itself a staged store; stage from the full store")
+    local_url = normalize_store_url(str(local_dir))
+    if not is_local(local_url):
+        raise StoreError(f"local_dir must be a local path, got {local_dir!r}")
+    local_path = Path(local_url)
+    assigned = shards_for_node(source.num_shards, node, nodes)
+    report = StageReport(source.url, local_url, node, nodes, shards_assigned=assigned)
+    local_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(local_path) + ".lock"):
+        local = _open_or_create(source, local_path, node, nodes, assigned)
+        source_done, local_done = read_done_mask(source), read_done_mask(local)
+        split_of = material_splits(source.attrs)
+        for shard in assigned:
+            if not source_done[shard]:
+                report.shards_missing_in_source.append(shard)
+            elif local_done[shard]:
+                report.shards_already_present.append(shard)
+            else:
+                report.bytes_copied += _copy_verified(source, local, shard, split_of)
+                report.shards_copied.append(shard)
+    report.elapsed_s = time.perf_counter() - began
+    return report
+
+
+def _copy_verified(source: StoreInfo, local: StoreInfo, shard: int,
+                   split_of: dict[str, str]) -> int:
+    """Copy one shard, verify it, retry once, and only then mark it done locally."""
+    problems: list[object] = []
+    for _attempt in range(2):
+        copied = _copy_shard(source, local, shard)
+        problems, _ = verify_shard(local, shard, split_of)
+        if not problems:
+            set_done(local, shard, True)
+            return copied
+    raise StageError(f"shard {shard} does not verify after copying twice from {source.url}: "
+                     + "; ".join(str(p) for p in problems[:3]))
