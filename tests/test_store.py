@@ -1,0 +1,173 @@
+"""The store: round trip of samples, self-description, config refusal, untrusted URLs, sizes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import datasets_fixtures as fx
+from configs import config_from_dict, load_config
+from datasets.checksum import sample_crc32c
+from datasets.estimate import storage_estimate
+from datasets.inspect import read_sample
+from datasets.plan import ConfigMismatchError, open_stemdl_store, plan_store
+from datasets.schema import SCHEMA_VERSION, STATUS_OK, store_schema
+from datasets.shard import simulate_shard
+from datasets.storage import StoreError
+from datasets.verify import verify_store
+from simulate.sample import SampleRecord
+
+SYNTHETIC = "datasets_fixtures"
+
+
+def _fill(config, url: str) -> None:
+    plan_store(config, url, fx.build_catalogue(config.simulation))
+    for shard in range(config.dataset.num_shards):
+        simulate_shard(config, url, shard, simulator=SYNTHETIC)
+
+
+def _assert_records_equal(a: SampleRecord, b: SampleRecord) -> None:
+    for name in SampleRecord.field_names():
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+        elif isinstance(x, float):
+            assert x == y or (math.isnan(x) and math.isnan(y)), name
+        else:
+            assert x == y, (name, x, y)
+            assert type(x) is type(y) or (isinstance(x, tuple) and isinstance(y, tuple)), name
+
+
+@pytest.mark.parametrize("cbed_dtype", ["float16", "float32"])
+def test_round_trip_values_dtypes_and_every_record_field(tmp_path: Path, cbed_dtype: str) -> None:
+    config = fx.small_config(num_samples=7, shard_size=3,
+                             cbed={"dtype": cbed_dtype, "codec": "blosc-zstd", "level": 5})
+    url = str(tmp_path / "store.zarr")
+    _fill(config, url)
+    for index in range(7):
+        expected = fx.synthetic_sample(config.simulation, index)
+        stored = read_sample(url, index)
+        assert stored["status"] == STATUS_OK
+        assert stored["cbed"].dtype == np.dtype(cbed_dtype)
+        assert stored["potential"].dtype == np.float32
+        np.testing.assert_array_equal(stored["cbed"], expected.cbed.astype(cbed_dtype))
+        np.testing.assert_array_equal(stored["potential"], expected.potential)
+        _assert_records_equal(stored["record"], expected.record)
+    group = zarr.open_group(url, mode="r")
+    assert group["cbed"].shards == (3, 16, 24, 24) and group["cbed"].chunks == (1, 16, 24, 24)
+    assert list(group["shard_done"][:]) == [1, 1, 1]
+    # The stored checksum is the CRC-32C of the stored bytes, recomputable by any reader.
+    assert int(group["cbed_crc32c"][4]) == sample_crc32c(group["cbed"][4])
+    assert verify_store(url).complete
+
+
+def test_store_is_self_describing(tmp_path: Path) -> None:
+    config = fx.small_config(num_samples=4, shard_size=2)
+    url = str(tmp_path / "store.zarr")
+    _fill(config, url)
+    group = zarr.open_group(url, mode="r")
+    attrs = dict(group.attrs)
+    assert attrs["schema_version"] == SCHEMA_VERSION
+    assert config_from_dict(attrs["config"]) == config
+    assert set(attrs["software"]) >= {"zarr", "abtem", "numpy", "python"}
+    assert attrs["created_utc"].endswith("+00:00")
+    assert attrs["units"]["energy_ev"] == "eV" and attrs["units"]["cbed"] == "1"
+    assert "CRC-32C" in attrs["checksum"]
+    assert set(attrs["splits"]) == {"train", "validation", "test"}
+    ds = xr.open_zarr(url, consolidated=False)
+    assert ds["cbed"].dims == ("sample", "pattern", "ky", "kx")
+    assert ds["potential"].dims == ("sample", "depth_section", "y", "x")
+    assert ds["positions_a"].dims == ("sample", "atom", "xyz")
+    assert ds["shard_done"].dims == ("shard",)
+    assert ds["semiangle_mrad"].attrs["units"] == "mrad"
+    assert "long_name" in ds["cbed"].attrs
+    # Every array the schema promises, and every SampleRecord field, is in the store.
+    assert set(store_schema(config)) == set(group.array_keys())
+    assert set(SampleRecord.field_names()) <= set(group.array_keys())
+    np.testing.assert_array_equal(ds["index"].values, np.arange(4))
+
+
+def test_another_simulation_config_is_refused_and_store_untouched(tmp_path: Path) -> None:
+    config = fx.small_config(num_samples=4, shard_size=2)
+    url = str(tmp_path / "store.zarr")
+    _fill(config, url)
+    before = {p: p.read_bytes() for p in Path(url).rglob("*") if p.is_file()}
+    data = config.to_dict()
+    data["simulation"]["energy_ev"] = {"min": 120000.0, "max": 120000.0}
+    other = config_from_dict(data)
+    with pytest.raises(ConfigMismatchError, match=r"simulation\.energy_ev\.max: store has 100000"):
+        plan_store(other, url, fx.build_catalogue(other.simulation))
+    with pytest.raises(ValueError, match="another config"):
+        simulate_shard(other, url, 0, simulator=SYNTHETIC)
+    after = {p: p.read_bytes() for p in Path(url).rglob("*") if p.is_file()}
+    assert after == before
+    # Loader/model/train sections may differ.
+    data = config.to_dict()
+    data["train"]["lr"] = 0.5
+    data["loader"]["shuffle_buffer"] = 3
+    plan_store(config_from_dict(data), url, fx.build_catalogue(config.simulation))
+
+
+def test_bad_store_urls_get_clear_errors(tmp_path: Path) -> None:
+    config = fx.small_config(num_samples=2, shard_size=1)
+    catalogue = fx.build_catalogue(config.simulation)
+    with pytest.raises(StoreError, match="protocol 'nosuchproto'"):
+        plan_store(config, "nosuchproto://bucket/x.zarr", catalogue)
+    with pytest.raises(StoreError, match="empty"):
+        plan_store(config, "  ", catalogue)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(StoreError, match="not a directory|not empty"):
+        plan_store(config, str(a_file), catalogue)
+    assert a_file.read_text() == "keep me"
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(StoreError, match="not empty and is not a Zarr store"):
+        plan_store(config, str(other), catalogue)
+    assert sorted(p.name for p in other.iterdir()) == ["cat.jpg"]
+    foreign = tmp_path / "foreign.zarr"
+    zarr.open_group(str(foreign), mode="w").attrs["owner"] = "someone else"
+    with pytest.raises(StoreError, match="not a stemdl store"):
+        plan_store(config, str(foreign), catalogue)
+    with pytest.raises(StoreError, match="no store at|no Zarr"):
+        open_stemdl_store(str(tmp_path / "missing.zarr"))
+
+
+def test_fsspec_url_store(tmp_path: Path) -> None:
+    """Any fsspec URL works: here memory:// (in-process) and file://."""
+    config = fx.small_config(num_samples=5, shard_size=2)
+    for url in ("memory://stemdl-test/store.zarr", f"file://{tmp_path}/store.zarr"):
+        _fill(config, url)
+        report = verify_store(url)
+        assert report.complete, report.summary()
+        np.testing.assert_array_equal(read_sample(url, 3)["potential"],
+                                      fx.synthetic_sample(config.simulation, 3).potential)
+
+
+def test_interrupted_planning_is_planned_again(tmp_path: Path) -> None:
+    config = fx.small_config(num_samples=4, shard_size=2)
+    url = tmp_path / "store.zarr"
+    plan_store(config, str(url), fx.build_catalogue(config.simulation))
+    doc = json.loads((url / "zarr.json").read_text())
+    doc["attributes"]["planning_complete"] = False
+    (url / "zarr.json").write_text(json.dumps(doc))
+    with pytest.raises(StoreError, match="planning of this store did not complete"):
+        open_stemdl_store(str(url))
+    _fill(config, str(url))
+    assert verify_store(str(url)).complete
+
+
+def test_paper_storage_estimate() -> None:
+    estimate = storage_estimate(load_config("paper"))
+    assert estimate.num_shards == 62_500
+    assert estimate.cbed_shard_file_bytes == pytest.approx(16 * 512 * 2**20, rel=1e-6)
+    assert estimate.data_files == (estimate.num_sharded_arrays + 1) * 62_500
+    assert 0.5e15 < estimate.total_bytes < 0.6e15
+    assert "62,500 shards" in estimate.describe()
