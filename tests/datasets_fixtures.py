@@ -107,3 +107,33 @@ def run_python(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[st
     env = {**__import__("os").environ, "PYTHONPATH": f"{TESTS}:{REPO}"}
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, text=True,
                           capture_output=True, **kwargs)
+
+
+_BUILT: dict[tuple[str, int, int], Path] = {}
+
+
+def synthetic_store(root: Path, num_samples: int = 30, shard_size: int = 4) -> Path:
+    """A complete store of synthetic samples (built once per test session and size)."""
+    from datasets.plan import plan_store
+    from datasets.shard import simulate_shard
+
+    key = ("synthetic", num_samples, shard_size)
+    if key not in _BUILT:
+        config = small_config(num_samples=num_samples, shard_size=shard_size)
+        url = root / f"synthetic-{num_samples}-{shard_size}.zarr"
+        plan_store(config, str(url), build_catalogue(config.simulation))
+        for shard in range(config.dataset.num_shards):
+            simulate_shard(config, str(url), shard, simulator="datasets_fixtures")
+        _BUILT[key] = url
+    return _BUILT[key]
+
+
+def store_files(url: Path) -> dict[str, bytes]:
+    """Every file of a local store by relative path (for bit-identity comparisons)."""
+    return {str(p.relative_to(url)): p.read_bytes() for p in sorted(url.rglob("*")) if p.is_file()}
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))

@@ -6,12 +6,12 @@ import json
 import math
 from pathlib import Path
 
+import datasets_fixtures as fx
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
 
-import datasets_fixtures as fx
 from configs import config_from_dict, load_config
 from datasets.checksum import sample_crc32c
 from datasets.estimate import storage_estimate
@@ -123,7 +123,7 @@ def test_bad_store_urls_get_clear_errors(tmp_path: Path) -> None:
         plan_store(config, "  ", catalogue)
     a_file = tmp_path / "file.txt"
     a_file.write_text("keep me")
-    with pytest.raises(StoreError, match="not a directory|not empty"):
+    with pytest.raises(StoreError, match=r"not a directory|not empty"):
         plan_store(config, str(a_file), catalogue)
     assert a_file.read_text() == "keep me"
     other = tmp_path / "photos"
@@ -136,7 +136,7 @@ def test_bad_store_urls_get_clear_errors(tmp_path: Path) -> None:
     zarr.open_group(str(foreign), mode="w").attrs["owner"] = "someone else"
     with pytest.raises(StoreError, match="not a stemdl store"):
         plan_store(config, str(foreign), catalogue)
-    with pytest.raises(StoreError, match="no store at|no Zarr"):
+    with pytest.raises(StoreError, match=r"no store at|no Zarr"):
         open_stemdl_store(str(tmp_path / "missing.zarr"))
 
 

@@ -1,0 +1,94 @@
+"""verify_store finds and names what is wrong; repair re-simulates it bit-identically."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import datasets_fixtures as fx
+import numpy as np
+import pytest
+import zarr
+
+from datasets.checksum import sample_crc32c
+from datasets.verify import verify_store
+
+SYNTHETIC = "datasets_fixtures"
+
+
+@pytest.fixture
+def store(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
+    """A private copy of a complete synthetic store (10 samples, shards of 4)."""
+    source = fx.synthetic_store(tmp_path_factory.getbasetemp(), num_samples=10, shard_size=4)
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(source, copy)
+    return copy
+
+
+def test_clean_store_verifies(store: Path) -> None:
+    report = verify_store(str(store))
+    assert report.complete and report.ok, report.summary()
+    assert report.shards_done == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("array", "where"), [("cbed", "chunk"), ("cbed", "index"),
+                                              ("energy_ev", "chunk"), ("split", "chunk")])
+def test_flipped_byte_is_named_and_repaired(store: Path, array: str, where: str) -> None:
+    original = fx.store_files(store)
+    shard_file = store / array / "c" / "1" / ("0/0/0" if array == "cbed" else "")
+    shard_file = shard_file if shard_file.is_file() else store / array / "c" / "1"
+    size = shard_file.stat().st_size
+    fx.flip_byte(shard_file, size // 3 if where == "chunk" else size - 10)
+
+    report = verify_store(str(store))
+    assert not report.ok
+    assert report.bad_shards == [1]
+    assert str(shard_file) in {p.path for p in report.problems}, report.summary()
+    assert str(shard_file) in report.summary()
+
+    repaired = verify_store(str(store), repair=True, simulator=SYNTHETIC)
+    assert repaired.repaired == [1] and repaired.ok, repaired.summary()
+    assert verify_store(str(store)).complete
+    assert fx.store_files(store) == original  # bit-identical to before the damage
+
+
+def test_checksum_mismatch_and_bad_values_are_reported(store: Path) -> None:
+    group = zarr.open_group(str(store), mode="r+")
+    # A sample overwritten behind the store's back: decodes fine, checksum no longer matches.
+    cbed = group["cbed"][:4]
+    cbed[2, 0, 0, 0] += np.float16(0.25)
+    group["cbed"][:4] = cbed
+    # A NaN written together with a matching checksum (a writer bug): caught by value checks.
+    potential = group["potential"][4:8]
+    potential[1, 0, 3, 3] = np.nan
+    group["potential"][4:8] = potential
+    crc = group["potential_crc32c"][4:8]
+    crc[1] = sample_crc32c(potential[1])
+    group["potential_crc32c"][4:8] = crc
+    # A sample whose split disagrees with its material's split.
+    split = group["split"][8:10]
+    split[0] = "test" if split[0] != "test" else "train"
+    group["split"][8:10] = split
+
+    report = verify_store(str(store))
+    messages = [str(p) for p in report.problems]
+    assert any("sample 2: CRC-32C" in m and "cbed/c/0/0/0/0" in m for m in messages), messages
+    assert any("sample 5 has NaN or inf" in m for m in messages), messages
+    assert any("sample 8: material" in m and "split table" in m for m in messages), messages
+    assert report.bad_shards == [0, 1, 2]
+
+
+def test_incomplete_and_broken_schema_are_reported(store: Path) -> None:
+    zarr.open_group(str(store), mode="r+")["shard_done"][2] = 0
+    report = verify_store(str(store))
+    assert report.ok and not report.complete and report.shards_incomplete == [2]
+    assert verify_store(str(store), repair=True, simulator=SYNTHETIC).complete
+
+    shutil.rmtree(store / "wavelength_a")
+    report = verify_store(str(store))
+    assert any(p.array == "wavelength_a" and "missing" in p.message for p in report.problems)
+
+
+def test_not_a_store_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    report = verify_store(str(tmp_path / "nothing-here"))
+    assert not report.ok and "no store" in report.summary()
