@@ -64,12 +64,16 @@ class ShardResult:
 
 
 @functools.lru_cache(maxsize=4)
-def _simulator(module_name: str) -> Any:
-    module = importlib.import_module(module_name)
+def _simulator(spec: str) -> Any:
+    """The object named by `spec`, "module" or "module:attribute", with the simulate/ API."""
+    module_name, _, attribute = spec.partition(":")
+    target = importlib.import_module(module_name)
+    if attribute:
+        target = getattr(target, attribute)
     for name in ("simulate_sample", "build_catalogue"):
-        if not callable(getattr(module, name, None)):
-            raise ImportError(f"simulator module {module_name!r} has no function {name}()")
-    return module
+        if not callable(getattr(target, name, None)):
+            raise ImportError(f"simulator {spec!r} has no function {name}()")
+    return target
 
 
 @functools.lru_cache(maxsize=4)
@@ -194,8 +198,9 @@ def simulate_shard(config: Any, store_url: str, shard_index: int, *,
                    simulator: str = DEFAULT_SIMULATOR) -> ShardResult:
     """Simulate, write and mark done one shard of a planned store (idempotent, retryable).
 
-    `config` is a `StemdlConfig` or its `to_dict()`; `simulator` names a module with
-    `simulate_sample` and `build_catalogue` (default: stemdl's `simulate`).
+    `config` is a `StemdlConfig` or its `to_dict()`; `simulator` names a module (or
+    "module:attribute") with `simulate_sample` and `build_catalogue` (default: stemdl's
+    `simulate`); it is a string so that the task stays a plain, picklable function call.
     """
     began = time.perf_counter()
     config = as_config(config)

@@ -137,3 +137,28 @@ def flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x40
     path.write_bytes(bytes(data))
+
+
+class _Poisoned:
+    """simulate/ API whose samples at POISONED_INDICES always raise (a sample that cannot be
+    simulated); every other sample comes from the wrapped simulator."""
+
+    def __init__(self, module_name: str) -> None:
+        self.module_name = module_name
+
+    def _module(self) -> Any:
+        import importlib
+
+        return importlib.import_module(self.module_name)
+
+    def build_catalogue(self, simulation: Any) -> Any:
+        return self._module().build_catalogue(simulation)
+
+    def simulate_sample(self, simulation: Any, index: int, catalogue: Any = None) -> Sample:
+        if index in POISONED_INDICES:
+            raise RuntimeError(f"poisoned sample {index}: this structure cannot be simulated")
+        return self._module().simulate_sample(simulation, index, catalogue)
+
+
+poisoned_synthetic = _Poisoned("datasets_fixtures")
+poisoned_real = _Poisoned("simulate")

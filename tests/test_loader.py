@@ -1,0 +1,154 @@
+"""The streaming loader: exactly-once partitioning, epochs, splits, decoding, noise."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import datasets_fixtures as fx
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from datasets.config import LoaderConfig
+from datasets.loader import ShardStream, make_dataloader, shuffle_buffer
+from datasets.partition import count_samples
+from datasets.transforms import electrons_per_pattern
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 synthetic samples in 8 shards of 4 (the last one short), splits by material."""
+    return fx.synthetic_store(tmp_path_factory.getbasetemp(), num_samples=30, shard_size=4)
+
+
+def _split_indices(store: Path, split: str) -> list[int]:
+    group = zarr.open_group(str(store), mode="r")
+    keep = (group["split"][:] == split) & (group["status"][:] == 1)
+    return [int(i) for i in np.flatnonzero(keep)]
+
+
+def _epoch_indices(loader: torch.utils.data.DataLoader) -> list[int]:
+    return [int(i) for batch in loader for i in batch["index"]]
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize(("world_size", "workers"), [(1, 0), (1, 2), (2, 1), (3, 2), (2, 3)])
+def test_every_training_sample_once_per_epoch(store: Path, world_size: int, workers: int) -> None:
+    cfg = LoaderConfig(num_workers=workers, shuffle_buffer=5, prefetch_factor=2)
+    loaders = [make_dataloader(str(store), cfg, split="train", batch_size=1, rank=rank,
+                               world_size=world_size, seed=3, drop_last=False)
+               for rank in range(world_size)]
+    expected = _split_indices(store, "train")
+    orders = []
+    for epoch in range(2):
+        seen = []
+        for rank, loader in enumerate(loaders):
+            loader.dataset.set_epoch(epoch)
+            indices = _epoch_indices(loader)
+            assert len(indices) == count_samples(str(store), "train", rank, world_size)
+            seen += indices
+        counts = Counter(seen)
+        assert sorted(counts) == expected and set(counts.values()) == {1}, counts
+        orders.append(seen)
+    assert orders[0] != orders[1]  # a new shard order / shuffle each epoch
+    # Same seed and epoch: the same order (persistent workers re-read the epoch).
+    for loader in loaders:
+        loader.dataset.set_epoch(0)
+    assert [i for loader in loaders for i in _epoch_indices(loader)] == orders[0]
+
+
+def test_ranks_hold_whole_shards_and_counts_are_cheap(store: Path) -> None:
+    shards = [ShardStream(str(store), split=None, rank=r, world_size=3).shards for r in range(3)]
+    assert shards == [[0, 3, 6], [1, 4, 7], [2, 5]]
+    assert sum(count_samples(str(store), None, r, 3) for r in range(3)) == 30
+    assert sum(count_samples(str(store), "validation", r, 3) for r in range(3)) == len(
+        _split_indices(store, "validation"))
+    # More ranks than shards: some ranks get nothing (the trainer takes the min over ranks).
+    assert count_samples(str(store), "train", 9, 10) == 0
+
+
+def test_splits_never_share_a_material(store: Path) -> None:
+    group = zarr.open_group(str(store), mode="r")
+    materials = {s: set(group["material_id"][:][group["split"][:] == s]) for s in
+                 ("train", "validation", "test")}
+    assert not materials["train"] & materials["validation"]
+    assert not materials["train"] & materials["test"]
+    assert not materials["validation"] & materials["test"]
+    table = dict(group.attrs)["splits"]
+    for split, names in materials.items():
+        assert names <= set(table[split])
+    seen = {}
+    for split in ("train", "validation", "test"):
+        for item in ShardStream(str(store), split=split, shuffle=False):
+            seen[item["index"]] = split
+    assert sorted(seen) == list(range(30))
+
+
+def test_decoding_follows_the_loader_config(store: Path) -> None:
+    raw = zarr.open_group(str(store), mode="r")
+    item = next(iter(ShardStream(str(store), LoaderConfig(), split="train", shuffle=False)))
+    assert item["cbed"].dtype == torch.float32 and item["cbed"].shape == (16, 24, 24)
+    assert item["potential"].dtype == torch.float32 and item["potential"].shape == (1, 16, 16)
+    x = raw["cbed"][item["index"]].astype(np.float32)
+    x = np.sqrt(x - x.min(axis=(1, 2), keepdims=True))
+    x = (x - x.mean(axis=(1, 2), keepdims=True)) / (x.std(axis=(1, 2), keepdims=True) + 1e-6)
+    np.testing.assert_allclose(item["cbed"].numpy(), x, rtol=1e-4, atol=1e-4)
+    means = item["cbed"].mean(dim=(1, 2))
+    stds = item["cbed"].std(dim=(1, 2), unbiased=False)
+    assert torch.allclose(means, torch.zeros(16), atol=1e-4)
+    assert torch.allclose(stds, torch.ones(16), atol=1e-3)
+    assert abs(float(item["potential"].mean())) < 1e-4
+
+    plain = LoaderConfig(input_transform="none", standardize_inputs=False,
+                         standardize_targets=False)
+    item = next(iter(ShardStream(str(store), plain, split="train", shuffle=False)))
+    np.testing.assert_array_equal(item["cbed"].numpy(), raw["cbed"][item["index"]].astype(np.float32))
+    np.testing.assert_array_equal(item["potential"].numpy(), raw["potential"][item["index"]])
+
+
+def test_poisson_noise_dose_convention(store: Path) -> None:
+    raw = zarr.open_group(str(store), mode="r")
+    clean_cfg = LoaderConfig(input_transform="none", standardize_inputs=False)
+    region = raw["target_region_a"][0]
+    assert electrons_per_pattern(100.0, region, 16) == pytest.approx(100.0 * 36.0 / 16)
+
+    def first(cfg: LoaderConfig, split: str = "train", epoch: int = 0) -> np.ndarray:
+        stream = ShardStream(str(store), cfg, split=split, shuffle=False, seed=1)
+        stream.set_epoch(epoch)
+        return next(iter(stream))["cbed"].numpy()
+
+    clean = first(clean_cfg)
+    low = first(clean_cfg.model_copy(update={"dose_e_per_a2": 1e3}))
+    high = first(clean_cfg.model_copy(update={"dose_e_per_a2": 1e9}))
+    electrons = electrons_per_pattern(1e3, region, 16)
+    # Counts are integers: the noisy pattern times N_e is whole numbers of electrons.
+    np.testing.assert_allclose(low * electrons, np.round(low * electrons), atol=1e-3)
+    assert np.abs(high - clean).mean() < np.abs(low - clean).mean() / 30
+    assert np.isclose(low.sum(), clean.sum(), rtol=0.1)  # the dose is conserved on average
+    noisy = clean_cfg.model_copy(update={"dose_e_per_a2": 1e3})
+    np.testing.assert_array_equal(first(noisy), low)  # deterministic per (seed, epoch, index)
+    assert not np.array_equal(first(noisy, epoch=1), low)  # fresh noise each epoch
+    np.testing.assert_array_equal(first(noisy, split="validation"),
+                                  first(clean_cfg, split="validation"))  # train_only
+    always = noisy.model_copy(update={"noise": "always"})
+    assert not np.array_equal(first(always, split="validation"),
+                              first(clean_cfg, split="validation"))
+
+
+def test_shuffle_buffer_is_a_permutation() -> None:
+    rng = np.random.default_rng(0)
+    items = [{"i": i} for i in range(50)]
+    out = [x["i"] for x in shuffle_buffer(items, 8, rng)]
+    assert sorted(out) == list(range(50)) and out != list(range(50))
+    assert [x["i"] for x in shuffle_buffer(items, 0, rng)] == list(range(50))
+
+
+def test_bad_arguments_are_named(store: Path) -> None:
+    with pytest.raises(ValueError, match="rank must be in"):
+        ShardStream(str(store), rank=2, world_size=2)
+    with pytest.raises(ValueError, match="split must be one of"):
+        ShardStream(str(store), split="training")
+    with pytest.raises(ValueError, match="batch_size"):
+        make_dataloader(str(store), split="train", batch_size=0)
