@@ -97,6 +97,10 @@ class StructureConfig(StrictModel):
     max_base_atoms: int = Field(
         256, ge=1, le=100_000, description="Oriented cells with more atoms are skipped."
     )
+    max_orientation_strain: float = Field(
+        0.02, ge=0, le=0.1, description="Largest strain allowed to make an oriented cell "
+        "orthogonal; an axis that needs more falls back to another axis."
+    )
     min_interatomic_distance_a: float = Field(0.7, gt=0, le=5)
     split_fractions: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="train, validation, test fractions of *materials*."
