@@ -4,4 +4,41 @@ In: a `SimulationConfig` and a sample index. Out: a `Sample` (P CBED patterns, C
 potential maps, and a `SampleRecord` of every parameter that determines them). Owns the
 catalogue of crystal structures, zone-axis orientation, supercells, frozen phonons, and the
 abTEM multislice physics on NumPy (CPU) or CuPy (GPU). Imports nothing from datasets/ or train/.
+
+Public API (imported lazily, so `import simulate` stays instant and does not import abTEM):
+`simulate_sample(config, index, catalogue=None) -> Sample`, `build_catalogue(config) ->
+Catalogue`, and the types `Catalogue`, `Material`, `CatalogueError`.
+
+Modules, one concept each: `prototypes` (prototype crystals), `cif_source` (reading CIFs),
+`structure_checks` (what makes a crystal unusable), `crystallography` (structure factors,
+strongest reflection, d_hkl, touching disks), `orientation` (zone axis → orthogonal base cell),
+`catalogue` (materials, ids, skips), `splits` (train/validation/test by material), `draws`
+(per-sample random choices), `geometry` (supercell, grid, slices, scan), `device`, `physics`
+(abTEM multislice), `target` (projected potential → target map), `sample_builder` (all of it).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulate.catalogue import Catalogue, CatalogueError, Material, build_catalogue
+    from simulate.sample_builder import simulate_sample
+
+__all__ = ["Catalogue", "CatalogueError", "Material", "build_catalogue", "simulate_sample"]
+
+_LAZY = {
+    "simulate_sample": "simulate.sample_builder",
+    "build_catalogue": "simulate.catalogue",
+    "Catalogue": "simulate.catalogue",
+    "CatalogueError": "simulate.catalogue",
+    "Material": "simulate.catalogue",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'simulate' has no attribute {name!r}")

@@ -1,0 +1,116 @@
+"""The simulated specimen and grid of one sample: supercell, thickness, slices, grid, probe scan.
+
+Choices (all recorded in the `SampleRecord`):
+* Lateral size: the oriented base cell is repeated `ceil(cell_xy_a / L)` times along x and y, so
+  the specimen is at least `cell_xy_a` wide and exactly periodic; it is *not* strained to
+  `cell_xy_a` (that would change the lattice constant by up to L / cell_xy_a). The simulated
+  extent (`extent_a`) is therefore between cell_xy_a and cell_xy_a + L, and not square in general.
+* Grid: `gpts` = the smallest FFT-friendly size (2^a 3^b 5^c 7^d) ≥ extent / sampling_a per axis,
+  so the grid spacing is at most `sampling_a` and every antialiasing check of the config (done
+  at `sampling_a`) still holds. A pattern pixel is λ / extent rad.
+* Thickness: the drawn thickness rounded to whole base-cell periods along z (at least one).
+* Slices: `slice_thickness_a: d_hkl` slices each base period into l* equal slices, l* being the
+  order of the first allowed (0 0 l) reflection, so the slice is the interplanar spacing along
+  the beam; a number gives ceil(thickness / value) equal slices. Slices are passed to abTEM as
+  an explicit tuple so abTEM does not re-derive (and possibly round differently) the count.
+* Scan: `scan.gpts` = (rows, cols) = (n_y, n_x) probe positions at the centres of an n_y × n_x
+  grid of cells tiling the central square [x0, x1] × [y0, y1] of side `scan.fraction` of the
+  extent; position p = row · n_x + col, stored as (x, y). The target covers the same square.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+from simulate.config import SimulationConfig
+
+_ROUNDING = 1e-9  # a length within this many Å of a whole multiple counts as that multiple
+
+
+@dataclass(frozen=True)
+class Geometry:
+    repetitions: tuple[int, int, int]
+    extent_a: tuple[float, float]  # (x, y)
+    thickness_a: float
+    gpts: tuple[int, int]  # (x, y)
+    sampling_a: tuple[float, float]  # (x, y)
+    slice_thickness_a: float
+    num_slices: int
+    probe_positions_a: np.ndarray  # (P, 2), (x, y)
+    target_region_a: tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+def fast_fft_size(n: int) -> int:
+    """The smallest integer ≥ n whose only prime factors are 2, 3, 5 and 7."""
+    candidate = max(int(n), 1)
+    while True:
+        rest = candidate
+        for prime in (2, 3, 5, 7):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return candidate
+        candidate += 1
+
+
+def lateral_repetitions(base_length_a: float, cell_xy_a: float) -> int:
+    return max(1, math.ceil(cell_xy_a / base_length_a - _ROUNDING))
+
+
+def depth_repetitions(base_period_a: float, thickness_a: float) -> int:
+    return max(1, round(thickness_a / base_period_a))
+
+
+def slicing(thickness_a: float, base_period_a: float, slice_setting: float | str,
+            planes_per_period: int) -> tuple[float, int]:
+    """(slice thickness, number of slices) for a specimen of whole base periods."""
+    if slice_setting == "d_hkl":
+        repetitions = round(thickness_a / base_period_a)
+        return base_period_a / planes_per_period, repetitions * planes_per_period
+    num_slices = max(1, math.ceil(thickness_a / float(slice_setting) - _ROUNDING))
+    return thickness_a / num_slices, num_slices
+
+
+def scan_grid(extent_a: tuple[float, float], fraction: float,
+              scan_gpts: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Probe positions (P, 2) in (x, y) and the scanned square (x0, y0, x1, y1)."""
+    rows, cols = scan_gpts
+    x0, x1 = extent_a[0] * (1 - fraction) / 2, extent_a[0] * (1 + fraction) / 2
+    y0, y1 = extent_a[1] * (1 - fraction) / 2, extent_a[1] * (1 + fraction) / 2
+    xs = x0 + (np.arange(cols) + 0.5) * (x1 - x0) / cols
+    ys = y0 + (np.arange(rows) + 0.5) * (y1 - y0) / rows
+    grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")  # (rows, cols)
+    positions = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
+    return positions, (x0, y0, x1, y1)
+
+
+def plan_geometry(config: SimulationConfig, base_lengths_a: tuple[float, float, float],
+                  thickness_a: float, planes_per_period: int) -> Geometry:
+    """Everything about the specimen and grid of one sample (see the module docstring)."""
+    length_x, length_y, period = base_lengths_a
+    reps = (
+        lateral_repetitions(length_x, config.cell_xy_a),
+        lateral_repetitions(length_y, config.cell_xy_a),
+        depth_repetitions(period, thickness_a),
+    )
+    extent = (reps[0] * length_x, reps[1] * length_y)
+    thickness = reps[2] * period
+    gpts = (fast_fft_size(math.ceil(extent[0] / config.sampling_a - _ROUNDING)),
+            fast_fft_size(math.ceil(extent[1] / config.sampling_a - _ROUNDING)))
+    sampling = (extent[0] / gpts[0], extent[1] / gpts[1])
+    slice_thickness, num_slices = slicing(thickness, period, config.slice_thickness_a,
+                                          planes_per_period)
+    positions, region = scan_grid(extent, config.scan.fraction, config.scan.gpts)
+    return Geometry(reps, extent, thickness, gpts, sampling, slice_thickness, num_slices,
+                    positions, region)
+
+
+def specimen_atoms(cell_a: np.ndarray, atomic_numbers: np.ndarray, positions_a: np.ndarray,
+                   repetitions: tuple[int, int, int]) -> Atoms:
+    """The simulated specimen: the base cell repeated; exactly what a record reader rebuilds."""
+    base = Atoms(numbers=atomic_numbers, positions=positions_a, cell=cell_a, pbc=True)
+    return base * repetitions

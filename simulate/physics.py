@@ -1,0 +1,145 @@
+"""abTEM multislice: the CBED patterns and the projected potential of one built specimen.
+
+Conventions (shared with `SampleRecord`):
+* abTEM grids are (x, y): `gpts`, `sampling_a`, `extent_a` and probe positions are (x, y).
+* Stored images use the image convention (row = y, column = x): abTEM's (..., x, y) arrays are
+  transposed to (..., y, x) as the last step, so `cbed[p]` is (ky, kx) and `potential[c]` is
+  (y, x), and `imshow` shows them the right way round.
+
+CBED: a probe (energy, semi-angle, defocus, C3 = Cs) is propagated through the potential for
+every probe position (`abtem.CustomScan`), and the far-field intensity is taken with
+`diffraction_patterns(max_angle=None)`, i.e. the whole grid, fftshifted so that zero frequency
+sits at index n // 2. The stored pattern is the central `pattern_px * binning` pixels, exactly
+as abTEM computed them (no interpolation), sum-pooled by `binning`; a pattern pixel is
+λ / extent radians wide (times `binning`), zero frequency sits in pixel H // 2, and intensities
+are fractions of the incident beam. With frozen phonons the intensities of the configurations are
+averaged (incoherent sum), as is the projected potential.
+
+The potential is built once (`Potential.build`) and used both for multislice and for the target,
+so the target is exactly the potential the electrons saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from ase import Atoms
+
+from simulate.device import Device, to_numpy
+
+if TYPE_CHECKING:  # abTEM is imported lazily: importing simulate/ must not pay for it
+    from abtem import FrozenPhonons
+    from abtem.potentials.iam import PotentialArray
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    energy_ev: float
+    semiangle_mrad: float
+    defocus_a: float  # abTEM's `defocus` (= -C10)
+    c30_a: float  # spherical aberration, abTEM's `Cs`
+
+
+@dataclass(frozen=True)
+class PotentialSettings:
+    gpts: tuple[int, int]  # (x, y)
+    slice_thicknesses_a: tuple[float, ...]
+    parametrization: str
+    projection: str
+    num_phonon_configs: int
+    phonon_sigma_a: float
+    phonon_seed: int
+
+
+def specimen(atoms: Atoms, settings: PotentialSettings) -> Atoms | FrozenPhonons:
+    """The atoms as abTEM sees them: plain, or a frozen-phonon ensemble seeded per sample."""
+    if settings.num_phonon_configs == 1 and settings.phonon_sigma_a == 0:
+        return atoms
+    import abtem
+
+    return abtem.FrozenPhonons(atoms, num_configs=settings.num_phonon_configs,
+                               sigmas=settings.phonon_sigma_a, seed=settings.phonon_seed)
+
+
+def build_potential(atoms: Atoms, settings: PotentialSettings, device: Device) -> PotentialArray:
+    """Build the sliced potential on `device` (an abTEM PotentialArray; ensemble axis first with phonons)."""
+    import abtem
+
+    potential = abtem.Potential(
+        specimen(atoms, settings),
+        gpts=settings.gpts,
+        slice_thickness=settings.slice_thicknesses_a,
+        parametrization=settings.parametrization,
+        projection=settings.projection,
+        device=device,
+    )
+    return potential.build(lazy=False)
+
+
+def central_crop(n: int, m: int) -> slice:
+    """Indices of the m central pixels of an fftshifted axis of n (zero frequency at n // 2)."""
+    if m > n:
+        raise ValueError(f"cannot crop {m} pixels from an axis of {n}")
+    start = n // 2 - m // 2
+    return slice(start, start + m)
+
+
+def sum_pool(patterns: np.ndarray, binning: int) -> np.ndarray:
+    """Sum-pool the last two axes by `binning` (their sizes must be multiples of it)."""
+    if binning == 1:
+        return patterns
+    *lead, h, w = patterns.shape
+    pooled = patterns.reshape(*lead, h // binning, binning, w // binning, binning)
+    return pooled.sum(axis=(-3, -1))
+
+
+def cbed_patterns(
+    potential_array: PotentialArray,
+    probe: ProbeSettings,
+    positions_xy_a: np.ndarray,
+    pattern_px: tuple[int, int],
+    binning: int,
+    device: Device,
+) -> np.ndarray:
+    """(P, H, W) float32 CBED patterns, rows = ky, columns = kx (see module docstring)."""
+    import abtem
+
+    abtem_probe = abtem.Probe(
+        energy=probe.energy_ev,
+        semiangle_cutoff=probe.semiangle_mrad,
+        defocus=probe.defocus_a,
+        Cs=probe.c30_a,
+        device=device,
+    )
+    exit_waves = abtem_probe.multislice(potential_array, scan=abtem.CustomScan(positions_xy_a))
+    patterns = exit_waves.diffraction_patterns(max_angle=None)  # (..., P, kx, ky), fftshifted
+    nx, ny = patterns.shape[-2:]
+    height, width = pattern_px[0] * binning, pattern_px[1] * binning
+    cropped = patterns.array[..., central_crop(nx, width), central_crop(ny, height)]
+    array = np.asarray(to_numpy(cropped.compute(scheduler="synchronous")), dtype=np.float32)
+    if array.ndim == 4:  # frozen-phonon ensemble first: incoherent average
+        array = array.mean(axis=0, dtype=np.float64).astype(np.float32)
+    array = sum_pool(np.swapaxes(array, -1, -2), binning)  # (P, ky, kx)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def projected_potential_sections(potential_array: PotentialArray, depth_sections: int) -> np.ndarray:
+    """(C, y, x) float64: the slices summed in C contiguous, as-equal-as-possible depth groups.
+
+    The sum over all slices is the projected potential (V·Å); with frozen phonons the
+    configurations are averaged.
+    """
+    slices = np.asarray(to_numpy(potential_array.array), dtype=np.float64)
+    if slices.ndim == 4:
+        slices = slices.mean(axis=0)
+    num_slices = slices.shape[0]
+    if depth_sections > num_slices:
+        raise ValueError(
+            f"target.depth_sections={depth_sections} exceeds the {num_slices} slices of this "
+            f"specimen; use fewer sections, thinner slices, or thicker specimens"
+        )
+    groups = np.array_split(np.arange(num_slices), depth_sections)
+    sections = np.stack([slices[g].sum(axis=0) for g in groups])
+    return np.swapaxes(sections, -1, -2)

@@ -1,0 +1,141 @@
+"""`simulate_sample(config, index)`: one training sample and the record that recomputes it.
+
+A sample is a pure function of (config, index): the random choices come from
+`draws.draw_sample`, the crystal from the cached catalogue, the specimen and grid from
+`geometry.plan_geometry`, the physics from `physics`, the target from `target`. The
+`SampleRecord` holds every number those steps used, so `tests/test_physics_reference.py` can
+rebuild the sample with plain abTEM calls from the record alone.
+
+`extra` carries what is useful but not needed to recompute: the requested (unrounded)
+thickness, the orientation strain, whether the zone axis fell back, l* (d_hkl planes per base
+period), and for `semiangle_mrad: touching` the |g| and (h, k) of the reflection whose disks touch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulate.catalogue import Catalogue, build_catalogue
+from simulate.config import SimulationConfig
+from simulate.crystallography import (
+    planes_per_period,
+    strongest_zolz_reflection,
+    touching_semiangle_mrad,
+)
+from simulate.device import abtem_settings, resolve_device
+from simulate.draws import draw_sample
+from simulate.geometry import plan_geometry, specimen_atoms
+from simulate.orientation import OrientedCell
+from simulate.physics import (
+    PotentialSettings,
+    ProbeSettings,
+    build_potential,
+    cbed_patterns,
+    projected_potential_sections,
+)
+from simulate.sample import Sample, SampleRecord
+from simulate.target import resample_region
+from simulate.units import ANTIALIAS_FRACTION, wavelength_a
+
+
+def _touching(base: OrientedCell, parametrization: str, wavelength: float,
+              sampling_a: tuple[float, float]) -> tuple[float, dict[str, float]]:
+    """Semi-angle at which the disks of the strongest zero-order reflection touch."""
+    # α = λ|g|/2 must stay inside abTEM's antialiased band, α < (2/3)·λ/(2Δx): |g| < (2/3)/Δx.
+    max_g = 0.999 * ANTIALIAS_FRACTION / max(sampling_a)
+    reflection = strongest_zolz_reflection(base.atoms, parametrization, max_g_inv_a=max_g)
+    semiangle = touching_semiangle_mrad(reflection.g_inv_a, wavelength)
+    extra = {"touching_g_inv_a": reflection.g_inv_a, "touching_h": float(reflection.hkl[0]),
+             "touching_k": float(reflection.hkl[1])}
+    return semiangle, extra
+
+
+def simulate_sample(config: SimulationConfig, index: int, catalogue: Catalogue | None = None) -> Sample:
+    """Simulate sample `index` of `config` (CBED stack, projected-potential target, record)."""
+    if catalogue is None:
+        catalogue = build_catalogue(config)
+    draws = draw_sample(config, index, len(catalogue))
+    material = catalogue[draws.material_index]
+    option = draws.orientation_option(len(material.orientations))
+    base = material.orientations[option]
+    device = resolve_device(config.device)
+
+    planes = planes_per_period(base.atoms, config.parametrization)
+    geometry = plan_geometry(config, base.lengths_a, draws.thickness_a, planes)
+    wavelength = wavelength_a(draws.energy_ev)
+    extra: dict[str, float] = {
+        "requested_thickness_a": draws.thickness_a,
+        "orientation_strain": base.strain,
+        "zone_axis_fell_back": float(bool(material.orientation_notes[option])),
+        "planes_per_period": float(planes),
+    }
+    if draws.semiangle_mrad is None:
+        semiangle, touching = _touching(base, config.parametrization, wavelength, geometry.sampling_a)
+        extra.update(touching)
+    else:
+        semiangle = draws.semiangle_mrad
+
+    cell = np.array(base.atoms.cell.array, dtype=np.float64)
+    numbers = np.array(base.atoms.numbers, dtype=np.int64)
+    positions = np.array(base.atoms.positions, dtype=np.float64)
+    atoms = specimen_atoms(cell, numbers, positions, geometry.repetitions)
+    potential_settings = PotentialSettings(
+        gpts=geometry.gpts,
+        slice_thicknesses_a=(geometry.slice_thickness_a,) * geometry.num_slices,
+        parametrization=config.parametrization,
+        projection=config.projection,
+        num_phonon_configs=config.phonons.num_configs,
+        phonon_sigma_a=config.phonons.sigma_a,
+        phonon_seed=draws.phonon_seed,
+    )
+    probe = ProbeSettings(draws.energy_ev, semiangle, draws.defocus_a, draws.c30_a)
+    with abtem_settings(device):
+        potential = build_potential(atoms, potential_settings, device)
+        cbed = cbed_patterns(potential, probe, geometry.probe_positions_a,
+                             config.detector.pattern_px, config.detector.binning, device)
+        sections = projected_potential_sections(potential, config.target.depth_sections)
+    target = resample_region(sections, geometry.sampling_a, geometry.target_region_a,
+                             config.target.target_px, config.target.smoothing_px)
+
+    import abtem
+
+    binning = config.detector.binning
+    reciprocal = (binning / geometry.extent_a[0], binning / geometry.extent_a[1])
+    record = SampleRecord(
+        index=index,
+        seed=draws.phonon_seed,
+        material_id=material.material_id,
+        formula=material.formula,
+        split=catalogue.split_of(material.material_id),
+        spacegroup=material.spacegroup,
+        zone_axis=base.zone_axis,
+        cell_a=cell,
+        atomic_numbers=numbers,
+        positions_a=positions,
+        repetitions=geometry.repetitions,
+        thickness_a=geometry.thickness_a,
+        extent_a=geometry.extent_a,
+        energy_ev=draws.energy_ev,
+        wavelength_a=wavelength,
+        semiangle_mrad=semiangle,
+        defocus_a=draws.defocus_a,
+        c30_a=draws.c30_a,
+        sampling_a=geometry.sampling_a,
+        gpts=geometry.gpts,
+        reciprocal_sampling_inv_a=reciprocal,
+        angular_sampling_mrad=(1e3 * wavelength * reciprocal[0], 1e3 * wavelength * reciprocal[1]),
+        slice_thickness_a=geometry.slice_thickness_a,
+        num_slices=geometry.num_slices,
+        parametrization=config.parametrization,
+        projection=config.projection,
+        num_phonon_configs=config.phonons.num_configs,
+        phonon_sigma_a=config.phonons.sigma_a,
+        probe_positions_a=geometry.probe_positions_a,
+        scan_gpts=config.scan.gpts,
+        detector_binning=binning,
+        target_region_a=geometry.target_region_a,
+        abtem_version=abtem.__version__,
+        device=device,
+        extra=extra,
+    )
+    return Sample(cbed=cbed, potential=target.astype(np.float32), record=record)
