@@ -49,6 +49,12 @@ class LoaderConfig(_Strict):
     standardize_targets: bool = Field(True, description="Z-score each target map.")
     shuffle_buffer: int = Field(16, ge=0, le=100_000)
     num_workers: int = Field(1, ge=0, le=64)
+    decode_threads: int = Field(
+        0, ge=0, le=64, description="Threads that read and decode shards inside the process "
+        "that iterates the dataset (0: decode inline). Threads need no inter-process copy of "
+        "the decoded float32 samples, so on a few-core machine num_workers=0 with "
+        "decode_threads=2 is the faster choice (benchmarks/loader_throughput.py).",
+    )
     prefetch_factor: int = Field(2, ge=1, le=64)
     pin_memory: bool = True
     dose_e_per_a2: float | None = Field(

@@ -1,7 +1,8 @@
 """Streaming a (staged or shared) store into PyTorch: `ShardStream` and `make_dataloader`.
 
-`ShardStream` is an `IterableDataset` that reads whole shards (one read per array per shard),
-decodes them in the DataLoader worker processes (`datasets/transforms.py`), and yields
+`ShardStream` is an `IterableDataset` that reads whole shard files (one read per array per
+shard, decoded by `datasets/shard_files.py`, checksums verified), normalizes them in the
+DataLoader worker processes (`datasets/transforms.py`), and yields
 `{"cbed": float32 (P, H, W), "potential": float32 (C, H', W'), "index": int}` for the samples
 of one split that were simulated successfully.
 
@@ -14,15 +15,18 @@ epoch lives in a shared-memory tensor, so persistent DataLoader workers see the 
 the next iteration starts.
 
 Why it keeps up with a trainer: reads and decoding happen in `num_workers` processes, each
-shard is fetched as one object per array and decompressed by Zarr in one call, and the
-DataLoader prefetches `prefetch_factor` batches per worker (see
+shard is fetched as one object per array and its chunks decompressed in a plain loop, the
+normalization is vectorized over the shard's samples, and the DataLoader prefetches `prefetch_factor` batches per worker (see
 `benchmarks/loader_throughput.py` for the measured rate against raw read + decompress).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -33,19 +37,22 @@ from datasets.config import LoaderConfig
 from datasets.partition import (
     available_shards,
     check_split,
-    count_samples,
     epoch_order,
     rank_shards,
+    sample_indices,
     selected_rows,
     worker_shards,
 )
 from datasets.plan import StoreInfo, open_stemdl_store
 from datasets.schema import shard_range
+from datasets.shard_files import ShardFileDecoder
+from datasets.storage import file_url, filesystem, shard_key
 from datasets.transforms import (
     electrons_per_pattern,
     normalize_inputs,
     normalize_targets,
     poisson_noise,
+    to_float32,
 )
 
 Item = dict[str, Any]
@@ -74,8 +81,35 @@ def shuffle_buffer(items: Iterable[Item], size: int, rng: np.random.Generator) -
     yield from buffer
 
 
+class _ShardReader:
+    """Reads the selected rows of one shard's `cbed` and `potential` in a worker process."""
+
+    def __init__(self, info: StoreInfo) -> None:
+        self.info = info
+        self.fs, _ = filesystem(info.url)
+        self.decoders = {name: ShardFileDecoder(info.array(name)) for name in ("cbed", "potential")}
+
+    def read(self, name: str, shard: int, rows: np.ndarray) -> np.ndarray:
+        array = self.info.array(name)
+        decoder = self.decoders[name]
+        if not decoder.supported:
+            start, stop = shard_range(shard, self.info.shard_size, self.info.num_samples)
+            return np.asarray(array[start:stop])[rows]
+        path = file_url(self.info.url, shard_key(array, shard))
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:  # never written: all fill values, as Zarr would read it
+            return np.full((len(rows), *array.shape[1:]), array.fill_value, dtype=array.dtype)
+        return decoder.decode(data, rows, path)
+
+
 class ShardStream(IterableDataset):
-    """The samples of one split of a store, for rank `rank` of `world_size` readers."""
+    """The samples of one split of a store, for rank `rank` of `world_size` readers.
+
+    Which rows of each shard to yield (status ok, requested split) is read once, in the
+    constructor, from the small `status`/`split` arrays of this rank's shards; workers then
+    read only `cbed` and `potential`, one shard file each.
+    """
 
     def __init__(self, store_url: str, loader_cfg: LoaderConfig | None = None, *,
                  split: str | None = "train", rank: int = 0, world_size: int = 1,
@@ -90,9 +124,30 @@ class ShardStream(IterableDataset):
         self.seed, self.shuffle = seed, shuffle
         self.shards = rank_shards(available_shards(info), rank, world_size)
         self.num_patterns = info.schema["cbed"].shape[0]
+        self.shard_size, self.num_samples_in_store = info.shard_size, info.num_samples
         self.noisy = self.cfg.dose_e_per_a2 is not None and (
             self.cfg.noise == "always" or split == "train")
+        self._rows, self._regions = self._plan_rows(info)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def _plan_rows(self, info: StoreInfo) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        indices = sample_indices(info, self.shards)
+        rows: dict[int, np.ndarray] = {}
+        regions: dict[int, np.ndarray] = {}
+        if indices.size == 0:
+            return rows, regions
+        status = np.asarray(info.array("status").oindex[indices])
+        splits = np.asarray(info.array("split").oindex[indices]) if self.split else status
+        region = np.asarray(info.array("target_region_a").oindex[indices]) if self.noisy else None
+        offset = 0
+        for shard in self.shards:
+            start, stop = shard_range(shard, info.shard_size, info.num_samples)
+            span = slice(offset, offset + stop - start)
+            rows[shard] = selected_rows(splits[span], status[span], self.split)
+            if region is not None:
+                regions[shard] = region[span]
+            offset += stop - start
+        return rows, regions
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shard order and noise of `epoch` (seen by persistent workers too)."""
@@ -104,36 +159,60 @@ class ShardStream(IterableDataset):
 
     def num_samples(self) -> int:
         """Samples this rank yields per epoch (the same every epoch)."""
-        return count_samples(self.store_url, self.split, self.rank, self.world_size)
+        return int(sum(len(rows) for rows in self._rows.values()))
 
-    def _read_shard(self, info: StoreInfo, shard: int) -> dict[str, np.ndarray]:
-        start, stop = shard_range(shard, info.shard_size, info.num_samples)
-        names = ["status", "cbed", "potential"] + (["split"] if self.split else [])
-        names += ["target_region_a"] if self.noisy else []
-        return {name: np.asarray(info.array(name)[start:stop]) for name in names} | {
-            "index": np.arange(start, stop)}
+    def _decode_shard(self, reader: _ShardReader, shard: int, rows: np.ndarray,
+                      epoch: int) -> list[Item]:
+        start, _ = shard_range(shard, reader.info.shard_size, reader.info.num_samples)
+        cbed = self._noisy(to_float32(reader.read("cbed", shard, rows)), shard, rows, epoch)
+        cbed = normalize_inputs(cbed, self.cfg.input_transform, self.cfg.standardize_inputs,
+                                inplace=True)
+        potential = normalize_targets(to_float32(reader.read("potential", shard, rows)),
+                                      self.cfg.standardize_targets, inplace=True)
+        inputs, targets = torch.from_numpy(cbed), torch.from_numpy(potential)
+        return [{"cbed": inputs[slot], "potential": targets[slot], "index": start + int(row)}
+                for slot, row in enumerate(rows)]
 
-    def _samples(self, info: StoreInfo, shards: list[int], epoch: int,
-                 rng: np.random.Generator) -> Iterator[Item]:
-        for shard in shards:
-            block = self._read_shard(info, shard)
-            rows = selected_rows(block.get("split", block["status"]), block["status"], self.split)
-            if self.shuffle:
-                rows = rng.permutation(rows)
-            for row in rows:
-                yield self._decode(block, int(row), epoch)
-
-    def _decode(self, block: dict[str, np.ndarray], row: int, epoch: int) -> Item:
-        index = int(block["index"][row])
-        cbed = block["cbed"][row]
-        if self.noisy:
+    def _noisy(self, cbed: np.ndarray, shard: int, rows: np.ndarray, epoch: int) -> np.ndarray:
+        """Poisson noise per sample (seeded by seed, epoch, global index), if configured."""
+        if not self.noisy:
+            return cbed
+        start, _ = shard_range(shard, self.shard_size, self.num_samples_in_store)
+        for slot, row in enumerate(rows):
             electrons = electrons_per_pattern(self.cfg.dose_e_per_a2,  # type: ignore[arg-type]
-                                              block["target_region_a"][row], self.num_patterns)
-            cbed = poisson_noise(cbed, electrons, np.random.default_rng([self.seed, epoch, index, 2]))
-        inputs = normalize_inputs(cbed, self.cfg.input_transform, self.cfg.standardize_inputs)
-        targets = normalize_targets(block["potential"][row], self.cfg.standardize_targets)
-        return {"cbed": torch.from_numpy(inputs), "potential": torch.from_numpy(targets),
-                "index": index}
+                                              self._regions[shard][row], self.num_patterns)
+            rng = np.random.default_rng([self.seed, epoch, start + int(row), 2])
+            cbed[slot] = poisson_noise(cbed[slot], electrons, rng)
+        return cbed
+
+    def _samples(self, shards: list[int], epoch: int, rng: np.random.Generator) -> Iterator[Item]:
+        """Decoded samples of `shards` in order; with `decode_threads`, shards are read and
+        decoded ahead in a thread pool (zstd, NumPy and torch release the GIL)."""
+        reader = _ShardReader(_open(self.store_url))
+        jobs = []
+        for shard in shards:
+            rows = self._rows[shard]
+            if rows.size:
+                jobs.append((shard, rng.permutation(rows) if self.shuffle else rows))
+        threads = self.cfg.decode_threads
+        if threads <= 0:
+            for shard, rows in jobs:
+                yield from self._decode_shard(reader, shard, rows, epoch)
+            return
+        queue = iter(jobs)
+        with ThreadPoolExecutor(threads, thread_name_prefix="stemdl-decode") as pool:
+            pending: deque[Future[list[Item]]] = deque(
+                pool.submit(self._decode_shard, reader, shard, rows, epoch)
+                for shard, rows in itertools.islice(queue, threads * self.cfg.prefetch_factor))
+            try:
+                while pending:
+                    items = pending.popleft().result()
+                    for shard, rows in itertools.islice(queue, 1):
+                        pending.append(pool.submit(self._decode_shard, reader, shard, rows, epoch))
+                    yield from items
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def __iter__(self) -> Iterator[Item]:
         worker = get_worker_info()
@@ -145,7 +224,7 @@ class ShardStream(IterableDataset):
         if not mine:
             return iter(())
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker_id, 1])
-        samples = self._samples(_open(self.store_url), mine, epoch, rng)
+        samples = self._samples(mine, epoch, rng)
         size = self.cfg.shuffle_buffer if self.shuffle else 0
         return shuffle_buffer(samples, size, rng)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -54,6 +54,7 @@ class StoreInfo:
     group: zarr.Group
     config: Any  # StemdlConfig
     schema: dict[str, ArraySpec]
+    _arrays: dict[str, zarr.Array] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -72,7 +73,10 @@ class StoreInfo:
         return self.config.dataset.num_shards
 
     def array(self, name: str) -> zarr.Array:
-        return self.group[name]  # type: ignore[return-value]
+        """The array `name`, opened once (opening reads its zarr.json)."""
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]  # type: ignore[assignment]
+        return self._arrays[name]
 
 
 def _as_config(config: Any) -> Any:
