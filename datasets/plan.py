@@ -119,10 +119,19 @@ def config_differences(stored: dict[str, Any], requested: dict[str, Any],
     return out
 
 
-def _group_attributes(config: Any, catalogue: Any, schema: dict[str, ArraySpec]) -> dict[str, Any]:
-    splits: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+def split_table(catalogue: Any) -> dict[str, list[str]]:
+    """Material ids per split, from simulate's `Catalogue` (its `splits` mapping of
+    material_id → split, or a `split` on each material)."""
+    mapping = getattr(catalogue, "splits", None)
+    table: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
     for material in catalogue.materials:
-        splits.setdefault(material.split, []).append(material.material_id)
+        split = mapping[material.material_id] if mapping is not None else material.split
+        table.setdefault(split, []).append(material.material_id)
+    return table
+
+
+def _group_attributes(config: Any, catalogue: Any, schema: dict[str, ArraySpec]) -> dict[str, Any]:
+    splits = split_table(catalogue)
     return {
         "title": "stemdl: simulated CBED patterns and projected potentials of crystals",
         "schema_version": SCHEMA_VERSION,

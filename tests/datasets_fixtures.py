@@ -34,8 +34,14 @@ class Material:
 
 @dataclass
 class Catalogue:
+    """Shaped like simulate.Catalogue: materials, skipped (source, reason), splits mapping."""
+
     materials: list[Material]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def splits(self) -> dict[str, str]:
+        return {m.material_id: m.split for m in self.materials}
 
 
 _MATERIALS = [
