@@ -65,7 +65,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(report.summary())
-    return 0 if report.ok else 1
+    return 0 if report.complete else 1
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -77,9 +77,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from datasets.inspect import plot_sample, print_summary
+    from rich.console import Console
 
-    print_summary(args.store)
+    from datasets.inspect import plot_sample, render_summary, summarize
+
+    Console().print(render_summary(summarize(args.store)))
     if args.sample is not None:
         png = Path(args.png or f"sample-{args.sample}.png")
         plot_sample(args.store, args.sample, png)
@@ -205,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stemdl_runtime_errors() -> tuple[type[Exception], ...]:
+    """Errors of our own that mean bad input or state (not a bug): shown without traceback."""
+    errors: list[type[Exception]] = []
+    if "datasets.stage" in sys.modules:
+        errors.append(sys.modules["datasets.stage"].StageError)
+    if "train.allreduce_schedule" in sys.modules:
+        errors.append(sys.modules["train.allreduce_schedule"].ModelMismatchError)
+    return tuple(errors)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: clear one-line errors for bad input, tracebacks only with -v."""
     parser = build_parser()
@@ -213,11 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # Dask narrates every worker start and stop at INFO; the progress bar says what matters.
+        for noisy in ("distributed", "tornado", "fsspec", "numcodecs", "matplotlib"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     from configs import ConfigError
 
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (ConfigError, OSError, ValueError, _stemdl_runtime_errors()) as error:
         if args.verbose:
             raise
         print(f"stemdl {args.command}: error: {error}", file=sys.stderr)
