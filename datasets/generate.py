@@ -167,13 +167,13 @@ def generate(config: Any, store_url: str, *, scheduler_address: str | None = Non
     url = normalize_store_url(store_url)
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
-    catalogue = catalogue_for(config, simulator)
-    info = plan_store(config, url, catalogue)
+    info = plan_store(config, url, lambda: catalogue_for(config, simulator))
     done = read_done_mask(info)
     todo = [k for k in range(info.num_shards) if not done[k]]
+    skipped = info.attrs.get("catalogue_skipped", [])
     report = GenerationReport(url, info.num_samples, info.num_shards,
                               shards_already_done=int(done.sum()),
-                              catalogue_skipped=[(str(s), str(r)) for s, r in catalogue.skipped])
+                              catalogue_skipped=[(str(s), str(r)) for s, r in skipped])
     if todo:
         with dask_client(scheduler_address, scheduler_file, n_workers) as client:
             _run_tasks(client, todo, config.to_dict(), url, retries, simulator, report,

@@ -171,7 +171,12 @@ def open_stemdl_store(store_url: str, *, mode: str = "r") -> StoreInfo:
 
 
 def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
-    """Create the store for `config` at `store_url`, or check that the existing one matches."""
+    """Create the store for `config` at `store_url`, or check that the existing one matches.
+
+    `catalogue` is simulate's `Catalogue`, or a function returning it: it is needed only to
+    plan a new store (its split table and skipped sources become group attributes), so an
+    existing store is checked without building it.
+    """
     url = normalize_store_url(store_url)
     config = _as_config(config)
     if group_exists(url):
@@ -198,6 +203,8 @@ def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
         raise StoreError(f"{url!r} exists, is not empty and is not a Zarr store; refusing to "
                          "write into it")
     schema = store_schema(config)
+    if callable(catalogue):
+        catalogue = catalogue()
     attributes = _group_attributes(config, catalogue, schema)
     group = zarr.open_group(store=open_store(url, read_only=False), mode="w", zarr_format=3,
                             attributes=attributes)

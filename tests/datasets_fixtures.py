@@ -168,3 +168,29 @@ class _Poisoned:
 
 poisoned_synthetic = _Poisoned("datasets_fixtures")
 poisoned_real = _Poisoned("simulate")
+
+
+def real_tiny_store(root: Path) -> Path:
+    """The `tiny` preset generated once per session by `generate` with the real simulator on
+    a 2-worker LocalCluster: the reference for round-trip, resume and repair tests."""
+    from datasets.generate import generate
+
+    key = ("real-tiny", 0, 0)
+    if key not in _BUILT:
+        url = root / "real-tiny.zarr"
+        report = generate(load_config("tiny"), str(url), n_workers=2, progress=False)
+        assert report.complete, report.summary()
+        _BUILT[key] = url
+    return _BUILT[key]
+
+
+def files_except_creation_time(url: Path) -> dict[str, bytes]:
+    """`store_files` with the one value that differs between runs (created_utc) removed."""
+    import json
+
+    files = store_files(url)
+    doc = json.loads(files.pop("zarr.json"))
+    doc["attributes"].pop("created_utc")
+    doc["attributes"].pop("software")
+    files["zarr.json (without created_utc, software)"] = json.dumps(doc, sort_keys=True).encode()
+    return files

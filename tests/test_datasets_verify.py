@@ -92,3 +92,17 @@ def test_incomplete_and_broken_schema_are_reported(store: Path) -> None:
 def test_not_a_store_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     report = verify_store(str(tmp_path / "nothing-here"))
     assert not report.ok and "no store" in report.summary()
+
+
+def test_repair_with_the_real_simulator_restores_the_reference(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    reference = fx.real_tiny_store(tmp_path_factory.getbasetemp())
+    store = tmp_path / "real.zarr"
+    shutil.copytree(reference, store)
+    shard_file = store / "cbed" / "c" / "3" / "0" / "0" / "0"
+    fx.flip_byte(shard_file, shard_file.stat().st_size // 2)
+    report = verify_store(str(store))
+    assert report.bad_shards == [3] and str(shard_file) in report.summary()
+    repaired = verify_store(str(store), repair=True)  # config from the store's attributes
+    assert repaired.repaired == [3] and repaired.complete, repaired.summary()
+    assert fx.store_files(store) == fx.store_files(reference)

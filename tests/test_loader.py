@@ -152,3 +152,16 @@ def test_bad_arguments_are_named(store: Path) -> None:
         ShardStream(str(store), split="training")
     with pytest.raises(ValueError, match="batch_size"):
         make_dataloader(str(store), split="train", batch_size=0)
+
+
+def test_real_store_streams_every_training_sample(tmp_path_factory: pytest.TempPathFactory) -> None:
+    real = fx.real_tiny_store(tmp_path_factory.getbasetemp())
+    cfg = LoaderConfig(num_workers=0, decode_threads=2, shuffle_buffer=4)
+    loader = make_dataloader(str(real), cfg, split="train", batch_size=2, drop_last=False)
+    batches = list(loader)
+    indices = sorted(int(i) for batch in batches for i in batch["index"])
+    assert indices == _split_indices(real, "train") == sorted(set(indices))
+    assert len(indices) == loader.dataset.num_samples() == count_samples(str(real), "train")
+    for batch in batches:
+        assert torch.isfinite(batch["cbed"]).all() and torch.isfinite(batch["potential"]).all()
+        assert batch["cbed"].shape[1:] == (16, 24, 24)

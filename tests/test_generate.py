@@ -1,0 +1,155 @@
+"""Generation with Dask on the real simulator: round trip, resume after SIGKILL, failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets_fixtures as fx
+import numpy as np
+import psutil
+import pytest
+import zarr
+from distributed import LocalCluster
+
+from configs import config_from_dict, load_config
+from datasets.generate import generate
+from datasets.inspect import read_sample
+from datasets.plan import ConfigMismatchError
+from datasets.verify import verify_store
+from simulate import build_catalogue, simulate_sample
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fx.real_tiny_store(tmp_path_factory.getbasetemp())
+
+
+def test_generated_store_holds_what_the_simulator_returns(reference: Path) -> None:
+    config = load_config("tiny")
+    report = verify_store(str(reference))
+    assert report.complete and not report.failed_samples, report.summary()
+    catalogue = build_catalogue(config.simulation)
+    for index in (0, 13):
+        sample = simulate_sample(config.simulation, index, catalogue)
+        stored = read_sample(str(reference), index)
+        np.testing.assert_array_equal(stored["cbed"], sample.cbed.astype(np.float16))
+        np.testing.assert_array_equal(stored["potential"], sample.potential)
+        record = stored["record"]
+        for name in ("material_id", "split", "zone_axis", "repetitions", "energy_ev",
+                     "semiangle_mrad", "defocus_a", "num_slices", "abtem_version", "seed"):
+            assert getattr(record, name) == getattr(sample.record, name), name
+        np.testing.assert_array_equal(record.positions_a, sample.record.positions_a)
+        np.testing.assert_array_equal(record.atomic_numbers, sample.record.atomic_numbers)
+        np.testing.assert_array_equal(record.probe_positions_a, sample.record.probe_positions_a)
+    attrs = dict(zarr.open_group(str(reference), mode="r").attrs)
+    table = attrs["splits"]
+    listed = sorted(m for materials in table.values() for m in materials)
+    assert listed == sorted(m.material_id for m in catalogue.materials)
+    assert not set(table["train"]) & (set(table["validation"]) | set(table["test"]))
+
+
+def test_another_config_is_refused(reference: Path) -> None:
+    data = load_config("tiny").to_dict()
+    data["simulation"]["seed"] = 8
+    with pytest.raises(ConfigMismatchError, match=r"simulation\.seed: store has 7, requested 8"):
+        generate(config_from_dict(data), str(reference), progress=False)
+    # The same refusal through the subprocess entry point, with exit status 2.
+    config_path = fx.write_config(config_from_dict(data), reference.parent / "seed8.yaml")
+    result = fx.run_python(["-m", "datasets.generate", str(config_path), str(reference)])
+    assert result.returncode == 2 and "simulation.seed" in result.stderr, result.stderr
+    assert verify_store(str(reference)).complete
+
+
+def _done_shards(store: Path) -> int:
+    try:
+        return int(np.asarray(zarr.open_group(str(store), mode="r")["shard_done"][:]).sum())
+    except Exception:
+        return 0
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_worker_then_client_then_resume_is_bit_identical(
+        reference: Path, tmp_path: Path) -> None:
+    store = tmp_path / "killed.zarr"
+    env = {**os.environ, "PYTHONPATH": f"{fx.TESTS}:{fx.REPO}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datasets.generate", "tiny", str(store), "--n-workers", "2",
+         "--no-progress"], cwd=fx.REPO, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _done_shards(store) >= 1, 120, "the first shard")
+        # SIGKILL one Dask worker process: Dask reschedules its task, the run goes on.
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline()) or "forkserver" in " ".join(p.cmdline())]
+        assert workers, "no worker processes found"
+        workers[-1].send_signal(signal.SIGKILL)
+        done_then = _done_shards(store)
+        _wait_for(lambda: _done_shards(store) > done_then, 120, "a shard after the worker kill")
+        # SIGKILL the client and everything it started, mid-run.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    partial = verify_store(str(store))
+    assert partial.ok, partial.summary()  # nothing half-written is marked done
+    assert 0 < len(partial.shards_done) < 6 and partial.shards_incomplete, partial.summary()
+
+    report = generate(load_config("tiny"), str(store), n_workers=2, progress=False)
+    assert report.complete
+    assert report.shards_already_done == len(partial.shards_done)
+    assert sorted(report.shards_written) == partial.shards_incomplete  # only those re-simulated
+    assert fx.files_except_creation_time(store) == fx.files_except_creation_time(reference)
+
+
+@pytest.mark.slow
+def test_failing_sample_and_bad_cif_do_not_stop_generation(tmp_path: Path) -> None:
+    cif_dir = tmp_path / "cifs"
+    cif_dir.mkdir()
+    (cif_dir / "broken.cif").write_text("data_broken\n_cell_length_a banana\n")
+    data = load_config("tiny").to_dict()
+    data["simulation"]["structures"]["cif_dir"] = str(cif_dir)
+    data["dataset"].update(num_samples=8, shard_size=4)
+    config = config_from_dict(data)
+    store = tmp_path / "poisoned.zarr"
+    report = generate(config, str(store), n_workers=2, progress=False, retries=1,
+                      simulator="datasets_fixtures:poisoned_real")
+    assert report.complete, report.summary()
+    assert [i for i, _ in report.failed_samples] == list(fx.POISONED_INDICES)
+    assert "poisoned sample 5" in report.failed_samples[0][1]
+    assert any("broken.cif" in source for source, _ in report.catalogue_skipped)
+    assert "failed sample 5" in report.summary()
+
+    check = verify_store(str(store))
+    assert check.complete, check.summary()
+    assert [i for i, _ in check.failed_samples] == [5]
+    group = zarr.open_group(str(store), mode="r")
+    assert list(group["status"][:]) == [1, 1, 1, 1, 1, 2, 1, 1]
+    assert "poisoned sample 5" in str(group["failure_reason"][5])
+    assert any("broken.cif" in source for source, _ in dict(group.attrs)["catalogue_skipped"])
+
+
+def test_joins_an_existing_cluster(tmp_path: Path) -> None:
+    config = fx.small_config(num_samples=6, shard_size=2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        report = generate(config, str(tmp_path / "s.zarr"), scheduler_address=cluster.scheduler_address,
+                          progress=False, simulator="datasets_fixtures")
+        assert report.complete and sorted(report.shards_written) == [0, 1, 2]
+        with pytest.raises(ValueError, match="n_workers sizes the local cluster"):
+            generate(config, str(tmp_path / "t.zarr"), scheduler_address=cluster.scheduler_address,
+                     n_workers=2, progress=False, simulator="datasets_fixtures")
+    assert verify_store(str(tmp_path / "s.zarr")).complete
