@@ -53,7 +53,8 @@ def read_cif(path: Path) -> CifCrystal:
             warnings.simplefilter("ignore")  # ASE warns about every unusual tag; the checks decide
             atoms = read_first_block(path)
     except Exception as error:  # a parser can raise anything on garbage input
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else "no detail"
+        text = str(error).strip()
+        detail = text.splitlines()[0] if text else "no structure ASE can read"
         raise ValueError(f"not a readable CIF ({type(error).__name__}: {detail})") from None
     if not isinstance(atoms, Atoms):
         raise ValueError("not a readable CIF (no structure in the file)")

@@ -7,12 +7,14 @@ else in simulate/ branches on the device.
 CuPy with `importlib.util.find_spec` first, so a machine without CuPy never imports it (abTEM
 itself imports CuPy at import time when it is installed; that is abTEM's choice, not ours).
 
-`abtem_settings` is the context every sample is computed in:
+`configure_abtem` sets, process-wide, what every sample is computed with:
 * FFTW with `FFTW_ESTIMATE` planning: abTEM's default, `FFTW_MEASURE`, times candidate
   algorithms at run time and may pick a different one in the next process, which changes the
   last bits of the result; ESTIMATE picks by a fixed heuristic, so the same input gives the
-  same bits. (If other code in the same process has planned the same transform with MEASURE,
-  FFTW reuses that wisdom; stemdl never does.)
+  same bits. FFTW would also reuse wisdom from a MEASURE plan of the same transform made
+  anywhere in the process (a notebook, a test using abTEM's defaults), so every call forgets
+  FFTW's wisdom first; ESTIMATE planning is cheap (milliseconds a plan), and the overhead was
+  within timing noise for the tiny and small presets.
 * float32 precision, no progress bars (samples run inside Dask worker tasks).
 The caller computes with `scheduler="synchronous"`: no nested Dask parallelism inside a task.
 """
@@ -20,8 +22,6 @@ The caller computes with `scheduler="synchronous"`: no nested Dask parallelism i
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Literal
 
 Device = Literal["cpu", "gpu"]
@@ -57,21 +57,32 @@ def resolve_device(requested: str) -> Device:
     raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {requested!r}")
 
 
-@contextmanager
-def abtem_settings(device: Device) -> Iterator[None]:
-    """abTEM configuration for deterministic, single-task computation on `device`."""
+DETERMINISTIC_ABTEM_SETTINGS: dict[str, object] = {
+    "precision": "float32",
+    "fft": "fftw",
+    "fftw.planning_effort": "FFTW_ESTIMATE",
+    "fftw.threads": 1,
+    "diagnostics.progress_bar": False,
+}
+
+
+def configure_abtem() -> None:
+    """Apply `DETERMINISTIC_ABTEM_SETTINGS` to abTEM, process-wide (see the module docstring).
+
+    Why not a `with abtem.config.set(...)` block around each sample: abTEM's config is one
+    process-global object, and a Dask worker may simulate samples in several threads at once;
+    one thread leaving its block would restore FFTW_MEASURE under another thread's running
+    FFTs. Every sample needs the same settings, so they are set once and left set. The device
+    is not a global setting: it is passed to every abTEM object explicitly.
+    """
     import abtem
 
-    settings = {
-        "device": device,
-        "precision": "float32",
-        "fft": "fftw",
-        "fftw.planning_effort": "FFTW_ESTIMATE",
-        "fftw.threads": 1,
-        "diagnostics.progress_bar": False,
-    }
-    with abtem.config.set(settings):
-        yield
+    abtem.config.set(DETERMINISTIC_ABTEM_SETTINGS)
+    try:
+        import pyfftw
+    except ImportError:  # abTEM then refuses "fftw" with its own message
+        return
+    pyfftw.forget_wisdom()  # no FFTW_MEASURE plan made elsewhere in the process may be reused
 
 
 def to_numpy(array: Any) -> Any:

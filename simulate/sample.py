@@ -17,7 +17,14 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class SampleRecord:
-    """Everything that determines one sample (units in the names)."""
+    """Everything that determines one sample (units in the names).
+
+    Conventions (see simulate/geometry.py and simulate/physics.py): pairs named after abTEM's
+    grid (`extent_a`, `sampling_a`, `gpts`, the two sampling fields, probe positions) are
+    (x, y); `scan_gpts` is (rows, cols) = (n_y, n_x) as in `ScanConfig.gpts`, probe p = row·n_x
+    + col; the arrays of a `Sample` are images, rows = y and columns = x. `seed` seeds the
+    frozen phonons; `extra["target_smoothing_px"]` is the target's Gaussian σ.
+    """
 
     index: int
     seed: int

@@ -6,9 +6,11 @@ A sample is a pure function of (config, index): the random choices come from
 `SampleRecord` holds every number those steps used, so `tests/test_physics_reference.py` can
 rebuild the sample with plain abTEM calls from the record alone.
 
-`extra` carries what is useful but not needed to recompute: the requested (unrounded)
-thickness, the orientation strain, whether the zone axis fell back, l* (d_hkl planes per base
-period), and for `semiangle_mrad: touching` the |g| and (h, k) of the reflection whose disks touch.
+`extra` carries the target smoothing σ (`target_smoothing_px`, needed to recompute the target;
+the pattern and target sizes and the number of depth sections are the array shapes) and what is
+useful but not needed to recompute: the requested (unrounded) thickness, the orientation strain,
+whether the zone axis fell back, l* (d_hkl planes per base period), and for `semiangle_mrad:
+touching` the |g| and (h, k) of the reflection whose disks touch.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from simulate.crystallography import (
     strongest_zolz_reflection,
     touching_semiangle_mrad,
 )
-from simulate.device import abtem_settings, resolve_device
+from simulate.device import configure_abtem, resolve_device
 from simulate.draws import draw_sample
 from simulate.geometry import plan_geometry, specimen_atoms
 from simulate.orientation import OrientedCell
@@ -43,7 +45,13 @@ def _touching(base: OrientedCell, parametrization: str, wavelength: float,
     """Semi-angle at which the disks of the strongest zero-order reflection touch."""
     # α = λ|g|/2 must stay inside abTEM's antialiased band, α < (2/3)·λ/(2Δx): |g| < (2/3)/Δx.
     max_g = 0.999 * ANTIALIAS_FRACTION / max(sampling_a)
-    reflection = strongest_zolz_reflection(base.atoms, parametrization, max_g_inv_a=max_g)
+    try:
+        reflection = strongest_zolz_reflection(base.atoms, parametrization, max_g_inv_a=max_g)
+    except ValueError as error:
+        raise ValueError(
+            f"semiangle_mrad: touching is impossible for {base.zone_axis} at grid spacing "
+            f"{max(sampling_a):.3f} Å: {error}; use a finer sampling_a or a numeric semi-angle"
+        ) from None
     semiangle = touching_semiangle_mrad(reflection.g_inv_a, wavelength)
     extra = {"touching_g_inv_a": reflection.g_inv_a, "touching_h": float(reflection.hkl[0]),
              "touching_k": float(reflection.hkl[1])}
@@ -68,6 +76,7 @@ def simulate_sample(config: SimulationConfig, index: int, catalogue: Catalogue |
         "orientation_strain": base.strain,
         "zone_axis_fell_back": float(bool(material.orientation_notes[option])),
         "planes_per_period": float(planes),
+        "target_smoothing_px": config.target.smoothing_px,
     }
     if draws.semiangle_mrad is None:
         semiangle, touching = _touching(base, config.parametrization, wavelength, geometry.sampling_a)
@@ -89,11 +98,11 @@ def simulate_sample(config: SimulationConfig, index: int, catalogue: Catalogue |
         phonon_seed=draws.phonon_seed,
     )
     probe = ProbeSettings(draws.energy_ev, semiangle, draws.defocus_a, draws.c30_a)
-    with abtem_settings(device):
-        potential = build_potential(atoms, potential_settings, device)
-        cbed = cbed_patterns(potential, probe, geometry.probe_positions_a,
-                             config.detector.pattern_px, config.detector.binning, device)
-        sections = projected_potential_sections(potential, config.target.depth_sections)
+    configure_abtem()
+    potential = build_potential(atoms, potential_settings, device)
+    cbed = cbed_patterns(potential, probe, geometry.probe_positions_a,
+                         config.detector.pattern_px, config.detector.binning, device)
+    sections = projected_potential_sections(potential, config.target.depth_sections)
     target = resample_region(sections, geometry.sampling_a, geometry.target_region_a,
                              config.target.target_px, config.target.smoothing_px)
 

@@ -16,20 +16,24 @@ from simulate.sample import SPLITS
 
 
 def split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
-    """How many of n materials go to (train, validation, test)."""
-    n_val = round(fractions[1] * n)
-    n_test = round(fractions[2] * n)
-    if n >= 3:
-        n_val = max(n_val, 1) if fractions[1] > 0 else 0
-        n_test = max(n_test, 1) if fractions[2] > 0 else 0
-    else:  # too few to hold out anything without leaving training empty
-        n_val = n_test = 0
-    while n_val + n_test > n - 1 and (n_val > 1 or n_test > 1):  # keep one for training
-        if n_val >= n_test:
-            n_val -= 1
-        else:
-            n_test -= 1
-    return n - n_val - n_test, n_val, n_test
+    """How many of n materials go to (train, validation, test).
+
+    Largest-remainder rounding of fractions × n (ties favour train, then validation); then,
+    with n ≥ 3, every split with a fraction > 0 gets at least one material and train keeps one.
+    """
+    exact = [f * n for f in fractions]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(3), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    if n < 3:  # too few to hold anything out without leaving training empty
+        return n, 0, 0
+    for i in (1, 2):
+        if fractions[i] > 0:
+            counts[i] = max(counts[i], 1)
+    while counts[1] + counts[2] > n - 1:  # keep one for training
+        counts[1 if counts[1] >= counts[2] else 2] -= 1
+    return n - counts[1] - counts[2], counts[1], counts[2]
 
 
 def _rank_key(material_id: str) -> str:
