@@ -131,6 +131,16 @@ def read_sample(store_url: str, index: int) -> dict[str, Any]:
     }
 
 
+def _mosaic(patterns: np.ndarray, rows: int, cols: int, gap: int = 1) -> np.ndarray:
+    """(rows·cols, H, W) patterns tiled row-major on the probe grid, with NaN gaps."""
+    _, h, w = patterns.shape
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
+    for k, pattern in enumerate(patterns):
+        r, c = divmod(k, cols)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = pattern
+    return out
+
+
 def plot_sample(store_url: str, index: int, png_path: str | Path) -> Path:
     """Save a figure of sample `index`: CBED mosaic, potential maps, record text."""
     import matplotlib
@@ -145,12 +155,12 @@ def plot_sample(store_url: str, index: int, png_path: str | Path) -> Path:
     record = sample["record"]
     cbed = sample["cbed"].astype(np.float32)
     gy, gx = record.scan_gpts
-    p, h, w = cbed.shape
-    mosaic = cbed.reshape(gy, gx, h, w).transpose(0, 2, 1, 3).reshape(gy * h, gx * w) \
-        if gy * gx == p else cbed.reshape(p * h, w)
+    p = cbed.shape[0]
+    mosaic = _mosaic(cbed, gy, gx) if gy * gx == p else _mosaic(cbed, p, 1)
     potential = sample["potential"].astype(np.float32)
     fig, axes = plt.subplots(1, 2 + potential.shape[0], figsize=(4 * (2 + potential.shape[0]), 4.4))
-    axes[0].imshow(np.log10(np.clip(mosaic, 1e-7, None)), cmap="magma")
+    with np.errstate(invalid="ignore"):
+        axes[0].imshow(np.log10(np.clip(mosaic, 1e-7, None)), cmap="magma")
     axes[0].set_title(f"CBED, {p} patterns (log10)")
     for c in range(potential.shape[0]):
         image = axes[1 + c].imshow(potential[c], cmap="viridis")
