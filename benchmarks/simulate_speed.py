@@ -55,13 +55,17 @@ def main() -> None:
 
     print(f"<!-- import abtem: {time.perf_counter() - start:.1f} s -->")
     print(f"<!-- {platform.node()} {platform.processor() or platform.machine()} -->")
-    print("| preset | device | patterns/sample | mean grid (px) | s/sample | ms/pattern | catalogue build (s) |")
+    print(
+        "| preset | device | patterns/sample | mean grid (px) | s/sample | ms/pattern | catalogue build (s) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for preset in args.presets:
         for device in _devices():
             m = measure(preset, device, args.samples)
-            print(f"| {preset} | {device} | {m['patterns']} | {m['mean_grid']:.0f}² | "
-                  f"{m['per_sample_s']:.3f} | {m['per_pattern_ms']:.2f} | {m['catalogue_s']:.2f} |")
+            print(
+                f"| {preset} | {device} | {m['patterns']} | {m['mean_grid']:.0f}² | "
+                f"{m['per_sample_s']:.3f} | {m['per_pattern_ms']:.2f} | {m['catalogue_s']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

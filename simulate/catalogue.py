@@ -9,9 +9,10 @@ files' contents): two builds give the same materials, ids, orientations and spli
 
 Zone axes: with a list of axes, each material gets one oriented cell per listed axis; an axis
 that cannot be made orthogonal (strain or atom budget) falls back to the next listed axis, then
-to [001], and the reason is logged and kept. With `zone_axes: strongest`, the beam goes along the
-normal of the strongest low-index reflection (kinematic structure factor, `crystallography`),
-falling back through weaker reflections, then [001]. A material with no usable axis is skipped.
+to [001], [010], [100], and the reason is logged and kept. With `zone_axes: strongest`, the beam
+goes along the normal of the strongest low-index reflection (kinematic structure factor,
+`crystallography`), falling back through weaker reflections, then the same cell axes. A material
+with no usable axis (e.g. a triclinic cell) is skipped.
 
 `build_catalogue(config)` caches the result per process (keyed on the config and the CIF
 directory's file names, sizes and modification times), so a Dask worker builds it once.
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 Axis = tuple[int, int, int]
 STRONGEST_MAX_INDEX = 2  # "low-index" reflections: |h|, |k|, |l| ≤ 2
+# Tried, in order, after the configured axes: [001], then the other two cell axes (a monoclinic
+# crystal is exactly orthogonal only along its unique axis, usually b = [010]).
+FALLBACK_AXES: tuple[Axis, ...] = ((0, 0, 1), (0, 1, 0), (1, 0, 0))
 
 
 class CatalogueError(ValueError):
@@ -127,7 +131,8 @@ class _Orienter:
         if axis not in self.results:
             try:
                 self.results[axis] = orient(
-                    self.atoms, axis,
+                    self.atoms,
+                    axis,
                     max_strain=self.structures.max_orientation_strain,
                     max_atoms=self.structures.max_base_atoms,
                 )
@@ -137,16 +142,24 @@ class _Orienter:
 
     def first_working(self, axes: list[Axis], label: str) -> tuple[OrientedCell, str]:
         reasons: list[str] = []
-        for axis in [*axes, (0, 0, 1)]:
+        for axis in dict.fromkeys(reduce_axis(a) for a in [*axes, *FALLBACK_AXES]):
             result = self.try_axis(axis)
             if isinstance(result, OrientedCell):
-                note = "" if not reasons else f"{label}: fell back to {_axis_text(result.zone_axis)} (" + "; ".join(reasons) + ")"
+                note = (
+                    ""
+                    if not reasons
+                    else f"{label}: fell back to {_axis_text(result.zone_axis)} ("
+                    + "; ".join(reasons)
+                    + ")"
+                )
                 return result, note
-            reasons.append(f"{_axis_text(reduce_axis(axis))} {result}")
-        raise InvalidStructure("no zone axis can be oriented: " + "; ".join(dict.fromkeys(reasons)))
+            reasons.append(f"{_axis_text(axis)} {result}")
+        raise InvalidStructure("no zone axis can be oriented: " + "; ".join(reasons))
 
 
-def _orientations(atoms: Atoms, structures: StructureConfig) -> tuple[tuple[OrientedCell, ...], tuple[str, ...]]:
+def _orientations(
+    atoms: Atoms, structures: StructureConfig
+) -> tuple[tuple[OrientedCell, ...], tuple[str, ...]]:
     orienter = _Orienter(atoms, structures)
     if structures.zone_axes == "strongest":
         axes = [axis for axis, _ in strongest_zone_axes(atoms, STRONGEST_MAX_INDEX)]
@@ -162,10 +175,23 @@ def _orientations(atoms: Atoms, structures: StructureConfig) -> tuple[tuple[Orie
     return tuple(cells), tuple(notes)
 
 
-def _make_material(atoms: Atoms, *, material_id: str, formula: str, family: str, spacegroup: int,
-                   source: str, structures: StructureConfig, parametrization: str) -> Material:
-    check_structure(atoms, min_distance_a=structures.min_interatomic_distance_a,
-                    max_atoms=structures.max_base_atoms, parametrization=parametrization)
+def _make_material(
+    atoms: Atoms,
+    *,
+    material_id: str,
+    formula: str,
+    family: str,
+    spacegroup: int,
+    source: str,
+    structures: StructureConfig,
+    parametrization: str,
+) -> Material:
+    check_structure(
+        atoms,
+        min_distance_a=structures.min_interatomic_distance_a,
+        max_atoms=structures.max_base_atoms,
+        parametrization=parametrization,
+    )
     orientations, notes = _orientations(atoms, structures)
     for note in notes:
         if note:
@@ -173,15 +199,20 @@ def _make_material(atoms: Atoms, *, material_id: str, formula: str, family: str,
     return Material(material_id, formula, family, spacegroup, source, atoms, orientations, notes)
 
 
-def _prototype_materials(structures: StructureConfig, seed: int, parametrization: str,
-                         skipped: list[tuple[str, str]]) -> list[Material]:
+def _prototype_materials(
+    structures: StructureConfig, seed: int, parametrization: str, skipped: list[tuple[str, str]]
+) -> list[Material]:
     materials = []
     for family in dict.fromkeys(structures.families):
         compositions = family_compositions(family)
         wanted = structures.materials_per_family
         if wanted > len(compositions):
-            log.info("family %s has %d compositions; using all of them, not %d",
-                     family, len(compositions), wanted)
+            log.info(
+                "family %s has %d compositions; using all of them, not %d",
+                family,
+                len(compositions),
+                wanted,
+            )
         order = np.random.default_rng(family_seed(seed, family)).permutation(len(compositions))
         for index in order[:wanted]:
             composition = compositions[int(index)]
@@ -189,17 +220,26 @@ def _prototype_materials(structures: StructureConfig, seed: int, parametrization
             try:
                 crystal = build_prototype(family, composition, seed)
                 material_id = f"{family}-{crystal.formula}-{content_hash(crystal.atoms)}"
-                materials.append(_make_material(
-                    crystal.atoms, material_id=material_id, formula=crystal.formula, family=family,
-                    spacegroup=crystal.spacegroup, source="prototype", structures=structures,
-                    parametrization=parametrization))
+                materials.append(
+                    _make_material(
+                        crystal.atoms,
+                        material_id=material_id,
+                        formula=crystal.formula,
+                        family=family,
+                        spacegroup=crystal.spacegroup,
+                        source="prototype",
+                        structures=structures,
+                        parametrization=parametrization,
+                    )
+                )
             except (InvalidStructure, ValueError) as error:
                 skipped.append((source, str(error)))
     return materials
 
 
-def _cif_materials(structures: StructureConfig, parametrization: str,
-                   skipped: list[tuple[str, str]]) -> list[Material]:
+def _cif_materials(
+    structures: StructureConfig, parametrization: str, skipped: list[tuple[str, str]]
+) -> list[Material]:
     if structures.cif_dir is None:
         return []
     paths, problems = list_cifs(Path(structures.cif_dir))
@@ -209,16 +249,28 @@ def _cif_materials(structures: StructureConfig, parametrization: str,
         try:
             crystal = read_cif(path)
             material_id = f"cif-{_safe_stem(path)}-{content_hash(crystal.atoms)}"
-            materials.append(_make_material(
-                crystal.atoms, material_id=material_id, formula=crystal.formula, family="cif",
-                spacegroup=crystal.spacegroup, source=str(path), structures=structures,
-                parametrization=parametrization))
+            materials.append(
+                _make_material(
+                    crystal.atoms,
+                    material_id=material_id,
+                    formula=crystal.formula,
+                    family="cif",
+                    spacegroup=crystal.spacegroup,
+                    source=str(path),
+                    structures=structures,
+                    parametrization=parametrization,
+                )
+            )
         except (InvalidStructure, ValueError) as error:
             skipped.append((str(path), str(error)))
+        except Exception as error:  # untrusted input: whatever goes wrong, skip, never crash
+            skipped.append((str(path), f"{type(error).__name__}: {error}"))
     return materials
 
 
-def make_catalogue(structures: StructureConfig, seed: int, parametrization: str = "kirkland") -> Catalogue:
+def make_catalogue(
+    structures: StructureConfig, seed: int, parametrization: str = "kirkland"
+) -> Catalogue:
     """Build the catalogue (uncached; see `build_catalogue`). Raises CatalogueError if empty."""
     skipped: list[tuple[str, str]] = []
     candidates = _prototype_materials(structures, seed, parametrization, skipped)
@@ -235,7 +287,9 @@ def make_catalogue(structures: StructureConfig, seed: int, parametrization: str 
         log.warning("skipped %s: %s", source, reason)
     if not materials:
         details = "; ".join(f"{s}: {r}" for s, r in skipped[:10]) or "no sources configured"
-        raise CatalogueError(f"the catalogue has no usable material ({len(skipped)} skipped: {details})")
+        raise CatalogueError(
+            f"the catalogue has no usable material ({len(skipped)} skipped: {details})"
+        )
     splits = assign_splits([m.material_id for m in materials], structures.split_fractions)
     return Catalogue(tuple(materials), tuple(skipped), MappingProxyType(splits))
 
@@ -243,8 +297,11 @@ def make_catalogue(structures: StructureConfig, seed: int, parametrization: str 
 def _cif_fingerprint(cif_dir: Path | None) -> list[tuple[str, int, int]]:
     if cif_dir is None or not Path(cif_dir).is_dir():
         return []
-    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(cif_dir).iterdir())
-            if p.is_file()]
+    return [
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(Path(cif_dir).iterdir())
+        if p.is_file()
+    ]
 
 
 @functools.lru_cache(maxsize=8)
@@ -256,10 +313,13 @@ def _cached(key: str) -> Catalogue:
 
 def build_catalogue(config: SimulationConfig) -> Catalogue:
     """The catalogue of `config` (cached per process; see the module docstring)."""
-    key = json.dumps({
-        "structures": config.structures.model_dump(mode="json"),
-        "seed": config.seed,
-        "parametrization": config.parametrization,
-        "cif_files": _cif_fingerprint(config.structures.cif_dir),
-    }, sort_keys=True)
+    key = json.dumps(
+        {
+            "structures": config.structures.model_dump(mode="json"),
+            "seed": config.seed,
+            "parametrization": config.parametrization,
+            "cif_files": _cif_fingerprint(config.structures.cif_dir),
+        },
+        sort_keys=True,
+    )
     return _cached(key)

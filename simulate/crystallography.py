@@ -43,7 +43,9 @@ def reciprocal_cell(cell: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.asarray(cell, dtype=float)).T
 
 
-def structure_factors(atoms: Atoms, hkl: np.ndarray, parametrization: str = "kirkland") -> np.ndarray:
+def structure_factors(
+    atoms: Atoms, hkl: np.ndarray, parametrization: str = "kirkland"
+) -> np.ndarray:
     """Kinematic structure factors F(hkl) (Å) of the atoms' cell for integer rows `hkl`."""
     hkl = np.atleast_2d(np.asarray(hkl, dtype=float))
     g = hkl @ reciprocal_cell(atoms.cell.array)
@@ -62,7 +64,9 @@ def _total_scattering(atoms: Atoms, g2: np.ndarray, parametrization: str) -> np.
     """Σ_j f_j(|g|): the largest |F| can be, used to decide what counts as forbidden."""
     params = _parametrization(parametrization)
     total = np.zeros(len(g2))
-    for symbol, count in zip(*np.unique(atoms.get_chemical_symbols(), return_counts=True), strict=True):
+    for symbol, count in zip(
+        *np.unique(atoms.get_chemical_symbols(), return_counts=True), strict=True
+    ):
         total += count * np.asarray(params.scattering_factor(str(symbol))(g2), dtype=float)
     return total
 
@@ -91,7 +95,11 @@ def ranked_reflections(
 ) -> list[Reflection]:
     """All allowed reflections with |h|,|k|,|l| ≤ max_index, strongest first (one per Friedel pair)."""
     candidates = sorted(
-        {_canonical(h) for h in itertools.product(range(-max_index, max_index + 1), repeat=3) if any(h)}
+        {
+            _canonical(h)
+            for h in itertools.product(range(-max_index, max_index + 1), repeat=3)
+            if any(h)
+        }
     )
     hkl = np.array(candidates, dtype=float)
     g = hkl @ reciprocal_cell(atoms.cell.array)
@@ -163,20 +171,26 @@ def strongest_zolz_reflection(
     with |g| ≤ max_g_inv_a are considered (beyond that the disks leave the pattern).
     """
     candidates = sorted(
-        {_canonical((h, k, 0)) for h, k in itertools.product(range(-max_index, max_index + 1), repeat=2)
-         if h or k}
+        {
+            _canonical((h, k, 0))
+            for h, k in itertools.product(range(-max_index, max_index + 1), repeat=2)
+            if h or k
+        }
     )
     hkl = np.array(candidates, dtype=float)
     g_len = np.linalg.norm(hkl @ reciprocal_cell(atoms.cell.array), axis=1)
     strength = np.abs(structure_factors(atoms, hkl, parametrization))
-    allowed = (strength > FORBIDDEN_FRACTION * _total_scattering(atoms, g_len**2, parametrization))
+    allowed = strength > FORBIDDEN_FRACTION * _total_scattering(atoms, g_len**2, parametrization)
     allowed &= g_len <= max_g_inv_a
     if not np.any(allowed):
         raise ValueError(
             f"no allowed reflection perpendicular to the beam with |g| ≤ {max_g_inv_a:.3f} Å⁻¹"
         )
-    found = [Reflection(c, float(gl), float(s))
-             for c, gl, s, ok in zip(candidates, g_len, strength, allowed, strict=True) if ok]
+    found = [
+        Reflection(c, float(gl), float(s))
+        for c, gl, s, ok in zip(candidates, g_len, strength, allowed, strict=True)
+        if ok
+    ]
     return min(found, key=lambda r: _tie_key(r.strength_a, r.g_inv_a, r.hkl))
 
 

@@ -61,5 +61,13 @@ def draw_sample(config: SimulationConfig, index: int, num_materials: int) -> Sam
     c30_a = _uniform(rng, config.c30_a)
     phonon_stream = np.random.SeedSequence([config.seed, index, 1])
     phonon_seed = int(phonon_stream.generate_state(1, dtype=np.uint32)[0])
-    return SampleDraws(material_index, orientation_fraction, thickness_a, energy_ev, semiangle, defocus_a,
-                       c30_a, phonon_seed)
+    return SampleDraws(
+        material_index,
+        orientation_fraction,
+        thickness_a,
+        energy_ev,
+        semiangle,
+        defocus_a,
+        c30_a,
+        phonon_seed,
+    )

@@ -72,8 +72,9 @@ def depth_repetitions(base_period_a: float, thickness_a: float) -> int:
     return max(1, round(thickness_a / base_period_a))
 
 
-def slicing(thickness_a: float, base_period_a: float, slice_setting: float | str,
-            planes_per_period: int) -> tuple[float, int]:
+def slicing(
+    thickness_a: float, base_period_a: float, slice_setting: float | str, planes_per_period: int
+) -> tuple[float, int]:
     """(slice thickness, number of slices) for a specimen of whole base periods."""
     if slice_setting == "d_hkl":
         repetitions = round(thickness_a / base_period_a)
@@ -82,8 +83,9 @@ def slicing(thickness_a: float, base_period_a: float, slice_setting: float | str
     return thickness_a / num_slices, num_slices
 
 
-def scan_grid(extent_a: tuple[float, float], fraction: float,
-              scan_gpts: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+def scan_grid(
+    extent_a: tuple[float, float], fraction: float, scan_gpts: tuple[int, int]
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """Probe positions (P, 2) in (x, y) and the scanned square (x0, y0, x1, y1)."""
     rows, cols = scan_gpts
     x0, x1 = extent_a[0] * (1 - fraction) / 2, extent_a[0] * (1 + fraction) / 2
@@ -95,8 +97,12 @@ def scan_grid(extent_a: tuple[float, float], fraction: float,
     return positions, (x0, y0, x1, y1)
 
 
-def plan_geometry(config: SimulationConfig, base_lengths_a: tuple[float, float, float],
-                  thickness_a: float, planes_per_period: int) -> Geometry:
+def plan_geometry(
+    config: SimulationConfig,
+    base_lengths_a: tuple[float, float, float],
+    thickness_a: float,
+    planes_per_period: int,
+) -> Geometry:
     """Everything about the specimen and grid of one sample (see the module docstring)."""
     length_x, length_y, period = base_lengths_a
     reps = (
@@ -106,18 +112,26 @@ def plan_geometry(config: SimulationConfig, base_lengths_a: tuple[float, float, 
     )
     extent = (reps[0] * length_x, reps[1] * length_y)
     thickness = reps[2] * period
-    gpts = (fast_fft_size(math.ceil(extent[0] / config.sampling_a - _ROUNDING)),
-            fast_fft_size(math.ceil(extent[1] / config.sampling_a - _ROUNDING)))
+    gpts = (
+        fast_fft_size(math.ceil(extent[0] / config.sampling_a - _ROUNDING)),
+        fast_fft_size(math.ceil(extent[1] / config.sampling_a - _ROUNDING)),
+    )
     sampling = (extent[0] / gpts[0], extent[1] / gpts[1])
-    slice_thickness, num_slices = slicing(thickness, period, config.slice_thickness_a,
-                                          planes_per_period)
+    slice_thickness, num_slices = slicing(
+        thickness, period, config.slice_thickness_a, planes_per_period
+    )
     positions, region = scan_grid(extent, config.scan.fraction, config.scan.gpts)
-    return Geometry(reps, extent, thickness, gpts, sampling, slice_thickness, num_slices,
-                    positions, region)
+    return Geometry(
+        reps, extent, thickness, gpts, sampling, slice_thickness, num_slices, positions, region
+    )
 
 
-def specimen_atoms(cell_a: np.ndarray, atomic_numbers: np.ndarray, positions_a: np.ndarray,
-                   repetitions: tuple[int, int, int]) -> Atoms:
+def specimen_atoms(
+    cell_a: np.ndarray,
+    atomic_numbers: np.ndarray,
+    positions_a: np.ndarray,
+    repetitions: tuple[int, int, int],
+) -> Atoms:
     """The simulated specimen: the base cell repeated; exactly what a record reader rebuilds."""
     base = Atoms(numbers=atomic_numbers, positions=positions_a, cell=cell_a, pbc=True)
     return base * repetitions

@@ -95,8 +95,9 @@ def _rectangle_strain(vectors: np.ndarray) -> np.ndarray:
     return np.max(np.abs(np.linalg.eigvalsh(green)), axis=-1)
 
 
-def _choose_in_plane(cell: np.ndarray, z_ints: np.ndarray, n_atoms: int, *, max_strain: float,
-                     max_atoms: int) -> tuple[np.ndarray, float]:
+def _choose_in_plane(
+    cell: np.ndarray, z_ints: np.ndarray, n_atoms: int, *, max_strain: float, max_atoms: int
+) -> tuple[np.ndarray, float]:
     """Integer x, y (rows) that with z span the best rectangular supercell.
 
     Preference: an exact rectangle over a strained one, then the smallest strain, then the
@@ -116,7 +117,8 @@ def _choose_in_plane(cell: np.ndarray, z_ints: np.ndarray, n_atoms: int, *, max_
     usable = (det > 0) & (n_atoms * det <= max_atoms)
     if not np.any(usable):
         raise OrientationError(
-            f"no orthogonal cell with ≤ {max_atoms} atoms (lattice vectors up to ±{SEARCH_INDEX})"
+            f"no orthogonal cell with ≤ {max_atoms} atoms among lattice vectors within "
+            f"strain {max_strain:g} of perpendicular to the beam (components up to ±{SEARCH_INDEX})"
         )
     ints, det = ints[usable], det[usable]
     strain = _rectangle_strain(ints.astype(float) @ cell)
@@ -128,19 +130,29 @@ def _choose_in_plane(cell: np.ndarray, z_ints: np.ndarray, n_atoms: int, *, max_
         )
     lengths = np.linalg.norm(ints[:, :2].astype(float) @ cell, axis=-1)
     index = np.arange(len(ints))  # candidate order breaks the remaining ties
-    order = np.lexsort((index, np.round(lengths[:, 1], 9), np.round(lengths[:, 0], 9), det,
-                        np.round(strain, 9), strain > 0))
+    order = np.lexsort(
+        (
+            index,
+            np.round(lengths[:, 1], 9),
+            np.round(lengths[:, 0], 9),
+            det,
+            np.round(strain, 9),
+            strain > 0,
+        )
+    )
     best = next(i for i in order if strain[i] <= max_strain)
     return ints[best], float(strain[best])
 
 
-def orient(atoms: Atoms, zone_axis: tuple[int, int, int], *, max_strain: float,
-           max_atoms: int) -> OrientedCell:
+def orient(
+    atoms: Atoms, zone_axis: tuple[int, int, int], *, max_strain: float, max_atoms: int
+) -> OrientedCell:
     """The orthogonal base cell of `atoms` with the beam along `zone_axis` (see module docstring)."""
     axis = reduce_axis(tuple(int(v) for v in zone_axis))  # type: ignore[arg-type]
     cell = np.asarray(atoms.cell.array, dtype=float)
-    ints, strain = _choose_in_plane(cell, np.asarray(axis), len(atoms), max_strain=max_strain,
-                                    max_atoms=max_atoms)
+    ints, strain = _choose_in_plane(
+        cell, np.asarray(axis), len(atoms), max_strain=max_strain, max_atoms=max_atoms
+    )
     supercell = make_supercell(atoms, ints, wrap=True)
     box = np.diag(np.linalg.norm(ints @ cell, axis=1))
     scaled = supercell.get_scaled_positions(wrap=True)

@@ -59,8 +59,12 @@ def specimen(atoms: Atoms, settings: PotentialSettings) -> Atoms | FrozenPhonons
         return atoms
     import abtem
 
-    return abtem.FrozenPhonons(atoms, num_configs=settings.num_phonon_configs,
-                               sigmas=settings.phonon_sigma_a, seed=settings.phonon_seed)
+    return abtem.FrozenPhonons(
+        atoms,
+        num_configs=settings.num_phonon_configs,
+        sigmas=settings.phonon_sigma_a,
+        seed=settings.phonon_seed,
+    )
 
 
 def build_potential(atoms: Atoms, settings: PotentialSettings, device: Device) -> PotentialArray:
@@ -125,7 +129,9 @@ def cbed_patterns(
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def projected_potential_sections(potential_array: PotentialArray, depth_sections: int) -> np.ndarray:
+def projected_potential_sections(
+    potential_array: PotentialArray, depth_sections: int
+) -> np.ndarray:
     """(C, y, x) float64: the slices summed in C contiguous, as-equal-as-possible depth groups.
 
     The sum over all slices is the projected potential (V·Å); with frozen phonons the

@@ -34,26 +34,77 @@ LATTICE_JITTER = 0.02  # relative half-width of the compound lattice-constant ji
 # Shannon (1976) effective ionic radii in Å, six-fold coordination unless noted.
 IONIC_RADII_A: dict[str, float] = {
     # cations
-    "Li": 0.76, "Na": 1.02, "K": 1.38, "Rb": 1.52, "Cs": 1.67, "Ag": 1.15,
-    "Mg": 0.72, "Ca": 1.00, "Sr": 1.18, "Ba": 1.35, "Mn": 0.83, "Fe": 0.78, "Co": 0.745,
-    "Ni": 0.69, "Zn": 0.74, "Cd": 0.95, "Pb": 1.19, "Eu": 1.17,
-    "Al": 0.535, "Ga": 0.62, "Cr": 0.615, "La": 1.032,
-    "Ti": 0.605, "Zr": 0.72, "Hf": 0.71, "Sn": 0.69, "Ge": 0.53, "Ru": 0.62, "Ir": 0.625,
-    "V": 0.58, "Nb": 0.64, "Ta": 0.64,
+    "Li": 0.76,
+    "Na": 1.02,
+    "K": 1.38,
+    "Rb": 1.52,
+    "Cs": 1.67,
+    "Ag": 1.15,
+    "Mg": 0.72,
+    "Ca": 1.00,
+    "Sr": 1.18,
+    "Ba": 1.35,
+    "Mn": 0.83,
+    "Fe": 0.78,
+    "Co": 0.745,
+    "Ni": 0.69,
+    "Zn": 0.74,
+    "Cd": 0.95,
+    "Pb": 1.19,
+    "Eu": 1.17,
+    "Al": 0.535,
+    "Ga": 0.62,
+    "Cr": 0.615,
+    "La": 1.032,
+    "Ti": 0.605,
+    "Zr": 0.72,
+    "Hf": 0.71,
+    "Sn": 0.69,
+    "Ge": 0.53,
+    "Ru": 0.62,
+    "Ir": 0.625,
+    "V": 0.58,
+    "Nb": 0.64,
+    "Ta": 0.64,
     # anions
-    "F": 1.33, "Cl": 1.81, "Br": 1.96, "I": 2.20, "O": 1.40, "S": 1.84, "Se": 1.98, "Te": 2.21,
+    "F": 1.33,
+    "Cl": 1.81,
+    "Br": 1.96,
+    "I": 2.20,
+    "O": 1.40,
+    "S": 1.84,
+    "Se": 1.98,
+    "Te": 2.21,
 }
 # Eight-fold cation and four-fold anion radii for the fluorite structure.
 FLUORITE_RADII_A: dict[str, float] = {
-    "Ca": 1.12, "Sr": 1.26, "Ba": 1.42, "Cd": 1.10, "Pb": 1.29, "Eu": 1.25,
-    "Ce": 0.97, "Th": 1.05, "U": 1.00, "Zr": 0.84, "Hf": 0.83,
-    "F": 1.31, "O": 1.38,
+    "Ca": 1.12,
+    "Sr": 1.26,
+    "Ba": 1.42,
+    "Cd": 1.10,
+    "Pb": 1.29,
+    "Eu": 1.25,
+    "Ce": 0.97,
+    "Th": 1.05,
+    "U": 1.00,
+    "Zr": 0.84,
+    "Hf": 0.83,
+    "F": 1.31,
+    "O": 1.38,
 }
 # Four-fold (tetrahedral) cation radii for the spinel A site.
 TETRAHEDRAL_RADII_A: dict[str, float] = {
-    "Mg": 0.57, "Zn": 0.60, "Fe": 0.63, "Co": 0.58, "Mn": 0.66, "Cd": 0.78, "Ni": 0.55,
+    "Mg": 0.57,
+    "Zn": 0.60,
+    "Fe": 0.63,
+    "Co": 0.58,
+    "Mn": 0.66,
+    "Cd": 0.78,
+    "Ni": 0.55,
 }
-EXTRA_ELEMENT_STATES: dict[str, dict[str, float | str]] = {"Sn": {"symmetry": "diamond", "a": 6.489}}
+EXTRA_ELEMENT_STATES: dict[str, dict[str, float | str]] = {
+    "Sn": {"symmetry": "diamond", "a": 6.489}
+}
 
 
 @dataclass(frozen=True)
@@ -82,42 +133,94 @@ def _triples(a_sites: str, b_sites: str, x_sites: str) -> list[tuple[str, ...]]:
 
 COMPOUND_FAMILIES: dict[str, PrototypeSpec] = {
     "rocksalt": PrototypeSpec(
-        225, 1, ((0, 0, 0), (0.5, 0.5, 0.5)), 1.0, False, (0, 1), "ionic",
-        tuple(_pairs("Li Na K Rb Ag", "F Cl Br I")
-              + _pairs("Mg Ca Sr Ba Mn Fe Co Ni Cd Pb Eu", "O S Se Te")),
+        225,
+        1,
+        ((0, 0, 0), (0.5, 0.5, 0.5)),
+        1.0,
+        False,
+        (0, 1),
+        "ionic",
+        tuple(
+            _pairs("Li Na K Rb Ag", "F Cl Br I")
+            + _pairs("Mg Ca Sr Ba Mn Fe Co Ni Cd Pb Eu", "O S Se Te")
+        ),
         (1, 1),
     ),
     "zincblende": PrototypeSpec(
-        216, 1, ((0, 0, 0), (0.25, 0.25, 0.25)), 1.0, False, (0, 1), "covalent",
-        tuple(_pairs("B Al Ga In", "N P As Sb") + _pairs("Zn Cd Hg", "S Se Te")
-              + [("Si", "C"), ("Cu", "Cl"), ("Cu", "Br"), ("Cu", "I"), ("Be", "S")]),
+        216,
+        1,
+        ((0, 0, 0), (0.25, 0.25, 0.25)),
+        1.0,
+        False,
+        (0, 1),
+        "covalent",
+        tuple(
+            _pairs("B Al Ga In", "N P As Sb")
+            + _pairs("Zn Cd Hg", "S Se Te")
+            + [("Si", "C"), ("Cu", "Cl"), ("Cu", "Br"), ("Cu", "I"), ("Be", "S")]
+        ),
         (1, 1),
     ),
     "wurtzite": PrototypeSpec(
-        186, 1, ((1 / 3, 2 / 3, 0.0), (1 / 3, 2 / 3, 0.375)), float(np.sqrt(8 / 3)), True, (0, 1),
+        186,
+        1,
+        ((1 / 3, 2 / 3, 0.0), (1 / 3, 2 / 3, 0.375)),
+        float(np.sqrt(8 / 3)),
+        True,
+        (0, 1),
         "covalent",
-        tuple(_pairs("Al Ga In", "N") + _pairs("Zn Cd", "O S Se")
-              + [("Be", "O"), ("Ag", "I"), ("Si", "C"), ("Mn", "S")]),
+        tuple(
+            _pairs("Al Ga In", "N")
+            + _pairs("Zn Cd", "O S Se")
+            + [("Be", "O"), ("Ag", "I"), ("Si", "C"), ("Mn", "S")]
+        ),
         (1, 1),
     ),
     "perovskite": PrototypeSpec(
-        221, 1, ((0.5, 0.5, 0.5), (0, 0, 0), (0.5, 0, 0)), 1.0, False, (1, 2), "ionic",
-        tuple(_triples("Ca Sr Ba Pb", "Ti Zr Hf Sn", "O") + _triples("Na K", "Nb Ta", "O")
-              + _triples("K Rb Cs", "Mg Zn Ni Mn Co Fe", "F") + _triples("La", "Al Ga Cr", "O")),
+        221,
+        1,
+        ((0.5, 0.5, 0.5), (0, 0, 0), (0.5, 0, 0)),
+        1.0,
+        False,
+        (1, 2),
+        "ionic",
+        tuple(
+            _triples("Ca Sr Ba Pb", "Ti Zr Hf Sn", "O")
+            + _triples("Na K", "Nb Ta", "O")
+            + _triples("K Rb Cs", "Mg Zn Ni Mn Co Fe", "F")
+            + _triples("La", "Al Ga Cr", "O")
+        ),
         (1, 1, 3),
     ),
     "fluorite": PrototypeSpec(
-        225, 1, ((0, 0, 0), (0.25, 0.25, 0.25)), 1.0, False, (0, 1), "fluorite",
+        225,
+        1,
+        ((0, 0, 0), (0.25, 0.25, 0.25)),
+        1.0,
+        False,
+        (0, 1),
+        "fluorite",
         tuple(_pairs("Ca Sr Ba Cd Pb Eu", "F") + _pairs("Ce Th U Zr Hf", "O")),
         (1, 2),
     ),
     "rutile": PrototypeSpec(
-        136, 1, ((0, 0, 0), (0.305, 0.305, 0.0)), 0.65, False, (0, 1), "ionic",
+        136,
+        1,
+        ((0, 0, 0), (0.305, 0.305, 0.0)),
+        0.65,
+        False,
+        (0, 1),
+        "ionic",
         tuple(_pairs("Ti Sn Ge Ru Ir V Mn Pb", "O") + _pairs("Mg Zn Fe Ni Co Mn", "F")),
         (1, 2),
     ),
     "spinel": PrototypeSpec(
-        227, 1, ((0, 0, 0), (0.625, 0.625, 0.625), (0.387, 0.387, 0.387)), 1.0, False, (1, 2),
+        227,
+        1,
+        ((0, 0, 0), (0.625, 0.625, 0.625), (0.387, 0.387, 0.387)),
+        1.0,
+        False,
+        (1, 2),
         "ionic",
         tuple(_triples("Mg Zn Fe Co Mn Ni Cd", "Al Ga Cr Fe", "O")),
         (1, 2, 4),
@@ -146,7 +249,9 @@ class PrototypeCrystal:
     atoms: Atoms
 
 
-def family_seed(seed: int, family: str, composition: tuple[str, ...] = ()) -> np.random.SeedSequence:
+def family_seed(
+    seed: int, family: str, composition: tuple[str, ...] = ()
+) -> np.random.SeedSequence:
     """A seed sequence that depends only on (seed, family, composition), not on Python's hash()."""
     words = [seed, zlib.crc32(family.encode())]
     words += [zlib.crc32("-".join(composition).encode())] if composition else []
@@ -197,7 +302,9 @@ def build_compound(family: str, elements: tuple[str, ...], seed: int) -> Prototy
     a = bond_a / _shortest_distance(unit, elements[i], elements[j])
     jitter = np.random.default_rng(family_seed(seed, family, elements)).uniform(-1, 1)
     a *= 1.0 + LATTICE_JITTER * jitter
-    formula = "".join(f"{e}{n if n > 1 else ''}" for e, n in zip(elements, spec.formula_counts, strict=True))
+    formula = "".join(
+        f"{e}{n if n > 1 else ''}" for e, n in zip(elements, spec.formula_counts, strict=True)
+    )
     return PrototypeCrystal(family, formula, spec.spacegroup, _build(spec, elements, a))
 
 
@@ -227,8 +334,14 @@ def build_element(family: str, symbol: str) -> PrototypeCrystal:
         cellpar = [a, a, a * float(state["c/a"]), 90.0, 90.0, 120.0]
     else:
         cellpar = [a, a, a, 90.0, 90.0, 90.0]
-    atoms = crystal(symbol, basis=[position], spacegroup=spacegroup, setting=setting,
-                    cellpar=cellpar, primitive_cell=False)
+    atoms = crystal(
+        symbol,
+        basis=[position],
+        spacegroup=spacegroup,
+        setting=setting,
+        cellpar=cellpar,
+        primitive_cell=False,
+    )
     return PrototypeCrystal(family, symbol, spacegroup, atoms)
 
 

@@ -40,8 +40,9 @@ from simulate.target import resample_region
 from simulate.units import ANTIALIAS_FRACTION, wavelength_a
 
 
-def _touching(base: OrientedCell, parametrization: str, wavelength: float,
-              sampling_a: tuple[float, float]) -> tuple[float, dict[str, float]]:
+def _touching(
+    base: OrientedCell, parametrization: str, wavelength: float, sampling_a: tuple[float, float]
+) -> tuple[float, dict[str, float]]:
     """Semi-angle at which the disks of the strongest zero-order reflection touch."""
     # α = λ|g|/2 must stay inside abTEM's antialiased band, α < (2/3)·λ/(2Δx): |g| < (2/3)/Δx.
     max_g = 0.999 * ANTIALIAS_FRACTION / max(sampling_a)
@@ -53,12 +54,17 @@ def _touching(base: OrientedCell, parametrization: str, wavelength: float,
             f"{max(sampling_a):.3f} Å: {error}; use a finer sampling_a or a numeric semi-angle"
         ) from None
     semiangle = touching_semiangle_mrad(reflection.g_inv_a, wavelength)
-    extra = {"touching_g_inv_a": reflection.g_inv_a, "touching_h": float(reflection.hkl[0]),
-             "touching_k": float(reflection.hkl[1])}
+    extra = {
+        "touching_g_inv_a": reflection.g_inv_a,
+        "touching_h": float(reflection.hkl[0]),
+        "touching_k": float(reflection.hkl[1]),
+    }
     return semiangle, extra
 
 
-def simulate_sample(config: SimulationConfig, index: int, catalogue: Catalogue | None = None) -> Sample:
+def simulate_sample(
+    config: SimulationConfig, index: int, catalogue: Catalogue | None = None
+) -> Sample:
     """Simulate sample `index` of `config` (CBED stack, projected-potential target, record)."""
     if catalogue is None:
         catalogue = build_catalogue(config)
@@ -79,7 +85,9 @@ def simulate_sample(config: SimulationConfig, index: int, catalogue: Catalogue |
         "target_smoothing_px": config.target.smoothing_px,
     }
     if draws.semiangle_mrad is None:
-        semiangle, touching = _touching(base, config.parametrization, wavelength, geometry.sampling_a)
+        semiangle, touching = _touching(
+            base, config.parametrization, wavelength, geometry.sampling_a
+        )
         extra.update(touching)
     else:
         semiangle = draws.semiangle_mrad
@@ -100,11 +108,22 @@ def simulate_sample(config: SimulationConfig, index: int, catalogue: Catalogue |
     probe = ProbeSettings(draws.energy_ev, semiangle, draws.defocus_a, draws.c30_a)
     configure_abtem()
     potential = build_potential(atoms, potential_settings, device)
-    cbed = cbed_patterns(potential, probe, geometry.probe_positions_a,
-                         config.detector.pattern_px, config.detector.binning, device)
+    cbed = cbed_patterns(
+        potential,
+        probe,
+        geometry.probe_positions_a,
+        config.detector.pattern_px,
+        config.detector.binning,
+        device,
+    )
     sections = projected_potential_sections(potential, config.target.depth_sections)
-    target = resample_region(sections, geometry.sampling_a, geometry.target_region_a,
-                             config.target.target_px, config.target.smoothing_px)
+    target = resample_region(
+        sections,
+        geometry.sampling_a,
+        geometry.target_region_a,
+        config.target.target_px,
+        config.target.smoothing_px,
+    )
 
     import abtem
 

@@ -40,7 +40,9 @@ def _rank_key(material_id: str) -> str:
     return hashlib.sha256(material_id.encode()).hexdigest()
 
 
-def assign_splits(material_ids: Sequence[str], fractions: tuple[float, float, float]) -> dict[str, str]:
+def assign_splits(
+    material_ids: Sequence[str], fractions: tuple[float, float, float]
+) -> dict[str, str]:
     """material_id -> one of SPLITS; deterministic and independent of the input order."""
     if len(set(material_ids)) != len(material_ids):
         raise ValueError("material ids must be unique to be split")

@@ -25,7 +25,9 @@ def check_cell(atoms: Atoms) -> None:
         raise InvalidStructure("the cell has non-finite lattice vectors")
     lengths = np.linalg.norm(cell, axis=1)
     if np.any(lengths < 0.5):
-        raise InvalidStructure(f"empty or degenerate cell: lattice vector lengths {lengths.round(3)} Å")
+        raise InvalidStructure(
+            f"empty or degenerate cell: lattice vector lengths {lengths.round(3)} Å"
+        )
     volume = abs(float(np.linalg.det(cell)))
     if volume < 1.0:
         raise InvalidStructure(f"zero-volume cell ({volume:.3g} Å³)")

@@ -38,24 +38,47 @@ ENERGY_EV = 100e3
 
 
 def _si_001_specimen(cells_xy: int, cells_z: int) -> Atoms:
-    base = orient(bulk("Si", "diamond", a=SI_A, cubic=True), (0, 0, 1), max_strain=0.0, max_atoms=8).atoms
-    return specimen_atoms(base.cell.array, base.numbers, base.positions, (cells_xy, cells_xy, cells_z))
+    base = orient(
+        bulk("Si", "diamond", a=SI_A, cubic=True), (0, 0, 1), max_strain=0.0, max_atoms=8
+    ).atoms
+    return specimen_atoms(
+        base.cell.array, base.numbers, base.positions, (cells_xy, cells_xy, cells_z)
+    )
 
 
 def _settings(gpts: int, num_slices: int, thickness_a: float) -> PotentialSettings:
-    return PotentialSettings(gpts=(gpts, gpts), slice_thicknesses_a=(thickness_a / num_slices,) * num_slices,
-                             parametrization="kirkland", projection="infinite",
-                             num_phonon_configs=1, phonon_sigma_a=0.0, phonon_seed=0)
+    return PotentialSettings(
+        gpts=(gpts, gpts),
+        slice_thicknesses_a=(thickness_a / num_slices,) * num_slices,
+        parametrization="kirkland",
+        projection="infinite",
+        num_phonon_configs=1,
+        phonon_sigma_a=0.0,
+        phonon_seed=0,
+    )
 
 
-def _si_patterns(positions_xy_a: np.ndarray, *, cells_z: int, semiangle_mrad: float = 10.0,
-                 gpts: int = 96, pattern_px: int = 63, cells_xy: int = 3) -> np.ndarray:
+def _si_patterns(
+    positions_xy_a: np.ndarray,
+    *,
+    cells_z: int,
+    semiangle_mrad: float = 10.0,
+    gpts: int = 96,
+    pattern_px: int = 63,
+    cells_xy: int = 3,
+) -> np.ndarray:
     atoms = _si_001_specimen(cells_xy, cells_z)
     settings = _settings(gpts, 4 * cells_z, SI_A * cells_z)  # d_hkl = a/4: one atomic layer a slice
     configure_abtem()
     potential = build_potential(atoms, settings, "cpu")
-    return cbed_patterns(potential, ProbeSettings(ENERGY_EV, semiangle_mrad, 0.0, 0.0),
-                         positions_xy_a, (pattern_px, pattern_px), 1, "cpu").astype(np.float64)
+    return cbed_patterns(
+        potential,
+        ProbeSettings(ENERGY_EV, semiangle_mrad, 0.0, 0.0),
+        positions_xy_a,
+        (pattern_px, pattern_px),
+        1,
+        "cpu",
+    ).astype(np.float64)
 
 
 def test_intensity_is_conserved_inside_the_antialiasing_aperture(tmp_path: Path) -> None:
@@ -63,8 +86,12 @@ def test_intensity_is_conserved_inside_the_antialiasing_aperture(tmp_path: Path)
     # already FFT-friendly (160), so the stored pattern is the whole 2/3 * gpts valid region.
     write_cif(tmp_path / "si.cif", bulk("Si", "diamond", a=SI_A, cubic=True))
     config = simulation_config(
-        "tiny", structures__cif_dir=str(tmp_path), structures__families=[], cell_xy_a=3 * SI_A,
-        sampling_a=0.102, detector={"pattern_px": [106, 106], "binning": 1},
+        "tiny",
+        structures__cif_dir=str(tmp_path),
+        structures__families=[],
+        cell_xy_a=3 * SI_A,
+        sampling_a=0.102,
+        detector={"pattern_px": [106, 106], "binning": 1},
     )
     for index in range(2):
         sample = simulate_sample(config, index)
@@ -107,8 +134,13 @@ def test_thicker_crystals_scatter_more_out_of_the_bright_field_disk() -> None:
     outside = angle_mrad > semiangle_mrad + 1.0
     fractions = []
     for cells_z in (1, 3, 8):
-        pattern = _si_patterns(np.array([[1.5 * SI_A + 0.7, 1.5 * SI_A + 0.3]]), cells_z=cells_z,
-                               semiangle_mrad=semiangle_mrad, pattern_px=pattern_px, gpts=gpts)[0]
+        pattern = _si_patterns(
+            np.array([[1.5 * SI_A + 0.7, 1.5 * SI_A + 0.3]]),
+            cells_z=cells_z,
+            semiangle_mrad=semiangle_mrad,
+            pattern_px=pattern_px,
+            gpts=gpts,
+        )[0]
         fractions.append(pattern[outside].sum() / pattern.sum())
     assert fractions[0] > 0.001
     assert fractions[0] < fractions[1] < fractions[2]
@@ -120,8 +152,13 @@ def test_target_is_the_sum_over_slices_of_the_potential() -> None:
     built = build_potential(atoms, settings, "cpu")
     total = projected_potential_sections(built, 1)[0]
     three = projected_potential_sections(built, 3)
-    potential = abtem.Potential(atoms, gpts=72, slice_thickness=settings.slice_thicknesses_a,
-                                parametrization="kirkland", projection="infinite")
+    potential = abtem.Potential(
+        atoms,
+        gpts=72,
+        slice_thickness=settings.slice_thicknesses_a,
+        parametrization="kirkland",
+        projection="infinite",
+    )
     by_hand = np.asarray(potential.build().compute().array, dtype=np.float64).sum(axis=0).T
     projected = np.asarray(potential.project().compute().array, dtype=np.float64).T
     assert relative_error(total, by_hand) < 1e-6

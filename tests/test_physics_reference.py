@@ -25,23 +25,34 @@ QUADRATURE_POINTS = 12
 
 
 def _specimen(record: SampleRecord) -> Atoms | abtem.FrozenPhonons:
-    base = Atoms(numbers=record.atomic_numbers, positions=record.positions_a, cell=record.cell_a, pbc=True)
+    base = Atoms(
+        numbers=record.atomic_numbers, positions=record.positions_a, cell=record.cell_a, pbc=True
+    )
     atoms = base * record.repetitions
     if record.num_phonon_configs == 1 and record.phonon_sigma_a == 0:
         return atoms
-    return abtem.FrozenPhonons(atoms, num_configs=record.num_phonon_configs,
-                               sigmas=record.phonon_sigma_a, seed=record.seed)
+    return abtem.FrozenPhonons(
+        atoms, num_configs=record.num_phonon_configs, sigmas=record.phonon_sigma_a, seed=record.seed
+    )
 
 
 def _potential(record: SampleRecord) -> abtem.Potential:
-    return abtem.Potential(_specimen(record), gpts=record.gpts,
-                           slice_thickness=(record.slice_thickness_a,) * record.num_slices,
-                           parametrization=record.parametrization, projection=record.projection)
+    return abtem.Potential(
+        _specimen(record),
+        gpts=record.gpts,
+        slice_thickness=(record.slice_thickness_a,) * record.num_slices,
+        parametrization=record.parametrization,
+        projection=record.projection,
+    )
 
 
 def reference_cbed(record: SampleRecord, pattern_px: tuple[int, int]) -> np.ndarray:
-    probe = abtem.Probe(energy=record.energy_ev, semiangle_cutoff=record.semiangle_mrad,
-                        defocus=record.defocus_a, Cs=record.c30_a)
+    probe = abtem.Probe(
+        energy=record.energy_ev,
+        semiangle_cutoff=record.semiangle_mrad,
+        defocus=record.defocus_a,
+        Cs=record.c30_a,
+    )
     waves = probe.multislice(_potential(record), scan=abtem.CustomScan(record.probe_positions_a))
     full = np.asarray(waves.diffraction_patterns(max_angle=None).compute().array, dtype=np.float64)
     if full.ndim == 4:
@@ -50,13 +61,18 @@ def reference_cbed(record: SampleRecord, pattern_px: tuple[int, int]) -> np.ndar
     # abTEM's fftshift puts zero frequency at n // 2; keep frequencies -m//2 .. m - m//2 - 1.
     m_y, m_x = pattern_px[0] * binning, pattern_px[1] * binning
     n_x, n_y = full.shape[-2:]
-    crop = full[:, n_x // 2 - m_x // 2 : n_x // 2 - m_x // 2 + m_x, n_y // 2 - m_y // 2 : n_y // 2 - m_y // 2 + m_y]
+    crop = full[
+        :,
+        n_x // 2 - m_x // 2 : n_x // 2 - m_x // 2 + m_x,
+        n_y // 2 - m_y // 2 : n_y // 2 - m_y // 2 + m_y,
+    ]
     crop = np.swapaxes(crop, 1, 2)  # (P, ky, kx)
     return crop.reshape(len(crop), pattern_px[0], binning, pattern_px[1], binning).sum(axis=(2, 4))
 
 
-def _interpolant_on(maps_yx: np.ndarray, sampling: tuple[float, float], ys: np.ndarray,
-                    xs: np.ndarray) -> np.ndarray:
+def _interpolant_on(
+    maps_yx: np.ndarray, sampling: tuple[float, float], ys: np.ndarray, xs: np.ndarray
+) -> np.ndarray:
     """Trigonometric interpolant of periodic (C, ny, nx) maps evaluated on the grid ys × xs."""
     _, ny, nx = maps_yx.shape
     spectrum = np.fft.fft2(maps_yx)
@@ -104,8 +120,12 @@ TINY = simulation_config("tiny")
 # Everything the paper turned on, at tiny scale: strongest-reflection axis, touching disks,
 # d_hkl slices, frozen phonons, binning, two depth sections, smoothing.
 PAPERLIKE = simulation_config(
-    "tiny", structures__zone_axes="strongest", semiangle_mrad="touching", slice_thickness_a="d_hkl",
-    phonons={"num_configs": 2, "sigma_a": 0.08}, detector={"pattern_px": [12, 12], "binning": 2},
+    "tiny",
+    structures__zone_axes="strongest",
+    semiangle_mrad="touching",
+    slice_thickness_a="d_hkl",
+    phonons={"num_configs": 2, "sigma_a": 0.08},
+    detector={"pattern_px": [12, 12], "binning": 2},
     target={"target_px": [12, 12], "depth_sections": 2, "smoothing_px": 1.2},
 )
 CASES = [(TINY, i) for i in _indices_with_distinct_families(TINY, 3)] + [(PAPERLIKE, 5)]
@@ -121,14 +141,20 @@ def _check(sample: Sample) -> None:
     assert relative_error(sample.potential, target) <= 1e-4
 
 
-@pytest.mark.parametrize(("config", "index"), CASES, ids=[f"{'tiny' if c is TINY else 'paperlike'}-{i}" for c, i in CASES])
+@pytest.mark.parametrize(
+    ("config", "index"),
+    CASES,
+    ids=[f"{'tiny' if c is TINY else 'paperlike'}-{i}" for c, i in CASES],
+)
 def test_sample_equals_hand_written_abtem(config: SimulationConfig, index: int) -> None:
     _check(simulate_sample(config, index))
 
 
 def test_the_cases_cover_different_families_and_the_paper_options() -> None:
     catalogue = build_catalogue(TINY)
-    families = {catalogue[draw_sample(TINY, i, len(catalogue)).material_index].family for c, i in CASES[:3]}
+    families = {
+        catalogue[draw_sample(TINY, i, len(catalogue)).material_index].family for c, i in CASES[:3]
+    }
     assert len(families) == 3
     record = simulate_sample(PAPERLIKE, 5).record
     assert record.num_phonon_configs == 2 and record.detector_binning == 2
@@ -142,7 +168,9 @@ def test_record_is_consistent() -> None:
     assert set(SampleRecord.field_names()) == set(vars(r))
     assert np.allclose(r.cell_a, np.diag(np.diag(r.cell_a)))
     assert r.thickness_a == pytest.approx(r.cell_a[2, 2] * r.repetitions[2])
-    assert r.extent_a == pytest.approx((r.cell_a[0, 0] * r.repetitions[0], r.cell_a[1, 1] * r.repetitions[1]))
+    assert r.extent_a == pytest.approx(
+        (r.cell_a[0, 0] * r.repetitions[0], r.cell_a[1, 1] * r.repetitions[1])
+    )
     assert min(r.extent_a) >= TINY.cell_xy_a
     assert r.sampling_a == pytest.approx((r.extent_a[0] / r.gpts[0], r.extent_a[1] / r.gpts[1]))
     assert max(r.sampling_a) <= TINY.sampling_a

@@ -14,7 +14,12 @@ from simulate.target import resample_region
 
 EXTENT = (12.0, 9.0)  # x, y (Å)
 GPTS = (48, 36)  # x, y
-MODES = [(1, 0, 0.7), (0, 2, -0.4), (3, 1, 0.25), (2, 3, 0.1)]  # (m, n, amplitude): cos(2π(m x/X + n y/Y))
+MODES = [
+    (1, 0, 0.7),
+    (0, 2, -0.4),
+    (3, 1, 0.25),
+    (2, 3, 0.1),
+]  # (m, n, amplitude): cos(2π(m x/X + n y/Y))
 
 
 def _field(phase: float = 0.3) -> np.ndarray:
@@ -22,8 +27,10 @@ def _field(phase: float = 0.3) -> np.ndarray:
     x = np.arange(GPTS[0]) * EXTENT[0] / GPTS[0]
     y = np.arange(GPTS[1]) * EXTENT[1] / GPTS[1]
     yy, xx = np.meshgrid(y, x, indexing="ij")
-    total = 5.0 + sum(a * np.cos(2 * np.pi * (m * xx / EXTENT[0] + n * yy / EXTENT[1]) + phase)
-                      for m, n, a in MODES)
+    total = 5.0 + sum(
+        a * np.cos(2 * np.pi * (m * xx / EXTENT[0] + n * yy / EXTENT[1]) + phase)
+        for m, n, a in MODES
+    )
     return total[None]
 
 
@@ -31,11 +38,17 @@ def _box_average_cos(k: float, start: float, stop: float) -> complex:
     """Mean of exp(2πi k t) over t ∈ [start, stop] (closed form)."""
     if k == 0:
         return 1.0
-    return (np.exp(2j * np.pi * k * stop) - np.exp(2j * np.pi * k * start)) / (2j * np.pi * k * (stop - start))
+    return (np.exp(2j * np.pi * k * stop) - np.exp(2j * np.pi * k * start)) / (
+        2j * np.pi * k * (stop - start)
+    )
 
 
-def _expected(region: tuple[float, float, float, float], shape: tuple[int, int], sigma_px: float,
-              phase: float = 0.3) -> np.ndarray:
+def _expected(
+    region: tuple[float, float, float, float],
+    shape: tuple[int, int],
+    sigma_px: float,
+    phase: float = 0.3,
+) -> np.ndarray:
     x0, y0, x1, y1 = region
     height, width = shape
     px, py = (x1 - x0) / width, (y1 - y0) / height
@@ -44,16 +57,25 @@ def _expected(region: tuple[float, float, float, float], shape: tuple[int, int],
         for j in range(width):
             for m, n, a in MODES:
                 kx, ky = m / EXTENT[0], n / EXTENT[1]
-                mean = (_box_average_cos(kx, x0 + j * px, x0 + (j + 1) * px)
-                        * _box_average_cos(ky, y0 + i * py, y0 + (i + 1) * py) * np.exp(1j * phase))
-                damping = math.exp(-2 * math.pi**2 * ((sigma_px * px * kx) ** 2 + (sigma_px * py * ky) ** 2))
+                mean = (
+                    _box_average_cos(kx, x0 + j * px, x0 + (j + 1) * px)
+                    * _box_average_cos(ky, y0 + i * py, y0 + (i + 1) * py)
+                    * np.exp(1j * phase)
+                )
+                damping = math.exp(
+                    -2 * math.pi**2 * ((sigma_px * px * kx) ** 2 + (sigma_px * py * ky) ** 2)
+                )
                 out[i, j] += a * damping * mean.real
     return out
 
 
 @pytest.mark.parametrize("sigma_px", [0.0, 1.2])
-@pytest.mark.parametrize(("region", "shape"), [((3.0, 2.25, 9.0, 6.75), (8, 8)), ((1.1, 0.7, 10.3, 8.1), (5, 7))])
-def test_pixel_average_and_smoothing_are_exact(region: tuple, shape: tuple, sigma_px: float) -> None:
+@pytest.mark.parametrize(
+    ("region", "shape"), [((3.0, 2.25, 9.0, 6.75), (8, 8)), ((1.1, 0.7, 10.3, 8.1), (5, 7))]
+)
+def test_pixel_average_and_smoothing_are_exact(
+    region: tuple, shape: tuple, sigma_px: float
+) -> None:
     sampling = (EXTENT[0] / GPTS[0], EXTENT[1] / GPTS[1])
     result = resample_region(_field(), sampling, region, shape, sigma_px)[0]
     assert np.allclose(result, _expected(region, shape, sigma_px), rtol=0, atol=1e-10)
@@ -69,7 +91,16 @@ def test_resampling_keeps_the_mean_and_a_constant() -> None:
 
 def test_fast_fft_sizes() -> None:
     assert [fast_fft_size(n) for n in (1, 7, 81, 97, 128, 161, 201, 251, 1001)] == [
-        2, 8, 90, 100, 128, 162, 216, 270, 1080]
+        2,
+        8,
+        90,
+        100,
+        128,
+        162,
+        216,
+        270,
+        1080,
+    ]
     assert fast_fft_size(250) == 250 and fast_fft_size(255) == 270  # 256 is skipped
 
 

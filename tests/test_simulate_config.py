@@ -23,9 +23,18 @@ def _tiny(**simulation_changes: object) -> dict:
     [
         ({"thickness_a": [-10.0, 5.0]}, r"simulation.thickness_a: .*must be > 0"),
         ({"semiangle_mrad": 60.0, "sampling_a": 0.3}, r"exceeds the antialiasing limit λ/\(3Δx\)"),
-        ({"detector": {"pattern_px": [100, 100]}}, r"pattern_px\[0\]=100 .* allowed range \[2, 53\]"),
-        ({"structures": {"zone_axis": [[0, 0, 1]]}}, r"simulation.structures.zone_axis: unknown key \(typo\?\)"),
-        ({"structures": {"max_orientation_strain": 0.5}}, r"simulation.structures.max_orientation_strain"),
+        (
+            {"detector": {"pattern_px": [100, 100]}},
+            r"pattern_px\[0\]=100 .* allowed range \[2, 53\]",
+        ),
+        (
+            {"structures": {"zone_axis": [[0, 0, 1]]}},
+            r"simulation.structures.zone_axis: unknown key \(typo\?\)",
+        ),
+        (
+            {"structures": {"max_orientation_strain": 0.5}},
+            r"simulation.structures.max_orientation_strain",
+        ),
         ({"slice_thickness_a": "dhkl"}, r"simulation.slice_thickness_a"),
         ({"target": {"target_px": [500, 500]}}, r"target_px\[0\]=500 is more than 4x"),
     ],
@@ -40,8 +49,12 @@ def test_touching_disks_outside_the_grid_is_a_clear_error(tmp_path: Path) -> Non
     # grid keeps only |g| < 0.67 / Å, so no disk can touch inside the simulated band.
     write_cif(tmp_path / "c.cif", bulk("C", "diamond", a=3.57, cubic=True))
     config = simulation_config(
-        "tiny", structures__cif_dir=str(tmp_path), structures__families=[], sampling_a=1.0,
-        semiangle_mrad="touching", detector={"pattern_px": [4, 4], "binning": 1},
+        "tiny",
+        structures__cif_dir=str(tmp_path),
+        structures__families=[],
+        sampling_a=1.0,
+        semiangle_mrad="touching",
+        detector={"pattern_px": [4, 4], "binning": 1},
         target={"target_px": [4, 4], "depth_sections": 1, "smoothing_px": 0.0},
     )
     with pytest.raises(ValueError, match=r"touching is impossible .* use a finer sampling_a"):

@@ -48,7 +48,10 @@ def test_different_indices_give_different_samples() -> None:
         for j in range(i + 1, 4):
             a, b = samples[i], samples[j]
             assert a.record.seed != b.record.seed
-            assert (a.record.defocus_a, a.record.semiangle_mrad) != (b.record.defocus_a, b.record.semiangle_mrad)
+            assert (a.record.defocus_a, a.record.semiangle_mrad) != (
+                b.record.defocus_a,
+                b.record.semiangle_mrad,
+            )
             assert not np.array_equal(a.cbed, b.cbed)
 
 
@@ -90,7 +93,9 @@ def test_catalogue_is_stable_and_splits_never_share_a_material() -> None:
     for index in range(40):
         record = simulate_sample(TINY, index, catalogue).record if index < 6 else None
         material = catalogue[draw_sample(TINY, index, len(catalogue)).material_index]
-        splits_of_samples.setdefault(material.material_id, set()).add(catalogue.split_of(material.material_id))
+        splits_of_samples.setdefault(material.material_id, set()).add(
+            catalogue.split_of(material.material_id)
+        )
         if record is not None:
             assert record.split == catalogue.split_of(record.material_id)
     assert all(len(s) == 1 for s in splits_of_samples.values())
@@ -104,11 +109,18 @@ def test_fftw_measure_plans_made_elsewhere_do_not_change_the_bits() -> None:
 
     first = simulate_sample(TINY, 1)
     r = first.record
-    atoms = Atoms(numbers=r.atomic_numbers, positions=r.positions_a, cell=r.cell_a, pbc=True) * r.repetitions
+    atoms = (
+        Atoms(numbers=r.atomic_numbers, positions=r.positions_a, cell=r.cell_a, pbc=True)
+        * r.repetitions
+    )
     with abtem.config.set({"fftw.planning_effort": "FFTW_MEASURE"}):
-        potential = abtem.Potential(atoms, gpts=r.gpts, slice_thickness=(r.slice_thickness_a,) * r.num_slices)
+        potential = abtem.Potential(
+            atoms, gpts=r.gpts, slice_thickness=(r.slice_thickness_a,) * r.num_slices
+        )
         probe = abtem.Probe(energy=r.energy_ev, semiangle_cutoff=r.semiangle_mrad)
-        probe.multislice(potential, scan=abtem.CustomScan(r.probe_positions_a)).compute(scheduler="synchronous")
+        probe.multislice(potential, scan=abtem.CustomScan(r.probe_positions_a)).compute(
+            scheduler="synchronous"
+        )
     again = simulate_sample(TINY, 1)
     assert np.array_equal(first.cbed, again.cbed)
     assert np.array_equal(first.potential, again.potential)

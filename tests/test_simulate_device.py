@@ -32,8 +32,11 @@ class _RefuseCupy(importlib.abc.MetaPathFinder):
 
 def test_auto_without_cupy_is_cpu_and_never_imports_it(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = device_module.importlib.util.find_spec
-    monkeypatch.setattr(device_module.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "cupy" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        device_module.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "cupy" else real_find_spec(name, *a),
+    )
     refuse = _RefuseCupy()
     sys.meta_path.insert(0, refuse)
     try:
@@ -74,7 +77,9 @@ def test_a_fresh_cpu_process_gives_the_same_bits_and_imports_no_cupy() -> None:
         "print('cupy' in sys.modules)\n"
     )
     config = simulation_config("tiny", device="cpu")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     digest, cupy_imported = result.stdout.split()[-2:]
     from simulate import simulate_sample
@@ -109,5 +114,7 @@ def test_gpu_matches_cpu_and_reports_speed(preset: str) -> None:
         again = simulate_sample(gpu, index, catalogue)
         assert np.array_equal(again.cbed, on_gpu.cbed)  # deterministic on the GPU too
     patterns = 3 * cpu.num_patterns
-    print(f"\n{preset}: cpu {timings['cpu'] / patterns * 1e3:.2f} ms/pattern, "
-          f"gpu {timings['gpu'] / patterns * 1e3:.2f} ms/pattern")
+    print(
+        f"\n{preset}: cpu {timings['cpu'] / patterns * 1e3:.2f} ms/pattern, "
+        f"gpu {timings['gpu'] / patterns * 1e3:.2f} ms/pattern"
+    )

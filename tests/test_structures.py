@@ -43,8 +43,19 @@ MEASURED_A = {
     ("rutile", ("Ti", "O")): 4.594,
     ("spinel", ("Mg", "Al", "O")): 8.083,
 }
-ATOMS_PER_CELL = {"rocksalt": 8, "zincblende": 8, "wurtzite": 4, "perovskite": 5, "fluorite": 12,
-                  "rutile": 6, "spinel": 56, "bcc": 2, "fcc": 4, "hcp": 2, "diamond": 8}
+ATOMS_PER_CELL = {
+    "rocksalt": 8,
+    "zincblende": 8,
+    "wurtzite": 4,
+    "perovskite": 5,
+    "fluorite": 12,
+    "rutile": 6,
+    "spinel": 56,
+    "bcc": 2,
+    "fcc": 4,
+    "hcp": 2,
+    "diamond": 8,
+}
 
 
 @pytest.mark.parametrize(("key", "measured"), MEASURED_A.items(), ids=lambda v: str(v))
@@ -73,7 +84,9 @@ def test_every_prototype_is_a_valid_crystal(family: str) -> None:
 def _first_shell(atoms: Atoms, cutoff: float = 3.2) -> list[tuple[int, tuple[float, ...]]]:
     """Per atom: (Z, sorted neighbour distances), sorted; equal for equal crystals."""
     i, d = neighbor_list("id", atoms, cutoff)
-    shells = [(int(atoms.numbers[k]), tuple(np.round(np.sort(d[i == k]), 5))) for k in range(len(atoms))]
+    shells = [
+        (int(atoms.numbers[k]), tuple(np.round(np.sort(d[i == k]), 5))) for k in range(len(atoms))
+    ]
     return sorted(set(shells))
 
 
@@ -123,19 +136,30 @@ def test_structure_factors_match_hand_values() -> None:
 
 @pytest.mark.parametrize(
     ("family", "composition", "planes"),
-    [("diamond", ("Si",), 4), ("rocksalt", ("Mg", "O"), 2), ("perovskite", ("Sr", "Ti", "O"), 1),
-     ("fcc", ("Al",), 2), ("bcc", ("Fe",), 2), ("wurtzite", ("Ga", "N"), 2)],
+    [
+        ("diamond", ("Si",), 4),
+        ("rocksalt", ("Mg", "O"), 2),
+        ("perovskite", ("Sr", "Ti", "O"), 1),
+        ("fcc", ("Al",), 2),
+        ("bcc", ("Fe",), 2),
+        ("wurtzite", ("Ga", "N"), 2),
+    ],
 )
 def test_d_hkl_planes_per_period(family: str, composition: tuple, planes: int) -> None:
-    atoms = orient(build_prototype(family, composition, 0).atoms, (0, 0, 1), max_strain=0.02,
-                   max_atoms=64).atoms
+    atoms = orient(
+        build_prototype(family, composition, 0).atoms, (0, 0, 1), max_strain=0.02, max_atoms=64
+    ).atoms
     assert planes_per_period(atoms, "kirkland") == planes
 
 
 @pytest.mark.parametrize(
     ("family", "composition", "axis"),
-    [("fcc", ("Al",), (1, 1, 1)), ("rocksalt", ("Mg", "O"), (0, 0, 1)),
-     ("bcc", ("Fe",), (0, 1, 1)), ("hcp", ("Mg",), (0, 0, 1))],
+    [
+        ("fcc", ("Al",), (1, 1, 1)),
+        ("rocksalt", ("Mg", "O"), (0, 0, 1)),
+        ("bcc", ("Fe",), (0, 1, 1)),
+        ("hcp", ("Mg",), (0, 0, 1)),
+    ],
 )
 def test_strongest_reflection_zone_axis(family: str, composition: tuple, axis: tuple) -> None:
     atoms = build_prototype(family, composition, 0).atoms
@@ -149,7 +173,9 @@ def test_touching_semiangle_of_rocksalt_001_is_lambda_over_a() -> None:
     a = mgo.cell.cellpar()[0]
     assert reflection.g_inv_a == pytest.approx(2 / a)  # {200}
     wavelength = wavelength_a(100e3)
-    assert touching_semiangle_mrad(reflection.g_inv_a, wavelength) == pytest.approx(1e3 * wavelength / a)
+    assert touching_semiangle_mrad(reflection.g_inv_a, wavelength) == pytest.approx(
+        1e3 * wavelength / a
+    )
 
 
 def test_catalogue_is_deterministic_and_ids_are_readable() -> None:
@@ -168,7 +194,9 @@ def test_catalogue_is_deterministic_and_ids_are_readable() -> None:
 
 
 def test_configured_axis_falls_back_with_a_reason() -> None:
-    config = simulation_config("tiny", structures__families=["hcp"], structures__zone_axes=[[0, 1, 1]])
+    config = simulation_config(
+        "tiny", structures__families=["hcp"], structures__zone_axes=[[0, 1, 1]]
+    )
     catalogue = make_catalogue(config.structures, config.seed)
     for material in catalogue:
         assert material.orientations[0].zone_axis == (0, 0, 1)
@@ -179,7 +207,10 @@ def test_configured_axis_falls_back_with_a_reason() -> None:
 def test_splits_are_disjoint_cover_everything_and_hold_out_at_least_one() -> None:
     config = simulation_config("small")
     catalogue = build_catalogue(config)
-    parts = [set(m.material_id for m in catalogue.materials_in(s)) for s in ("train", "validation", "test")]
+    parts = [
+        set(m.material_id for m in catalogue.materials_in(s))
+        for s in ("train", "validation", "test")
+    ]
     assert sum(len(p) for p in parts) == len(catalogue)
     assert set().union(*parts) == {m.material_id for m in catalogue}
     assert all(len(p) >= 1 for p in parts)
@@ -189,8 +220,14 @@ def test_splits_are_disjoint_cover_everything_and_hold_out_at_least_one() -> Non
 
 @pytest.mark.parametrize(
     ("n", "fractions", "counts"),
-    [(3, (0.8, 0.1, 0.1), (1, 1, 1)), (2, (0.8, 0.1, 0.1), (2, 0, 0)), (10, (1.0, 0.0, 0.0), (10, 0, 0)),
-     (100, (0.8, 0.1, 0.1), (80, 10, 10)), (4, (0.1, 0.45, 0.45), (1, 1, 2)), (3, (0.5, 0.5, 0.0), (2, 1, 0))],
+    [
+        (3, (0.8, 0.1, 0.1), (1, 1, 1)),
+        (2, (0.8, 0.1, 0.1), (2, 0, 0)),
+        (10, (1.0, 0.0, 0.0), (10, 0, 0)),
+        (100, (0.8, 0.1, 0.1), (80, 10, 10)),
+        (4, (0.1, 0.45, 0.45), (1, 1, 2)),
+        (3, (0.5, 0.5, 0.0), (2, 1, 0)),
+    ],
 )
 def test_split_counts(n: int, fractions: tuple, counts: tuple) -> None:
     assert split_counts(n, fractions) == counts

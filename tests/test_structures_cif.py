@@ -31,7 +31,8 @@ Si1 Si 0 0 0
 
 def _cif_config(cif_dir: Path, families: list[str] | None = None) -> SimulationConfig:
     return simulation_config(
-        "tiny", structures__cif_dir=str(cif_dir),
+        "tiny",
+        structures__cif_dir=str(cif_dir),
         structures__families=["fcc"] if families is None else families,
         structures__materials_per_family=1,
     )
@@ -86,7 +87,9 @@ def test_flat_cell_and_empty_directory(tmp_path: Path) -> None:
 def test_no_usable_material_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "broken.cif").write_text("data_x\n_cell_length_a 1\n")
     config = _cif_config(tmp_path, families=[])
-    with pytest.raises(CatalogueError, match=r"no usable material \(1 skipped: .*broken.cif: not a readable CIF"):
+    with pytest.raises(
+        CatalogueError, match=r"no usable material \(1 skipped: .*broken.cif: not a readable CIF"
+    ):
         make_catalogue(config.structures, config.seed)
 
 
@@ -98,3 +101,40 @@ def test_catalogue_cache_sees_new_cif_files(tmp_path: Path) -> None:
     write_cif(tmp_path / "b.cif", bulk("Ni", "fcc", a=3.52, cubic=True))
     second = build_catalogue(config)
     assert len(second) == len(first) + 1
+
+
+def test_low_symmetry_cifs_fall_back_to_the_unique_axis_or_are_skipped(tmp_path: Path) -> None:
+    from ase.spacegroup import crystal
+
+    baddeleyite = crystal(
+        ["Zr", "O", "O"],
+        [(0.2754, 0.0395, 0.2083), (0.0700, 0.3317, 0.3447), (0.4496, 0.7569, 0.4792)],
+        spacegroup=14,
+        cellpar=[5.1505, 5.2116, 5.3173, 90, 99.23, 90],
+    )
+    triclinic = crystal(
+        ["Cu", "S"],
+        [(0.1, 0.2, 0.3), (0.6, 0.7, 0.2)],
+        spacegroup=1,
+        cellpar=[3.9, 4.3, 5.1, 82, 97, 104],
+    )
+    write_cif(tmp_path / "zro2.cif", baddeleyite)
+    write_cif(tmp_path / "tric.cif", triclinic)
+    config = _cif_config(tmp_path, families=[])
+    catalogue = make_catalogue(config.structures, config.seed)
+    zro2 = next(m for m in catalogue if m.material_id.startswith("cif-zro2-"))
+    assert zro2.orientations[0].zone_axis == (0, 1, 0)  # the unique axis b is ⊥ a and c
+    assert 0 < zro2.orientations[0].strain <= config.structures.max_orientation_strain
+    assert "fell back to [0 1 0]" in zro2.orientation_notes[0]
+    exact_only = config.structures.model_copy(
+        update={"max_orientation_strain": 0.0, "families": ["fcc"]}
+    )
+    catalogue = make_catalogue(exact_only, config.seed)
+    reasons = _reasons(catalogue)
+    for name in ("zro2.cif", "tric.cif"):
+        assert reasons[name].startswith("no zone axis can be oriented: [0 0 1] no orthogonal cell")
+        assert (
+            "[0 1 0]" in reasons[name]
+            and "[1 0 0]" in reasons[name]
+            and "strain 0" in reasons[name]
+        )
