@@ -110,7 +110,7 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
         return
     workers = n_workers or os.cpu_count() or 1
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client
 
@@ -176,6 +176,8 @@ def generate(config: Any, store_url: str, *, scheduler_address: str | None = Non
                               catalogue_skipped=[(str(s), str(r)) for s, r in skipped])
     if todo:
         with dask_client(scheduler_address, scheduler_file, n_workers) as client:
+            if progress:
+                print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             _run_tasks(client, todo, config.to_dict(), url, retries, simulator, report,
                        progress, info.shard_size, info.num_samples)
     report.shards_written.sort()

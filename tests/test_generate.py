@@ -98,9 +98,12 @@ def test_sigkill_worker_then_client_then_resume_is_bit_identical(
         workers[-1].send_signal(signal.SIGKILL)
         done_then = _done_shards(store)
         _wait_for(lambda: _done_shards(store) > done_then, 120, "a shard after the worker kill")
-        # SIGKILL the client and everything it started, mid-run.
-        os.killpg(proc.pid, signal.SIGKILL)
+        # SIGKILL the client, mid-run; its worker processes notice and exit on their own.
+        children = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        _gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"worker processes outlived the client: {alive}"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -145,7 +148,7 @@ def test_failing_sample_and_bad_cif_do_not_stop_generation(tmp_path: Path) -> No
 def test_joins_an_existing_cluster(tmp_path: Path) -> None:
     config = fx.small_config(num_samples=6, shard_size=2)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         report = generate(config, str(tmp_path / "s.zarr"), scheduler_address=cluster.scheduler_address,
                           progress=False, simulator="datasets_fixtures")
         assert report.complete and sorted(report.shards_written) == [0, 1, 2]
