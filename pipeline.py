@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, OSError, ValueError, _stemdl_runtime_errors()) as error:
+    except (ConfigError, OSError, ValueError, *_stemdl_runtime_errors()) as error:
         if args.verbose:
             raise
         print(f"stemdl {args.command}: error: {error}", file=sys.stderr)
