@@ -17,7 +17,6 @@ scanned region of the sample's record, x0, y0, x1, y1 in Å.)
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 EPSILON = 1e-6
 
@@ -77,9 +76,16 @@ def _standardize(x: np.ndarray) -> None:
     x /= (np.sqrt(variance) + EPSILON)[..., None, None]
 
 
+# float16 → float32 for every one of the 65,536 bit patterns, computed once by NumPy itself.
+_FLOAT16_TO_32 = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
 def to_float32(values: np.ndarray) -> np.ndarray:
-    """Stored values as a new float32 array. float16 goes through torch, whose conversion is
-    vectorized (NumPy's float16 → float32 is ~10x slower)."""
+    """Stored values as a new float32 array.
+
+    float16 goes through a 65,536-entry table (exactly NumPy's conversion, ~5x faster than
+    `astype`, single-threaded): torch's conversion is faster on an idle machine but runs on
+    its intra-op thread pool, which collapses when the cores are busy with training."""
     if values.dtype == np.float16:
-        return torch.from_numpy(np.ascontiguousarray(values)).to(torch.float32).numpy()
+        return np.take(_FLOAT16_TO_32, np.ascontiguousarray(values).view(np.uint16))
     return np.array(values, dtype=np.float32)
