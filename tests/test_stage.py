@@ -23,6 +23,7 @@ from datasets.verify import verify_store
 _STAGE_SCRIPT = """
 import dataclasses, json, os, sys, time
 from datasets.stage import stage_node
+open(sys.argv[6], "w").close()  # imported and ready
 while not os.path.exists(sys.argv[5]):  # start together: both ranks race for the node
     time.sleep(0.005)
 report = stage_node(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
@@ -76,11 +77,15 @@ def test_two_local_ranks_stage_once(source: Path, tmp_path: Path) -> None:
     local = tmp_path / "node0"
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": f"{fx.TESTS}:{fx.REPO}"}
+    ready = [tmp_path / f"ready{rank}" for rank in range(2)]
     procs = [subprocess.Popen([sys.executable, "-c", _STAGE_SCRIPT, str(source), str(local),
-                               "0", "2", str(go)], cwd=fx.REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    time.sleep(3)  # both have imported stemdl and wait for the start signal
-    go.touch()
+                               "0", "2", str(go), str(ready[rank])], cwd=fx.REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in range(2)]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # both have imported stemdl: release them together
     reports = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
