@@ -89,6 +89,10 @@ class Catalogue:
     def split_of(self, material_id: str) -> str:
         return self.splits[material_id]
 
+    def material_splits(self) -> tuple[str, ...]:
+        """The split of each material, in catalogue order."""
+        return tuple(self.splits[m.material_id] for m in self.materials)
+
     def materials_in(self, split: str) -> tuple[Material, ...]:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

@@ -1,7 +1,8 @@
 """Per-sample random choices: a pure function of (config seed, sample index).
 
-`rng = default_rng(SeedSequence([config.seed, index]))` draws, in this fixed order: the material
-(uniform over the whole catalogue; its split is the material's), the zone-axis option (uniform
+`rng = default_rng(SeedSequence([config.seed, index]))` draws, in this fixed order: the split
+(with probabilities `structures.split_fractions`, renormalised over the splits that have
+materials) and a material uniformly within it, the zone-axis option (uniform
 over the configured axes), the thickness, energy, semi-angle, defocus and C3 (uniform over the
 configured ranges; a fixed value is a range of width 0). Every value is drawn even when its range
 is fixed, so changing one range never shifts the others. The frozen-phonon seed comes from a
@@ -11,11 +12,13 @@ recorded as `SampleRecord.seed`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from simulate.config import Range, SimulationConfig
+from simulate.sample import SPLITS
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,30 @@ def _uniform(rng: np.random.Generator, value: Range) -> float:
     return float(rng.uniform(value.min, value.max))
 
 
-def draw_sample(config: SimulationConfig, index: int, num_materials: int) -> SampleDraws:
-    """Draw the random parameters of sample `index` (see the module docstring)."""
+def _draw_material(
+    rng: np.random.Generator, fractions: Sequence[float], material_splits: Sequence[str]
+) -> int:
+    """Split first, then a material within it: why not uniform over all materials? With few
+    materials (a one-material test split, say) a uniform draw can leave a split with no samples;
+    drawing the split by its configured fraction keeps every split's share of samples."""
+    members = {split: [i for i, s in enumerate(material_splits) if s == split] for split in SPLITS}
+    weights = np.array([f if members[s] else 0.0 for s, f in zip(SPLITS, fractions, strict=True)])
+    if not material_splits or weights.sum() <= 0:
+        raise ValueError("cannot draw a material: the catalogue has no material in any split")
+    split = SPLITS[int(rng.choice(len(SPLITS), p=weights / weights.sum()))]
+    return members[split][int(rng.integers(len(members[split])))]
+
+
+def draw_sample(
+    config: SimulationConfig, index: int, material_splits: Sequence[str]
+) -> SampleDraws:
+    """Draw the random parameters of sample `index` (see the module docstring).
+
+    `material_splits[i]` is the split of catalogue material i.
+    """
     sequence = sample_seed_sequence(config.seed, index)
     rng = np.random.default_rng(sequence)
-    material_index = int(rng.integers(num_materials))
+    material_index = _draw_material(rng, config.structures.split_fractions, material_splits)
     orientation_fraction = float(rng.uniform())
     thickness_a = _uniform(rng, config.thickness_a)
     energy_ev = _uniform(rng, config.energy_ev)

@@ -68,7 +68,7 @@ def simulate_sample(
     """Simulate sample `index` of `config` (CBED stack, projected-potential target, record)."""
     if catalogue is None:
         catalogue = build_catalogue(config)
-    draws = draw_sample(config, index, len(catalogue))
+    draws = draw_sample(config, index, catalogue.material_splits())
     material = catalogue[draws.material_index]
     option = draws.orientation_option(len(material.orientations))
     base = material.orientations[option]

@@ -109,7 +109,9 @@ def _indices_with_distinct_families(config: SimulationConfig, count: int) -> lis
     catalogue = build_catalogue(config)
     chosen: dict[str, int] = {}
     for index in range(200):
-        family = catalogue[draw_sample(config, index, len(catalogue)).material_index].family
+        family = catalogue[
+            draw_sample(config, index, catalogue.material_splits()).material_index
+        ].family
         chosen.setdefault(family, index)
         if len(chosen) == count:
             break
@@ -153,7 +155,8 @@ def test_sample_equals_hand_written_abtem(config: SimulationConfig, index: int) 
 def test_the_cases_cover_different_families_and_the_paper_options() -> None:
     catalogue = build_catalogue(TINY)
     families = {
-        catalogue[draw_sample(TINY, i, len(catalogue)).material_index].family for c, i in CASES[:3]
+        catalogue[draw_sample(TINY, i, catalogue.material_splits()).material_index].family
+        for c, i in CASES[:3]
     }
     assert len(families) == 3
     record = simulate_sample(PAPERLIKE, 5).record

@@ -11,7 +11,10 @@ from conftest_simulate import simulation_config
 from simulate import build_catalogue, simulate_sample
 from simulate.catalogue import make_catalogue
 from simulate.draws import draw_sample
-from simulate.sample import SampleRecord
+from simulate.sample import SPLITS, SampleRecord
+
+# The split of each of 14 materials, as a catalogue of that size might assign them.
+SPLITS14 = ("train",) * 11 + ("validation",) * 2 + ("test",)
 
 TINY = simulation_config("tiny")
 
@@ -65,17 +68,20 @@ def test_phonon_seed_changes_the_displacements() -> None:
 
 
 def test_draws_are_pure_and_depend_on_seed_and_index() -> None:
-    assert draw_sample(TINY, 5, 14) == draw_sample(TINY, 5, 14)
-    assert draw_sample(TINY, 5, 14) != draw_sample(TINY, 6, 14)
+    assert draw_sample(TINY, 5, SPLITS14) == draw_sample(TINY, 5, SPLITS14)
+    assert draw_sample(TINY, 5, SPLITS14) != draw_sample(TINY, 6, SPLITS14)
     other = simulation_config("tiny", seed=8)
-    assert draw_sample(TINY, 5, 14) != draw_sample(other, 5, 14)
+    assert draw_sample(TINY, 5, SPLITS14) != draw_sample(other, 5, SPLITS14)
     with pytest.raises(ValueError, match="index must be >= 0"):
-        draw_sample(TINY, -1, 14)
+        draw_sample(TINY, -1, SPLITS14)
 
 
 def test_draws_cover_the_configured_ranges() -> None:
     config = simulation_config("small")
-    draws = [draw_sample(config, i, 33) for i in range(300)]
+    draws = [
+        draw_sample(config, i, ["train"] * 27 + ["validation"] * 3 + ["test"] * 3)
+        for i in range(300)
+    ]
     thickness = np.array([d.thickness_a for d in draws])
     assert thickness.min() >= 20 and thickness.max() <= 60 and thickness.std() > 8
     assert {d.material_index for d in draws} == set(range(33))
@@ -92,7 +98,7 @@ def test_catalogue_is_stable_and_splits_never_share_a_material() -> None:
     splits_of_samples: dict[str, set[str]] = {}
     for index in range(40):
         record = simulate_sample(TINY, index, catalogue).record if index < 6 else None
-        material = catalogue[draw_sample(TINY, index, len(catalogue)).material_index]
+        material = catalogue[draw_sample(TINY, index, catalogue.material_splits()).material_index]
         splits_of_samples.setdefault(material.material_id, set()).add(
             catalogue.split_of(material.material_id)
         )
@@ -124,3 +130,17 @@ def test_fftw_measure_plans_made_elsewhere_do_not_change_the_bits() -> None:
     again = simulate_sample(TINY, 1)
     assert np.array_equal(first.cbed, again.cbed)
     assert np.array_equal(first.potential, again.potential)
+
+
+def test_every_split_gets_its_share_of_samples() -> None:
+    """Draws pick the split by split_fractions first, so a one-material test split still gets
+    about 10% of the samples (a uniform draw over materials would give it ~1/n)."""
+    from collections import Counter
+
+    config = TINY
+    material_splits = list(SPLITS14)
+    counts = Counter(
+        material_splits[draw_sample(config, i, material_splits).material_index] for i in range(2000)
+    )
+    for split, fraction in zip(SPLITS, config.structures.split_fractions, strict=True):
+        assert abs(counts[split] / 2000 - fraction) < 0.03, counts
