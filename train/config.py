@@ -69,6 +69,9 @@ class TrainConfig(_Strict):
     loss: Literal["mse", "l1"] = "mse"
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints.")
     validate_every: int = Field(50, ge=1, description="Steps between validations.")
+    validate_at_start: bool = Field(
+        True, description="Validate the untrained model too (the first point of the curve)."
+    )
     log_every: int = Field(10, ge=1)
     group_bytes: int = Field(8 * 2**20, ge=1024, description="Bytes per allreduce group.")
     num_groups: int | None = Field(None, ge=1, description="Instead of group_bytes: N groups.")

@@ -1,0 +1,47 @@
+"""`evaluate_main(checkpoint, data_url, split)`: metrics of a trained model on one split.
+
+The model is rebuilt from the config stored in the checkpoint (as a JSON dict, validated again
+by `configs.config_from_dict`), and the weights are read with `weights_only=True`, so a
+checkpoint from elsewhere cannot run code. When the checkpoint has EMA weights, those are
+evaluated (they are what validation reported during training).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from train.arrangements import SampleShape, build_model
+from train.checkpoint import CheckpointError, load_checkpoint
+from train.precision import resolve_precision
+from train.validation import evaluate_split
+
+
+def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
+                  device: str | torch.device | None = None) -> dict[str, float]:
+    """MSE, PSNR, SSIM, relative L2, Pearson r (means over the split) and the sample count."""
+    from configs import ConfigError, config_from_dict
+    from datasets.loader import make_dataloader
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = load_checkpoint(Path(checkpoint), map_location=device)
+    try:
+        config = config_from_dict(state["config"], source=f"{checkpoint} (stored config)")
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+    model = build_model(config.model, SampleShape.from_config(config)).to(device)
+    weights = state.get("ema") or state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"{checkpoint}: weights do not fit the stored model config: "
+                              f"{str(error).splitlines()[0]}") from None
+    loader = make_dataloader(str(data_url), config.loader, split=split,
+                             batch_size=config.train.batch_size, shuffle=False, drop_last=False,
+                             seed=config.train.seed)
+    precision = resolve_precision(config.train.precision, device)
+    metrics = evaluate_split(model, loader, device, precision)
+    if metrics["samples"] == 0:
+        raise ValueError(f"{data_url} has no samples of split {split!r}")
+    return metrics

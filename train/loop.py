@@ -1,0 +1,381 @@
+"""The training loop: `train_main(config, data_url, out_dir, stage_dir, resume)`.
+
+One call per rank (torchrun, srun, jsrun, mpirun, or alone). After `train.launch` has joined
+the process group and staged the data, every step is
+
+    batch → forward (autocast) → loss (fp32) → backward, with the grouped allreduce overlapping
+    it → synchronize() → unscale → clip → LARC → optimizer step → LR schedule → EMA
+
+Exact resume. A checkpoint holds everything the next step depends on: weights, optimizer,
+loss scaler, schedule, EMA, and the data position (epoch, batches done in it). The data order is
+a pure function of (seed, epoch, rank) in the loader, and the random state of step s (dropout)
+is reseeded from (seed, rank, s) before the step, so no generator state needs saving: a run
+killed at any point and resumed from its last checkpoint repeats the lost steps bit for bit on
+the CPU in fp32, and loses at most `checkpoint_every` steps.
+
+Steps per epoch are agreed as the minimum over ranks (ranks hold whole shards, so their sample
+counts differ): a rank with more data skips its last batches rather than wait in an allreduce
+nobody else joins.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from train.arrangements import SampleShape, build_model
+from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from train.collectives import all_agree, all_min, all_sum, average_buffers
+from train.flops import ModelCost, count_flops
+from train.grouped_allreduce import GroupedAllreduce
+from train.launch import LaunchContext, launch, partition_data
+from train.optim import ExponentialMovingAverage, LarcWeightDecay, apply_larc, build_optimizer
+from train.precision import resolve_precision
+from train.run_log import RunLogger
+from train.schedule import make_scheduler
+from train.validation import evaluate_split, evaluation_weights
+
+if TYPE_CHECKING:
+    from configs import StemdlConfig
+
+
+@dataclass
+class TrainResult:
+    """What `train_main` returns (on every rank; the numbers are global)."""
+
+    out_dir: Path
+    checkpoint: Path
+    steps: int
+    total_steps: int
+    world_size: int
+    device: str
+    precision: str
+    resumed_from_step: int | None
+    final_train_loss: float
+    initial_validation: dict[str, float] | None
+    validation: dict[str, float]
+    samples_per_s: float
+    flops_per_s: float
+    model_cost: ModelCost
+    wall_s: float
+
+    def summary(self) -> str:
+        val = self.validation
+        start = ""
+        if self.initial_validation:
+            start = f" (from {self.initial_validation['mse']:.4g} untrained)"
+        resumed = f", resumed at step {self.resumed_from_step}" if self.resumed_from_step else ""
+        return (
+            f"trained {self.steps}/{self.total_steps} steps on {self.world_size} rank(s) "
+            f"({self.device}, {self.precision})"
+            f"{resumed} in {self.wall_s:.1f} s (after setup); train loss {self.final_train_loss:.4g}; "
+            f"validation MSE {val.get('mse', float('nan')):.4g}{start}, "
+            f"PSNR {val.get('psnr_db', float('nan')):.2f} dB, SSIM {val.get('ssim', float('nan')):.3f}; "
+            f"{self.samples_per_s:.1f} samples/s, {self.flops_per_s / 1e9:.4g} GFLOP/s; "
+            f"checkpoint {self.checkpoint}"
+        )
+
+
+@dataclass
+class Position:
+    """Optimizer steps done, and where in the data the next one starts."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+    def advance(self, steps_per_epoch: int) -> None:
+        self.step += 1
+        self.batch_in_epoch += 1
+        if self.batch_in_epoch == steps_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+
+@dataclass
+class _Window:
+    """Sums over the steps since the last log line."""
+
+    loss_sum: torch.Tensor | float = 0.0  # a tensor once a step is added: no per-step sync
+    steps: int = 0
+    samples: int = 0
+    data_s: float = 0.0
+    step_s: float = 0.0
+    wait_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The random state of step `step` on `rank`: independent of anything that came before."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def train_main(config: StemdlConfig, data_url: str, out_dir: Path, stage_dir: Path | None = None,
+               resume: bool = False) -> TrainResult:
+    """Train `config` on the store at `data_url`; checkpoints and logs go to `out_dir`."""
+    context = launch()
+    try:
+        return Trainer(config, context, str(data_url), Path(out_dir), stage_dir).run(resume)
+    finally:
+        context.close()
+
+
+class Trainer:
+    """Owns the model, reducer, optimizer, loaders and position of one rank."""
+
+    def __init__(self, config: StemdlConfig, context: LaunchContext, data_url: str,
+                 out_dir: Path, stage_dir: Path | None) -> None:
+        from datasets.loader import make_dataloader
+        from datasets.partition import count_samples
+
+        self.config, self.cfg, self.context = config, config.train, context
+        self.device = context.device
+        self.out_dir = out_dir
+        self.log = RunLogger(out_dir, enabled=context.is_main)
+        self.partition = partition_data(context, data_url, stage_dir)
+        cfg, part = self.cfg, self.partition
+
+        torch.manual_seed(cfg.seed)
+        shape = SampleShape.from_config(config)
+        self.model = build_model(config.model, shape).to(self.device)
+        self.cost = count_flops(self.model, shape.input_shape)
+        self.reducer = GroupedAllreduce(self.model, group_bytes=cfg.group_bytes,
+                                        num_groups=cfg.num_groups, compression=cfg.compression)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.ema = ExponentialMovingAverage(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        common = {"batch_size": cfg.batch_size, "rank": part.reader,
+                  "world_size": part.readers, "seed": cfg.seed}
+        self.train_loader = make_dataloader(part.store_url, config.loader, split="train",
+                                            shuffle=True, drop_last=True, **common)
+        self.val_loader = make_dataloader(part.store_url, config.loader, split="validation",
+                                          shuffle=False, drop_last=False, **common)
+        local_steps = count_samples(part.store_url, "train", part.reader, part.readers)
+        self.steps_per_epoch = all_min(local_steps // cfg.batch_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"some rank has fewer than batch_size={cfg.batch_size} training samples "
+                f"(this one: {local_steps}); use fewer ranks, a smaller batch or more data"
+            )
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, cfg)
+        self.position = Position()
+        self.checkpoint_path = out_dir / CHECKPOINT_NAME
+        self.last_validation: dict[str, float] = {}
+        self.last_loss = float("nan")
+        self._window = _Window()
+        self._throughput: list[float] = []
+
+    # ----------------------------------------------------------------- the run
+
+    def run(self, resume: bool) -> TrainResult:
+        began = time.perf_counter()
+        resumed_from = self._resume() if resume else self._refuse_to_overwrite()
+        self.log.info(
+            "%s: %s; %d rank(s) (%s, %s, %s); %d steps per epoch, %d steps; data %s "
+            "(reader %d of %d)", self.config.name, self.cost.summary(), self.context.world_size,
+            self.context.env.launcher, self.device, self.precision.name, self.steps_per_epoch,
+            self.total_steps, self.partition.store_url, self.partition.reader,
+            self.partition.readers)
+        initial = None
+        if resumed_from is None and self.cfg.validate_at_start:
+            initial = self._validate()
+        while self.position.step < self.total_steps:
+            self._train_epoch()
+        if self.last_validation.get("step") != self.position.step:
+            self._validate()
+        self._save()
+        self.log.close()
+        samples_per_s = float(np.median(self._throughput)) if self._throughput else 0.0
+        return TrainResult(
+            out_dir=self.out_dir, checkpoint=self.checkpoint_path, steps=self.position.step,
+            total_steps=self.total_steps, world_size=self.context.world_size,
+            device=str(self.device), precision=self.precision.name,
+            resumed_from_step=resumed_from, final_train_loss=self.last_loss,
+            initial_validation=initial, validation=self.last_validation,
+            samples_per_s=samples_per_s,
+            flops_per_s=samples_per_s * self.cost.training_flops, model_cost=self.cost,
+            wall_s=time.perf_counter() - began,
+        )
+
+    def _train_epoch(self) -> None:
+        epoch = self.position.epoch
+        self.train_loader.dataset.set_epoch(epoch)
+        batches = iter(self.train_loader)
+        for _ in range(self.position.batch_in_epoch):  # resuming mid-epoch
+            next(batches)
+        self._window = _Window()
+        while self.position.epoch == epoch and self.position.step < self.total_steps:
+            fetch = time.perf_counter()
+            batch = next(batches)
+            start = time.perf_counter()
+            loss = self._step(batch)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # so the step time is the GPU's time
+            done = time.perf_counter()
+            window = self._window
+            window.loss_sum += loss
+            window.steps += 1
+            window.samples += batch["cbed"].shape[0]
+            window.data_s += start - fetch
+            window.step_s += done - start
+            window.wait_s += self.reducer.stats.last_wait_s
+            self.position.advance(self.steps_per_epoch)
+            self._after_step()
+
+    def _step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """One optimizer step on one batch; returns this rank's loss."""
+        cfg = self.cfg
+        torch.manual_seed(step_seed(cfg.seed, self.context.rank, self.position.step))
+        cbed = batch["cbed"].to(self.device, non_blocking=True)
+        target = batch["potential"].to(self.device, non_blocking=True)
+        with self.precision.autocast():
+            prediction = self.model(cbed)
+        loss_fn = F.mse_loss if cfg.loss == "mse" else F.l1_loss
+        loss = loss_fn(prediction.float(), target)
+        scaler = self.precision.scaler
+        scaler.scale(loss).backward()
+        self.reducer.synchronize()
+        scaler.unscale_(self.optimizer)
+        if cfg.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip_norm)
+        if cfg.larc:
+            apply_larc(self.optimizer, cfg.larc_trust)
+            with LarcWeightDecay(self.optimizer):
+                scaler.step(self.optimizer)
+        else:
+            scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss.detach()  # a tensor: summed without a device sync until the log line
+
+    def _after_step(self) -> None:
+        step, cfg = self.position.step, self.cfg
+        last = step == self.total_steps
+        if step % cfg.log_every == 0 or last:
+            self._log_window()
+        if step % cfg.validate_every == 0 and not last:
+            self._validate()
+        if step % cfg.checkpoint_every == 0 and not last:
+            self._save()
+
+    # ----------------------------------------------------------------- reporting
+
+    def _log_window(self) -> None:
+        window, world = self._window, self.context.world_size
+        if window.steps == 0:
+            return
+        loss_sum = torch.as_tensor(window.loss_sum, dtype=torch.float64).reshape(1)
+        totals = all_sum(torch.cat([loss_sum.to(self.device),
+                                    torch.tensor([window.steps], dtype=torch.float64,
+                                                 device=self.device)]))
+        loss = (totals[0] / totals[1]).item()
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {self.position.step}; "
+                                     "lower train.lr or use precision fp32/bf16")
+        self.last_loss = loss
+        wall = time.perf_counter() - window.started
+        samples_per_s = window.samples * world / max(wall, 1e-9)
+        self._throughput.append(samples_per_s)
+        values = {
+            "loss": loss, "lr": self.scheduler.get_last_lr()[0], "epoch": self.position.epoch,
+            "samples_per_s": samples_per_s,
+            "tflops_per_s": samples_per_s * self.cost.training_flops / 1e12,
+            "data_s": window.data_s / window.steps,
+            "compute_s": (window.step_s - window.wait_s) / window.steps,
+            "allreduce_wait_s": window.wait_s / window.steps,
+        }
+        self.log.record("train", self.position.step, values)
+        self.log.info("step %d/%d epoch %d: loss %.5g, lr %.3g, %.1f samples/s, %.3g TFLOP/s, "
+                      "per step: data %.3f s, compute %.3f s, allreduce wait %.3f s",
+                      self.position.step, self.total_steps, self.position.epoch, loss,
+                      values["lr"], samples_per_s, values["tflops_per_s"], values["data_s"],
+                      values["compute_s"], values["allreduce_wait_s"])
+        self._window = _Window()
+
+    def _validate(self) -> dict[str, float]:
+        average_buffers(self.model)
+        with evaluation_weights(self.model, self.ema):
+            metrics = evaluate_split(self.model, self.val_loader, self.device, self.precision)
+        self.log.record("validation", self.position.step, metrics)
+        self.log.info("validation at step %d: %s", self.position.step,
+                      ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        self.log.flush()
+        self.last_validation = {**metrics, "step": self.position.step}
+        return metrics
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "step": self.position.step,
+            "epoch": self.position.epoch,
+            "batch_in_epoch": self.position.batch_in_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.context.world_size,
+            "rng": {"scheme": "torch.manual_seed(SeedSequence([seed, rank, step])) every step",
+                    "seed": self.cfg.seed},
+            "config": self.config.to_dict(),
+            "metrics": {k: float(v) for k, v in self.last_validation.items()},
+        }
+
+    def _save(self) -> None:
+        average_buffers(self.model)
+        if self.context.is_main:
+            save_checkpoint(self._state(), self.checkpoint_path)
+            self.log.info("checkpoint at step %d: %s", self.position.step, self.checkpoint_path)
+
+    def _refuse_to_overwrite(self) -> None:
+        exists, _ = all_agree(self.checkpoint_path.is_file())
+        if exists:
+            raise FileExistsError(f"{self.checkpoint_path} exists: pass --resume to continue "
+                                  "that run, or choose another --out")
+        return None
+
+    def _resume(self) -> int | None:
+        some, every = all_agree(self.checkpoint_path.is_file())
+        if some and not every:
+            raise RuntimeError(f"{self.checkpoint_path} is visible on some ranks only: --out must "
+                               "be on a file system that every node shares")
+        if not some:
+            self.log.info("no checkpoint in %s: starting from step 0", self.out_dir)
+            return None
+        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        saved = state["config"]
+        for section in ("model", "simulation"):
+            if saved.get(section) != self.config.to_dict()[section]:
+                raise ValueError(f"{self.checkpoint_path} was trained with another `{section}:` "
+                                 "section; resume with the config it was made with")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.precision.scaler.load_state_dict(state["scaler"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.position = Position(state["step"], state["epoch"], state["batch_in_epoch"])
+        if (state.get("world_size"), state.get("steps_per_epoch")) != (
+                self.context.world_size, self.steps_per_epoch):
+            self.log.info("resuming on a different layout (world size %s → %d): the data order "
+                          "from here on differs from the original run",
+                          state.get("world_size"), self.context.world_size)
+            if self.position.batch_in_epoch >= self.steps_per_epoch:
+                self.position.epoch, self.position.batch_in_epoch = self.position.epoch + 1, 0
+        self.last_validation = dict(state.get("metrics") or {})
+        self.log.info("resumed from %s at step %d (epoch %d, batch %d)", self.checkpoint_path,
+                      self.position.step, self.position.epoch, self.position.batch_in_epoch)
+        return self.position.step
