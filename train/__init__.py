@@ -4,4 +4,24 @@ In: a (staged) store through datasets/' loader. Out: checkpoints, logs, validati
 Owns the FC-DenseNet family, the decentralized grouped allreduce (`GroupedAllreduce`), the
 training loop, and launch per allocation (torchrun, SLURM, LSF, MPI). Importing this package
 is cheap: torch is imported by the submodules that need it.
+
+Public API:
+
+* `train.loop.train_main(config, data_url, out_dir, stage_dir=None, resume=False)
+  -> TrainResult` — one call per rank; `train.evaluate.evaluate_main(checkpoint, data_url,
+  split="test") -> dict` — metrics of a checkpoint.
+* `train.grouped_allreduce.GroupedAllreduce(model, process_group=None, group_bytes=8 MiB,
+  num_groups=None, compression=None | "fp16" | "bf16" | plug-in)` with `.synchronize()`,
+  `.no_sync()`, `.stats`; plug-ins implement `train.compression.GradientCompression`.
+* `train.arrangements.build_model(model_config, SampleShape)` / `build_model_from_config`;
+  `train.flops.count_flops(model, input_shape) -> ModelCost`.
+* `train.cluster_env.detect_distributed_env(env) -> DistributedEnv`, `expand_hostlist`.
+* `train.local_ranks.run_local_ranks(fn, world_size)` — N real gloo ranks on this machine.
+
+Modules, one concept each: `model` (FC-DenseNet layers), `arrangements` (how a CBED stack
+becomes the input; `build_model`), `flops`, `grouped_allreduce` (the reducer),
+`allreduce_schedule` (its response cache: fingerprint, grouping), `compression`,
+`cluster_env` (launcher variables), `launch` (process group, nodes, staging), `loop`,
+`optim` (SGD/AdamW, LARC, EMA), `schedule` (learning rate), `precision`, `metrics`,
+`validation`, `checkpoint`, `collectives`, `run_log`, `evaluate`, `local_ranks`.
 """
