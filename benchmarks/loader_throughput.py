@@ -9,7 +9,8 @@ array: no checksums, no dtype conversion, no normalization, no batching.
 Loader: `make_dataloader` over the same store (all splits, batch size 8, the store's loader
 config), decoded samples as float32 tensors with the configured normalization, in three modes:
 `--workers` DataLoader worker processes (persistent); `--workers` decode threads in the
-iterating process (no worker processes); and inline. After one warm-up epoch each, raw and
+iterating process (no worker processes); and inline; plus threads and inline with the
+normalization switched off (decode to float32 only: the loader's own overhead). After one warm-up epoch each, raw and
 loader epochs are interleaved `--epochs` times (the machine may be shared); reported are the
 median rates and the median of the per-round loader/raw ratios.
 
@@ -97,10 +98,14 @@ def main() -> int:
           f"cbed {cbed.shape} {cbed.dtype}, codec {info.config.dataset.cbed.codec}")
     print(f"machine: {os.cpu_count()} cores")
 
+    plain = {"input_transform": "none", "standardize_inputs": False, "standardize_targets": False}
     modes = {
         f"{args.workers} worker processes": {"num_workers": args.workers, "decode_threads": 0},
         f"{args.workers} decode threads": {"num_workers": 0, "decode_threads": args.workers},
         "inline (no workers, no threads)": {"num_workers": 0, "decode_threads": 0},
+        f"{args.workers} decode threads, no normalization": {
+            "num_workers": 0, "decode_threads": args.workers, **plain},
+        "inline, no normalization": {"num_workers": 0, "decode_threads": 0, **plain},
     }
     loaders = {}
     for label, update in modes.items():
@@ -125,7 +130,7 @@ def main() -> int:
           f"({raw * cbed.nbytes / cbed.shape[0] / 2**20:.0f} MiB/s of cbed)")
     for label, values in rates.items():
         ratio = statistics.median(v / r for v, r in zip(values, raw_rates, strict=True))
-        print(f"loader, {label:31s} {statistics.median(values):8.1f} samples/s, "
+        print(f"loader, {label:42s} {statistics.median(values):8.1f} samples/s, "
               f"ratio to raw {ratio:.2f} (goal >= 0.80)")
     return 0
 
