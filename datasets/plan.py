@@ -197,6 +197,9 @@ def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
         if attrs.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(f"{url!r} has schema version {attrs.get('schema_version')}, "
                              f"this code writes version {SCHEMA_VERSION}")
+        if attrs.get("staged"):
+            raise StoreError(f"{url!r} is a node-local staged copy of {attrs['staged']['source']!r}; "
+                             "generate into the full store and stage again")
         if attrs.get("planning_complete"):
             return open_stemdl_store(url, mode="r+")
     elif store_has_content(url):

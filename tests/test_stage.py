@@ -16,6 +16,7 @@ import zarr
 
 from datasets.inspect import read_sample
 from datasets.partition import count_samples
+from datasets.plan import open_stemdl_store, plan_store
 from datasets.stage import StageError, shards_for_node, stage_node
 from datasets.storage import StoreError
 from datasets.verify import verify_store
@@ -71,6 +72,9 @@ def test_staged_store_is_valid_and_holds_only_its_shards(source: Path, tmp_path:
         stage_node(str(source), str(tmp_path / "x"), 3, 3)
     with pytest.raises(StoreError, match="local path"):
         stage_node(str(source), "memory://x/y", 0, 3)
+    config = open_stemdl_store(str(source)).config
+    with pytest.raises(StoreError, match="staged copy"):
+        plan_store(config, str(local), fx.build_catalogue(config.simulation))
 
 
 def test_two_local_ranks_stage_once(source: Path, tmp_path: Path) -> None:
