@@ -194,3 +194,18 @@ def files_except_creation_time(url: Path) -> dict[str, bytes]:
     doc["attributes"].pop("software")
     files["zarr.json (without created_utc, software)"] = json.dumps(doc, sort_keys=True).encode()
     return files
+
+
+def assert_records_equal(a: SampleRecord, b: SampleRecord) -> None:
+    """Every field equal, arrays element-wise, NaN == NaN, tuples stay tuples."""
+    import math
+
+    for name in SampleRecord.field_names():
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+        elif isinstance(x, float):
+            assert x == y or (math.isnan(x) and math.isnan(y)), name
+        else:
+            assert x == y, (name, x, y)
+            assert type(x) is type(y) or (isinstance(x, tuple) and isinstance(y, tuple)), name

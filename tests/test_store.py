@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import datasets_fixtures as fx
@@ -32,18 +31,6 @@ def _fill(config, url: str) -> None:
         simulate_shard(config, url, shard, simulator=SYNTHETIC)
 
 
-def _assert_records_equal(a: SampleRecord, b: SampleRecord) -> None:
-    for name in SampleRecord.field_names():
-        x, y = getattr(a, name), getattr(b, name)
-        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
-        elif isinstance(x, float):
-            assert x == y or (math.isnan(x) and math.isnan(y)), name
-        else:
-            assert x == y, (name, x, y)
-            assert type(x) is type(y) or (isinstance(x, tuple) and isinstance(y, tuple)), name
-
-
 @pytest.mark.parametrize("cbed_dtype", ["float16", "float32"])
 def test_round_trip_values_dtypes_and_every_record_field(tmp_path: Path, cbed_dtype: str) -> None:
     config = fx.small_config(num_samples=7, shard_size=3,
@@ -58,7 +45,7 @@ def test_round_trip_values_dtypes_and_every_record_field(tmp_path: Path, cbed_dt
         assert stored["potential"].dtype == np.float32
         np.testing.assert_array_equal(stored["cbed"], expected.cbed.astype(cbed_dtype))
         np.testing.assert_array_equal(stored["potential"], expected.potential)
-        _assert_records_equal(stored["record"], expected.record)
+        fx.assert_records_equal(stored["record"], expected.record)
     group = zarr.open_group(url, mode="r")
     assert group["cbed"].shards == (3, 16, 24, 24) and group["cbed"].chunks == (1, 16, 24, 24)
     assert list(group["shard_done"][:]) == [1, 1, 1]
