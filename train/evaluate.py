@@ -9,22 +9,24 @@ evaluated (they are what validation reported during training).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from train.arrangements import SampleShape, build_model
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.precision import resolve_precision
 from train.validation import evaluate_split
 
+if TYPE_CHECKING:
+    from configs import StemdlConfig
 
-def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
-                  device: str | torch.device | None = None) -> dict[str, float]:
-    """MSE, PSNR, SSIM, relative L2, Pearson r (means over the split) and the sample count."""
+
+def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Module, StemdlConfig]:
+    """The model of a checkpoint (EMA weights when present) in eval mode, and its config."""
     from configs import ConfigError, config_from_dict
-    from datasets.loader import make_dataloader
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = load_checkpoint(Path(checkpoint), map_location=device)
     try:
         config = config_from_dict(state["config"], source=f"{checkpoint} (stored config)")
@@ -37,6 +39,16 @@ def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
     except RuntimeError as error:
         raise CheckpointError(f"{checkpoint}: weights do not fit the stored model config: "
                               f"{str(error).splitlines()[0]}") from None
+    return model.eval(), config
+
+
+def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
+                  device: str | torch.device | None = None) -> dict[str, float]:
+    """MSE, PSNR, SSIM, relative L2, Pearson r (means over the split) and the sample count."""
+    from datasets.loader import make_dataloader
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, config = load_trained_model(checkpoint, device)
     loader = make_dataloader(str(data_url), config.loader, split=split,
                              batch_size=config.train.batch_size, shuffle=False, drop_last=False,
                              seed=config.train.seed)

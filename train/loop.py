@@ -332,6 +332,8 @@ class Trainer:
                     "seed": self.cfg.seed},
             "config": self.config.to_dict(),
             "metrics": {k: float(v) for k, v in self.last_validation.items()},
+            "train_stats": {"loss": float(self.last_loss),
+                            "samples_per_s": [float(x) for x in self._throughput[-100:]]},
         }
 
     def _save(self) -> None:
@@ -376,6 +378,9 @@ class Trainer:
             if self.position.batch_in_epoch >= self.steps_per_epoch:
                 self.position.epoch, self.position.batch_in_epoch = self.position.epoch + 1, 0
         self.last_validation = dict(state.get("metrics") or {})
+        stats = state.get("train_stats") or {}
+        self.last_loss = float(stats.get("loss", float("nan")))
+        self._throughput = list(stats.get("samples_per_s", []))
         self.log.info("resumed from %s at step %d (epoch %d, batch %d)", self.checkpoint_path,
                       self.position.step, self.position.epoch, self.position.batch_in_epoch)
         return self.position.step
