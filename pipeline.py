@@ -73,7 +73,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     report = verify_store(args.store, repair=args.repair)
     print(report.summary())
-    return 0 if report.ok else 1
+    # An unfinished store is not a good store: `stemdl simulate` again finishes it.
+    return 0 if report.complete else 1
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
