@@ -1,7 +1,7 @@
 """Helpers for the train/ tests: a real simulated store, configs, and training subprocesses.
 
 The store is the `tiny` preset simulated for real (abTEM multislice through datasets.generate),
-made once per test session and shared by every train test that asks for it.
+made once per test session and shared with the datasets/ tests.
 """
 
 from __future__ import annotations
@@ -17,20 +17,17 @@ import yaml
 from configs import StemdlConfig, config_from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-_STORES: dict[str, Path] = {}
 
 
 def tiny_store(root: Path) -> Path:
-    """The `tiny` preset (24 samples, 6 shards) simulated into root/tiny.zarr, once."""
-    if "tiny" not in _STORES:
-        from datasets.generate import generate
+    """The `tiny` preset (24 samples, 6 shards) simulated for real, once per session.
 
-        url = root / "train-tiny.zarr"
-        report = generate(load_config("tiny"), str(url), n_workers=1, progress=False)
-        if not report.complete:
-            raise RuntimeError(f"could not simulate the tiny store: {report.summary()}")
-        _STORES["tiny"] = url
-    return _STORES["tiny"]
+    The same store the datasets/ tests use (`datasets_fixtures.real_tiny_store`): one
+    generation per test session instead of two. Train tests only read it.
+    """
+    from datasets_fixtures import real_tiny_store
+
+    return real_tiny_store(root)
 
 
 def tiny_config(model: dict[str, Any] | None = None, **train: Any) -> StemdlConfig:
