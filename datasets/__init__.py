@@ -19,14 +19,17 @@ Public API (imported lazily, so `import datasets` stays cheap and `configs` can 
 * `ShardStream`, `make_dataloader(store_url, loader_cfg, *, split, batch_size, rank=0,
   world_size=1, seed=0, shuffle=True, drop_last=True)`, `count_samples(store_url, split, rank,
   world_size)`;
+* `read_field(info, name, rows=None)`, `read_fields(info, names, rows=None)`,
+  `read_record(info, index) -> SampleRecord` (with `info = plan.open_stemdl_store(url)`): the
+  one way to read per-sample metadata, independent of how it is packed into arrays;
 * `storage_estimate(config) -> StorageEstimate`.
 
 Modules, one concept each: `schema` (what arrays and attributes a store has), `storage`
 (URLs, Zarr stores, codecs, sharding, shard file names), `checksum`, `records` (SampleRecord ↔
-columns), `plan` (creating/checking a store against its config), `shard` (the generation
-task), `generate` (Dask), `verify`, `inspect`, `stage`, `partition` (who reads which shard),
-`shard_files` (decoding whole shard files), `transforms` (normalization, noise), `loader`,
-`estimate`.
+columns ↔ the packed metadata arrays, and the field accessor), `plan` (creating/checking a
+store against its config), `shard` (the generation task), `generate` (Dask), `verify`,
+`inspect`, `stage`, `partition` (who reads which shard), `shard_files` (decoding whole shard
+files), `transforms` (normalization, noise), `loader`, `estimate`.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ _LAZY = {
     "make_dataloader": "datasets.loader",
     "count_samples": "datasets.partition",
     "storage_estimate": "datasets.estimate",
+    "read_field": "datasets.records",
+    "read_fields": "datasets.records",
+    "read_record": "datasets.records",
     "StorageEstimate": "datasets.estimate",
     "StoreError": "datasets.storage",
     "ConfigMismatchError": "datasets.plan",

@@ -4,21 +4,24 @@
 storage dtype (an upper bound: zstd on float16 CBED of real crystals typically gains 1.1–2×,
 most of it from the dark pixels outside the disks; measure yours with `stemdl inspect`).
 
-For the `paper` preset (10⁶ samples of 1024 × 512 × 512 float16 patterns, S = 16):
+For the `paper` preset (10⁶ samples of 1024 × 512 × 512 float16 patterns, S = 64):
 
-* 62,500 shards; each of the 42 per-sample arrays has one file per shard, plus one
-  `shard_done` chunk per shard: 43 × 62,500 = 2,687,500 files, plus 44 `zarr.json`
-  documents. The 62,500 `cbed` files hold 99.9 % of the bytes; the other 42 × 62,500 files
-  are metadata of about 100 B – 800 KiB each;
-* a `cbed` shard file is 16 × 512 MiB = 8 GiB (+ a 260-byte index), a `potential` shard file
-  16 × 512 KiB = 8 MiB;
+* 15,625 shards; each of the 7 per-sample arrays (`cbed`, `potential`, `record_int`,
+  `record_float`, `record_str`, `atoms`, `probe_positions_a`) has one file per shard, plus one
+  `shard_done` chunk per shard: 8 × 15,625 = 125,000 files, plus 4 coordinate chunks and 13
+  `zarr.json` documents: 125,017 files, on the order of 10⁵ (the issue's target; schema
+  version 1, one array per record field at S = 16, needed 2.69 million);
+* a `cbed` shard file is 64 × 512 MiB = 32 GiB (+ a 1 KiB index), a `potential` shard file
+  64 × 512 KiB = 32 MiB; the metadata shard files are 2 KiB – 4 MiB;
 * in all ≈ 513 MiB a sample, ≈ 489 TiB (0.54 PB) for 10⁶ samples uncompressed, of which
-  the per-sample metadata is ≈ 69 KiB a sample (66 GiB), dominated by the padded atom
-  positions (2048 atoms × 3 × 8 B).
+  the per-sample metadata is ≈ 81 KiB a sample (77 GiB), dominated by the padded atoms
+  (2048 × [Z, x, y, z] × 8 B).
 
-Why this file count: a shard file per array per shard is what lets one task own its files with
-no locks (the spec's rule). Fewer files means a larger S (S = 64: 671,875 files, 32 GiB `cbed`
-shards) at the price of coarser staging and retries.
+Why these numbers: a file per array per shard is what lets one task own its files with no
+locks (the spec's rule), so files = (arrays + 1) × shards; packing the record into five arrays
+and S = 64 bring that to 10⁵. A 32 GiB shard is a fine unit for a parallel file system, and
+staging still has ≥ 3 shards per node for 4,600 nodes (27,600 GPUs); a larger S would leave
+nodes without shards, a smaller one multiplies files.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.schema import store_schema
+from datasets.schema import coordinate_arrays, store_schema
 
 STRING_BYTES_ESTIMATE = 24  # a material id, formula, split, version string…
 SHARD_INDEX_BYTES_PER_CHUNK = 16  # offset + length, uint64 each
@@ -65,7 +68,7 @@ class StorageEstimate:
             f"{self.config_name}: {self.num_samples:,} samples, shard size {self.shard_size}, "
             f"{self.num_shards:,} shards",
             f"  files: {self.data_files:,} shard/chunk files ({self.num_sharded_arrays} per-sample "
-            f"arrays + shard_done, per shard) + {self.metadata_documents} zarr.json "
+            f"arrays + shard_done, per shard; column names) + {self.metadata_documents} zarr.json "
             f"= {self.total_files:,}",
             f"  cbed shard file {_human(self.cbed_shard_file_bytes)}, potential shard file "
             f"{_human(self.potential_shard_file_bytes)}",
@@ -102,7 +105,7 @@ def storage_estimate(config: Any) -> StorageEstimate:
         shard_size=ds.shard_size,
         num_shards=ds.num_shards,
         num_sharded_arrays=sharded,
-        data_files=(sharded + 1) * ds.num_shards,
+        data_files=(sharded + 1) * ds.num_shards + len(coordinate_arrays(schema)),
         metadata_documents=len(schema) + 1,
         bytes_per_sample=per_sample,
         cbed_shard_file_bytes=ds.shard_size * (per_sample["cbed"] - SHARD_INDEX_BYTES_PER_CHUNK)

@@ -16,8 +16,8 @@ import numpy as np
 
 from datasets.partition import available_shards, sample_indices
 from datasets.plan import open_stemdl_store
-from datasets.records import record_from_columns
-from datasets.schema import STATUS_FAILED, STATUS_OK, record_arrays
+from datasets.records import read_fields, record_from_columns
+from datasets.schema import FIELDS, STATUS_FAILED, STATUS_OK
 from datasets.storage import filesystem
 from simulate.sample import SPLITS
 
@@ -35,9 +35,8 @@ def summarize(store_url: str) -> dict[str, Any]:
     info = open_stemdl_store(store_url)
     shards = available_shards(info)
     indices = sample_indices(info, shards)
-    status = np.asarray(info.array("status").oindex[indices]) if indices.size else np.zeros(0)
-    split = np.asarray(info.array("split").oindex[indices]) if indices.size else np.zeros(0)
-    material = np.asarray(info.array("material_id").oindex[indices]) if indices.size else split
+    columns = read_fields(info, ["status", "split", "material_id"], indices)
+    status, split, material = columns["status"], columns["split"], columns["material_id"]
     ok = status == STATUS_OK
     per_split = {
         s: {"samples": int((ok & (split == s)).sum()),
@@ -47,11 +46,11 @@ def summarize(store_url: str) -> dict[str, Any]:
     }
     arrays = {}
     for name, spec in info.schema.items():
-        itemsize = 1 if spec.per == "shard" else np.dtype(
+        itemsize = 1 if spec.per != "sample" else np.dtype(
             "uint8" if spec.dtype == "string" else spec.dtype).itemsize
         raw = int(indices.size * itemsize * math.prod(spec.shape)) if spec.per == "sample" else 0
         disk = _bytes_on_disk(info.url, name)
-        arrays[name] = {"dtype": spec.dtype, "shape": [info.array(name).shape[0], *spec.shape],
+        arrays[name] = {"dtype": spec.dtype, "shape": list(info.array(name).shape),
                         "bytes_on_disk": disk, "bytes_uncompressed": raw if spec.dtype != "string" else None,
                         "compression_ratio": (raw / disk) if disk and spec.dtype != "string" else None}
     data_raw = sum(arrays[n]["bytes_uncompressed"] for n in ("cbed", "potential"))
@@ -119,14 +118,13 @@ def read_sample(store_url: str, index: int) -> dict[str, Any]:
     info = open_stemdl_store(store_url)
     if not 0 <= index < info.num_samples:
         raise IndexError(f"sample {index} out of range: the store has {info.num_samples} samples")
-    columns = {spec.name: np.asarray(info.array(spec.name)[index: index + 1])
-               for spec in record_arrays(info.schema)}
-    status = int(info.array("status")[index])
+    columns = read_fields(info, FIELDS, slice(index, index + 1))
+    status = int(columns["status"][0])
     return {
         "cbed": np.asarray(info.array("cbed")[index]),
         "potential": np.asarray(info.array("potential")[index]),
         "status": status,
-        "failure_reason": str(info.array("failure_reason")[index]),
+        "failure_reason": str(columns["failure_reason"][0]),
         "record": record_from_columns(columns, 0) if status == STATUS_OK else None,
     }
 

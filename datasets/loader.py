@@ -44,6 +44,7 @@ from datasets.partition import (
     worker_shards,
 )
 from datasets.plan import StoreInfo, open_stemdl_store
+from datasets.records import read_fields
 from datasets.schema import shard_range
 from datasets.shard_files import ShardFileDecoder
 from datasets.storage import file_url, filesystem, shard_key
@@ -107,7 +108,7 @@ class ShardStream(IterableDataset):
     """The samples of one split of a store, for rank `rank` of `world_size` readers.
 
     Which rows of each shard to yield (status ok, requested split) is read once, in the
-    constructor, from the small `status`/`split` arrays of this rank's shards; workers then
+    constructor, from the small `status`/`split` columns of this rank's shards; workers then
     read only `cbed` and `potential`, one shard file each.
     """
 
@@ -136,9 +137,12 @@ class ShardStream(IterableDataset):
         regions: dict[int, np.ndarray] = {}
         if indices.size == 0:
             return rows, regions
-        status = np.asarray(info.array("status").oindex[indices])
-        splits = np.asarray(info.array("split").oindex[indices]) if self.split else status
-        region = np.asarray(info.array("target_region_a").oindex[indices]) if self.noisy else None
+        names = ["status"] + (["split"] if self.split else []) + (
+            ["target_region_a"] if self.noisy else [])
+        values = read_fields(info, names, indices)
+        status = values["status"]
+        splits = values.get("split", status)
+        region = values.get("target_region_a")
         offset = 0
         for shard in self.shards:
             start, stop = shard_range(shard, info.shard_size, info.num_samples)

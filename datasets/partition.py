@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from datasets.plan import StoreInfo, open_stemdl_store
+from datasets.records import read_fields
 from datasets.schema import STATUS_OK, shard_range
 from datasets.shard import read_done_mask
 from simulate.sample import SPLITS
@@ -71,13 +72,13 @@ def sample_indices(info: StoreInfo, shards: list[int]) -> np.ndarray:
 
 def count_samples(store_url: str, split: str | None, rank: int = 0, world_size: int = 1) -> int:
     """Samples of `split` that rank `rank` of `world_size` yields per epoch (cheap: reads
-    only the `split` and `status` arrays of this rank's shards)."""
+    only the `split` and `status` columns of this rank's shards)."""
     check_split(split)
     info = open_stemdl_store(store_url)
     shards = rank_shards(available_shards(info), rank, world_size)
     indices = sample_indices(info, shards)
     if indices.size == 0:
         return 0
-    status = np.asarray(info.array("status").oindex[indices])
-    split_values = np.asarray(info.array("split").oindex[indices]) if split else status
-    return int(selected_rows(split_values, status, split).size)
+    values = read_fields(info, ["status", "split"] if split else ["status"], indices)
+    status = values["status"]
+    return int(selected_rows(values.get("split", status), status, split).size)

@@ -162,7 +162,8 @@ def open_stemdl_store(store_url: str, *, mode: str = "r") -> StoreInfo:
     if attrs["schema_version"] != SCHEMA_VERSION:
         raise StoreError(
             f"{url!r} has stemdl schema version {attrs['schema_version']}, this code reads "
-            f"version {SCHEMA_VERSION}"
+            f"version {SCHEMA_VERSION} (version 2 packs the per-sample metadata into a few "
+            "arrays); regenerate the store with this version of stemdl"
         )
     if not attrs.get("planning_complete"):
         raise StoreError(f"{url!r}: planning of this store did not complete; run generate again")
@@ -214,7 +215,7 @@ def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
     ds = config.dataset
     for spec in schema.values():
         storage = getattr(ds, spec.name) if spec.role == "data" else None
-        length = ds.num_shards if spec.per == "shard" else ds.num_samples
+        length = {"shard": ds.num_shards, "sample": ds.num_samples}.get(spec.per, 0)
         create_array(group, spec, length=length, shard_size=ds.shard_size, storage=storage)
     group.attrs.update({"planning_complete": True})
     return open_stemdl_store(url, mode="r+")

@@ -4,18 +4,25 @@ This module is the schema and nothing else: no stores, no codecs, no I/O (those 
 `datasets/storage.py`). Everything is derived from a `StemdlConfig`, so a store can be checked
 against the config recorded in its own attributes.
 
-Layout (N samples, S = `dataset.shard_size` samples per shard, K = ceil(N / S) shards):
+Layout, schema version 2 (N samples, S = `dataset.shard_size` samples per shard, K = ceil(N/S)):
 
-* data arrays, axis 0 = sample: `cbed` (N, P, H, W) and `potential` (N, C, H', W'), stored in
-  the dtype and codec that `DatasetConfig` names;
-* one record array per field of `simulate.sample.SampleRecord` (ragged atoms padded to
-  `simulation.structures.max_base_atoms`, with `num_atoms`; `extra` as a JSON string);
-* bookkeeping: per-sample `status` (0 not written, 1 ok, 2 failed), `failure_reason`,
-  `cbed_crc32c` / `potential_crc32c` (see `datasets/checksum.py`), and the per-shard completion
-  mask `shard_done` (K,), written last by the task that owns the shard.
+* data, axis 0 = sample: `cbed` (N, P, H, W) and `potential` (N, C, H', W'), in the dtype and
+  codec that `DatasetConfig` names;
+* per-sample metadata packed into five arrays, each one column per named value:
+  `record_int` (N, I) int64, `record_float` (N, F) float64, `record_str` (N, K) UTF-8 strings,
+  `atoms` (N, max_base_atoms, 4) float64 [Z, x, y, z] (NaN-padded) and `probe_positions_a`
+  (N, P, 2) float64. Every `SampleRecord` field and the bookkeeping values (`status`,
+  `num_atoms`, `cbed_crc32c`, `potential_crc32c`, `failure_reason`) is a column (or a few:
+  `extent_a_x`, `extent_a_y`, `cell_a_00` … `cell_a_22`) of one of them; see `FIELDS`;
+* coordinates naming those columns: `record_int_field`, `record_float_field`,
+  `record_str_field`, `atom_component` (tiny, unsharded, written once at planning), so
+  `xarray.open_zarr` labels every column;
+* the per-shard completion mask `shard_done` (K,), written last by the task owning the shard.
 
-Every per-sample array is chunked one sample per chunk and sharded S samples per shard, so one
-generation task owns exactly one file of every array.
+Why packed: every per-sample array is chunked one sample per chunk and sharded S samples per
+shard, so one generation task owns exactly one file of every array (no locks). One array per
+record field made that 43 files per shard (2.7 million for the paper preset); packed it is 8.
+Read fields through `datasets.records.read_fields`, never by column position.
 """
 
 from __future__ import annotations
@@ -25,19 +32,30 @@ from typing import Any, Literal
 
 from simulate.sample import SampleRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SAMPLE_DIM = "sample"
 SHARD_DIM = "shard"
 
 STATUS_MISSING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 STATUS_MEANINGS = "not_written ok failed"
+STRING_FILL = ""
 
-Role = Literal["data", "record", "bookkeeping"]
+Role = Literal["data", "record", "bookkeeping", "coordinate"]
+Per = Literal["sample", "shard", "coordinate"]
+
+# The packed per-sample tables: array name -> (dtype, name of its column coordinate).
+TABLES: dict[str, tuple[str, str]] = {
+    "record_int": ("int64", "record_int_field"),
+    "record_float": ("float64", "record_float_field"),
+    "record_str": ("string", "record_str_field"),
+}
+ATOM_COMPONENTS = ("Z", "x", "y", "z")
 
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """One array of the store. `dims`/`shape` exclude the leading sample (or shard) axis."""
+    """One array of the store. `dims`/`shape` exclude the leading sample (or shard) axis;
+    a coordinate array has no leading axis (`dims` is its one dimension, `values` its data)."""
 
     name: str
     dtype: str  # a NumPy dtype name, or "string" for variable-length UTF-8
@@ -47,11 +65,14 @@ class ArraySpec:
     long_name: str
     role: Role
     fill_value: Any = 0
-    per: Literal["sample", "shard"] = "sample"
+    per: Per = "sample"
     attrs: dict[str, Any] = field(default_factory=dict)
+    values: tuple[Any, ...] | None = None
 
     @property
     def all_dims(self) -> tuple[str, ...]:
+        if self.per == "coordinate":
+            return self.dims
         return ((SAMPLE_DIM if self.per == "sample" else SHARD_DIM), *self.dims)
 
     def attributes(self) -> dict[str, Any]:
@@ -59,67 +80,113 @@ class ArraySpec:
         return {"long_name": self.long_name, "units": self.units, "role": self.role, **self.attrs}
 
 
-# field name -> (dtype, dims without the sample axis, units, long name).
-# Dimension sizes come from `dimension_sizes(config)`. Every SampleRecord field appears here;
+@dataclass(frozen=True)
+class FieldLayout:
+    """Where one logical per-sample value lives: an array and, in a table, its columns.
+
+    `shape` is the value's per-sample shape; `components` label its columns (column name =
+    `name` for a scalar, `name_<component>` otherwise), in C order of `shape`.
+    """
+
+    name: str
+    array: str
+    components: tuple[str, ...]
+    shape: tuple[int, ...]
+    units: str
+    long_name: str
+    bookkeeping: bool = False
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        if self.array not in TABLES:
+            return ()
+        return (self.name,) if not self.components else tuple(
+            f"{self.name}_{c}" for c in self.components)
+
+
+_XY = ("x", "y")
+_XYZ = ("x", "y", "z")
+_CELL = tuple(f"{i}{j}" for i in range(3) for j in range(3))
+
+# name -> (array, components, shape, units, long name). Every SampleRecord field appears;
 # `_check_record_coverage` fails at import if simulate/ adds a field this table lacks.
-_RECORD_TABLE: dict[str, tuple[str, tuple[str, ...], str, str]] = {
-    "index": ("int64", (), "1", "global sample index"),
-    "seed": ("uint64", (), "1", "random seed of this sample"),
-    "material_id": ("string", (), "1", "stable material identifier"),
-    "formula": ("string", (), "1", "chemical formula"),
-    "split": ("string", (), "1", "train / validation / test (assigned per material)"),
-    "spacegroup": ("int16", (), "1", "international space group number"),
-    "zone_axis": ("int32", ("uvw",), "1", "zone axis [uvw] along the beam"),
-    "cell_a": ("float64", ("cell_vector", "xyz"), "angstrom", "oriented base cell (rows)"),
-    "atomic_numbers": ("int16", ("atom",), "1", "atomic numbers of the base cell, 0-padded"),
-    "num_atoms": ("int32", (), "1", "number of atoms in the base cell (valid atom entries)"),
-    "positions_a": ("float64", ("atom", "xyz"), "angstrom", "Cartesian atom positions, NaN-padded"),
-    "repetitions": ("int32", ("xyz",), "1", "repetitions of the base cell along x, y, z"),
-    "thickness_a": ("float64", (), "angstrom", "simulated specimen thickness"),
-    "extent_a": ("float64", ("xy",), "angstrom", "lateral extent of the simulated cell"),
-    "energy_ev": ("float64", (), "eV", "electron kinetic energy"),
-    "wavelength_a": ("float64", (), "angstrom", "relativistic electron wavelength"),
-    "semiangle_mrad": ("float64", (), "mrad", "probe convergence semi-angle"),
-    "defocus_a": ("float64", (), "angstrom", "probe defocus"),
-    "c30_a": ("float64", (), "angstrom", "spherical aberration C3"),
-    "sampling_a": ("float64", ("xy",), "angstrom", "real-space grid spacing"),
-    "gpts": ("int32", ("xy",), "1", "real-space grid points"),
-    "reciprocal_sampling_inv_a": (
-        "float64", ("xy",), "1/angstrom", "reciprocal-space size of a stored pattern pixel"),
-    "angular_sampling_mrad": ("float64", ("xy",), "mrad", "angular size of a stored pattern pixel"),
-    "slice_thickness_a": ("float64", (), "angstrom", "multislice slice thickness"),
-    "num_slices": ("int32", (), "1", "number of multislice slices"),
-    "parametrization": ("string", (), "1", "atomic potential parametrization"),
-    "projection": ("string", (), "1", "potential projection scheme"),
-    "num_phonon_configs": ("int32", (), "1", "frozen-phonon configurations averaged"),
-    "phonon_sigma_a": ("float64", (), "angstrom", "RMS frozen-phonon displacement per axis"),
-    "probe_positions_a": ("float64", ("pattern", "xy"), "angstrom", "probe positions (x, y)"),
-    "scan_gpts": ("int32", ("xy",), "1", "probe grid points"),
-    "detector_binning": ("int32", (), "1", "detector sum-pool factor"),
-    "target_region_a": ("float64", ("bound",), "angstrom", "target map region x0, y0, x1, y1"),
-    "abtem_version": ("string", (), "1", "abTEM version that computed the sample"),
-    "device": ("string", (), "1", "cpu or gpu: where the sample was computed"),
-    "extra": ("string", (), "1", "extra per-sample values as a JSON object"),
+_FIELD_TABLE: dict[str, tuple[str, tuple[str, ...], tuple[int, ...], str, str]] = {
+    "index": ("record_int", (), (), "1", "global sample index"),
+    "seed": ("record_int", (), (), "1", "random seed of this sample's frozen phonons"),
+    "material_id": ("record_str", (), (), "1", "stable material identifier"),
+    "formula": ("record_str", (), (), "1", "chemical formula"),
+    "split": ("record_str", (), (), "1", "train / validation / test (assigned per material)"),
+    "spacegroup": ("record_int", (), (), "1", "international space group number"),
+    "zone_axis": ("record_int", ("u", "v", "w"), (3,), "1", "zone axis [uvw] along the beam"),
+    "cell_a": ("record_float", _CELL, (3, 3), "angstrom", "oriented base cell (rows)"),
+    "atomic_numbers": ("atoms", ("Z",), (), "1", "atomic numbers of the base cell"),
+    "positions_a": ("atoms", _XYZ, (3,), "angstrom", "Cartesian atom positions"),
+    "repetitions": ("record_int", _XYZ, (3,), "1", "repetitions of the base cell along x, y, z"),
+    "thickness_a": ("record_float", (), (), "angstrom", "simulated specimen thickness"),
+    "extent_a": ("record_float", _XY, (2,), "angstrom", "lateral extent of the simulated cell"),
+    "energy_ev": ("record_float", (), (), "eV", "electron kinetic energy"),
+    "wavelength_a": ("record_float", (), (), "angstrom", "relativistic electron wavelength"),
+    "semiangle_mrad": ("record_float", (), (), "mrad", "probe convergence semi-angle"),
+    "defocus_a": ("record_float", (), (), "angstrom", "probe defocus"),
+    "c30_a": ("record_float", (), (), "angstrom", "spherical aberration C3"),
+    "sampling_a": ("record_float", _XY, (2,), "angstrom", "real-space grid spacing"),
+    "gpts": ("record_int", _XY, (2,), "1", "real-space grid points"),
+    "reciprocal_sampling_inv_a": ("record_float", _XY, (2,), "1/angstrom",
+                                  "reciprocal-space size of a stored pattern pixel"),
+    "angular_sampling_mrad": ("record_float", _XY, (2,), "mrad",
+                              "angular size of a stored pattern pixel"),
+    "slice_thickness_a": ("record_float", (), (), "angstrom", "multislice slice thickness"),
+    "num_slices": ("record_int", (), (), "1", "number of multislice slices"),
+    "parametrization": ("record_str", (), (), "1", "atomic potential parametrization"),
+    "projection": ("record_str", (), (), "1", "potential projection scheme"),
+    "num_phonon_configs": ("record_int", (), (), "1", "frozen-phonon configurations averaged"),
+    "phonon_sigma_a": ("record_float", (), (), "angstrom", "RMS frozen-phonon displacement"),
+    "probe_positions_a": ("probe_positions_a", _XY, (2,), "angstrom", "probe positions (x, y)"),
+    "scan_gpts": ("record_int", ("rows", "cols"), (2,), "1", "probe grid points (n_y, n_x)"),
+    "detector_binning": ("record_int", (), (), "1", "detector sum-pool factor"),
+    "target_region_a": ("record_float", ("x0", "y0", "x1", "y1"), (4,), "angstrom",
+                        "target map region x0, y0, x1, y1"),
+    "abtem_version": ("record_str", (), (), "1", "abTEM version that computed the sample"),
+    "device": ("record_str", (), (), "1", "cpu or gpu: where the sample was computed"),
+    "extra": ("record_str", (), (), "1", "extra per-sample values as a JSON object"),
+}
+_BOOKKEEPING_TABLE: dict[str, tuple[str, tuple[str, ...], tuple[int, ...], str, str]] = {
+    "num_atoms": ("record_int", (), (), "1", "number of atoms in the base cell (valid rows of atoms)"),
+    "status": ("record_int", (), (), "1", f"sample status: 0 1 2 = {STATUS_MEANINGS}"),
+    "cbed_crc32c": ("record_int", (), (), "1", "CRC-32C of the sample's cbed bytes as stored"),
+    "potential_crc32c": ("record_int", (), (), "1",
+                         "CRC-32C of the sample's potential bytes as stored"),
+    "failure_reason": ("record_str", (), (), "1", "why the simulation of a failed sample raised"),
 }
 
-# Derived columns that are not SampleRecord fields.
-DERIVED_RECORD_FIELDS: tuple[str, ...] = ("num_atoms",)
-STRING_FILL = ""
+FIELDS: dict[str, FieldLayout] = {
+    name: FieldLayout(name, *row, bookkeeping=name in _BOOKKEEPING_TABLE)
+    for name, row in {**_FIELD_TABLE, **_BOOKKEEPING_TABLE}.items()
+}
 
 
 def _check_record_coverage() -> None:
-    missing = set(SampleRecord.field_names()) - set(_RECORD_TABLE)
+    missing = set(SampleRecord.field_names()) - set(_FIELD_TABLE)
     if missing:
-        raise RuntimeError(f"datasets/schema.py has no array for SampleRecord fields {sorted(missing)}")
+        raise RuntimeError(f"datasets/schema.py has no column for SampleRecord fields {sorted(missing)}")
 
 
 _check_record_coverage()
 
 
+def table_columns(table: str) -> list[str]:
+    """Column names of a packed table, in order (one entry per column)."""
+    return [c for layout in FIELDS.values() if layout.array == table for c in layout.columns]
+
+
+def column_index(table: str) -> dict[str, int]:
+    return {name: i for i, name in enumerate(table_columns(table))}
+
+
 def dimension_sizes(config: Any) -> dict[str, int]:
     """Size of every named dimension for a `StemdlConfig` (the sample/shard axes excluded)."""
     sim = config.simulation
-    return {
+    sizes = {
         "pattern": sim.num_patterns,
         "ky": sim.detector.pattern_px[0],
         "kx": sim.detector.pattern_px[1],
@@ -127,20 +194,30 @@ def dimension_sizes(config: Any) -> dict[str, int]:
         "y": sim.target.target_px[0],
         "x": sim.target.target_px[1],
         "atom": sim.structures.max_base_atoms,
-        "xyz": 3,
-        "uvw": 3,
-        "cell_vector": 3,
+        "atom_component": len(ATOM_COMPONENTS),
         "xy": 2,
-        "bound": 4,
     }
+    sizes.update({coord: len(table_columns(table)) for table, (_, coord) in TABLES.items()})
+    return sizes
 
 
-def _record_fill(dtype: str) -> Any:
-    if dtype == "string":
-        return STRING_FILL
-    if dtype.startswith("float"):
-        return float("nan")
-    return 0
+def _table_spec(table: str) -> ArraySpec:
+    dtype, coord = TABLES[table]
+    columns = [layout for layout in FIELDS.values() if layout.array == table]
+    per_column = [(c, layout) for layout in columns for c in layout.columns]
+    return ArraySpec(
+        table, dtype, (coord,), (len(per_column),), "see column_units",
+        f"per-sample {dtype} values, one column per name in {coord}", "record", fill_value=STRING_FILL if dtype == "string" else (
+            float("nan") if dtype.startswith("float") else 0),
+        attrs={"columns": [c for c, _ in per_column],
+               "column_units": [layout.units for _, layout in per_column],
+               "column_long_names": [layout.long_name for _, layout in per_column]},
+    )
+
+
+def _coordinate_spec(name: str, values: list[str], long_name: str) -> ArraySpec:
+    return ArraySpec(name, "string", (name,), (len(values),), "1", long_name, "coordinate",
+                     fill_value=STRING_FILL, per="coordinate", values=tuple(values))
 
 
 def store_schema(config: Any) -> dict[str, ArraySpec]:
@@ -160,24 +237,20 @@ def store_schema(config: Any) -> dict[str, ArraySpec]:
             (sizes["depth_section"], sizes["y"], sizes["x"]), "V*angstrom",
             "projected electrostatic potential of the scanned region", "data",
         ),
-    ]
-    for name, (dtype, dims, units, long_name) in _RECORD_TABLE.items():
-        shape = tuple(sizes[d] for d in dims)
-        specs.append(ArraySpec(name, dtype, dims, shape, units, long_name, "record",
-                               fill_value=_record_fill(dtype)))
-    specs += [
-        ArraySpec("status", "int8", (), (), "1", "sample status", "bookkeeping",
-                  attrs={"flag_values": [STATUS_MISSING, STATUS_OK, STATUS_FAILED],
-                         "flag_meanings": STATUS_MEANINGS}),
-        ArraySpec("failure_reason", "string", (), (), "1",
-                  "why the simulation of a failed sample raised", "bookkeeping",
-                  fill_value=STRING_FILL),
-        ArraySpec("cbed_crc32c", "uint32", (), (), "1",
-                  "CRC-32C of the sample's cbed bytes as stored (dtype, little-endian, C order)",
-                  "bookkeeping"),
-        ArraySpec("potential_crc32c", "uint32", (), (), "1",
-                  "CRC-32C of the sample's potential bytes as stored (dtype, little-endian, C order)",
-                  "bookkeeping"),
+        *(_table_spec(table) for table in TABLES),
+        ArraySpec("atoms", "float64", ("atom", "atom_component"),
+                  (sizes["atom"], sizes["atom_component"]), "see column_units",
+                  "base-cell atoms [Z, x, y, z] (Cartesian, angstrom), NaN-padded to "
+                  "max_base_atoms; record_int num_atoms says how many rows are real", "record",
+                  fill_value=float("nan"),
+                  attrs={"column_units": ["1", "angstrom", "angstrom", "angstrom"]}),
+        ArraySpec("probe_positions_a", "float64", ("pattern", "xy"), (sizes["pattern"], 2),
+                  "angstrom", FIELDS["probe_positions_a"].long_name, "record",
+                  fill_value=float("nan")),
+        *(_coordinate_spec(coord, table_columns(table), f"names of the columns of {table}")
+          for table, (_, coord) in TABLES.items()),
+        _coordinate_spec("atom_component", list(ATOM_COMPONENTS),
+                         "components of an atom row: atomic number, x, y, z"),
         ArraySpec("shard_done", "uint8", (), (), "1",
                   "1 once every array of the shard is written (written last)", "bookkeeping",
                   per="shard"),
@@ -194,8 +267,15 @@ def record_arrays(schema: dict[str, ArraySpec]) -> list[ArraySpec]:
     return [spec for spec in schema.values() if spec.role == "record"]
 
 
+def coordinate_arrays(schema: dict[str, ArraySpec]) -> list[ArraySpec]:
+    return [spec for spec in schema.values() if spec.per == "coordinate"]
+
+
 def units_table(schema: dict[str, ArraySpec]) -> dict[str, str]:
-    return {name: spec.units for name, spec in schema.items()}
+    """Units of every array and of every logical field (`energy_ev` → eV, …)."""
+    units = {name: spec.units for name, spec in schema.items()}
+    units.update({name: layout.units for name, layout in FIELDS.items()})
+    return units
 
 
 def shard_range(shard_index: int, shard_size: int, num_samples: int) -> tuple[int, int]:
@@ -208,9 +288,9 @@ def shard_range(shard_index: int, shard_size: int, num_samples: int) -> tuple[in
 
 
 CHECKSUM_DEFINITION = (
-    "cbed_crc32c[i] / potential_crc32c[i] = CRC-32C (Castagnoli) of sample i's array as stored: "
-    "values in the stored dtype, little-endian, C order, no codec applied. Independent of "
-    "compression and sharding, so a copy, a restaged store and any reader can check it. Each "
-    "encoded chunk and each shard index also carries Zarr's crc32c codec, which locates "
-    "corruption in a file."
+    "cbed_crc32c[i] / potential_crc32c[i] (columns of record_int) = CRC-32C (Castagnoli) of "
+    "sample i's array as stored: values in the stored dtype, little-endian, C order, no codec "
+    "applied. Independent of compression and sharding, so a copy, a restaged store and any "
+    "reader can check it. Each encoded chunk and each shard index also carries Zarr's crc32c "
+    "codec, which locates corruption in a file."
 )

@@ -33,7 +33,7 @@ import numpy as np
 
 from datasets.checksum import block_crc32c, stored_bytes
 from datasets.plan import StoreInfo, as_config, config_differences, open_stemdl_store
-from datasets.records import empty_columns, put_record
+from datasets.records import empty_columns, pack, put_record
 from datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
 from datasets.storage import delete_objects, shard_key
 
@@ -131,16 +131,16 @@ def _check_sample(sample: Any, info: StoreInfo) -> None:
 
 def simulate_block(info: StoreInfo, start: int, stop: int, *, record_failures: bool,
                    simulator: str = DEFAULT_SIMULATOR) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
-    """Simulate samples [start, stop) into one in-memory block of every per-sample array."""
+    """Simulate samples [start, stop) into one in-memory block of every per-sample array
+    (the physical arrays: `cbed`, `potential` and the packed metadata, see `records.pack`)."""
     config, schema = info.config, info.schema
     module = _simulator(simulator)
     catalogue = catalogue_for(config, simulator)
     rows = stop - start
-    block: dict[str, np.ndarray] = empty_columns(schema, rows)
-    for name in ("cbed", "potential"):
-        block[name] = np.zeros((rows, *schema[name].shape), dtype=schema[name].dtype)
-    block["status"] = np.full(rows, STATUS_OK, dtype=np.int8)
-    block["failure_reason"] = np.full(rows, "", dtype=object)
+    columns = empty_columns(schema, rows)
+    data = {name: np.zeros((rows, *schema[name].shape), dtype=schema[name].dtype)
+            for name in ("cbed", "potential")}
+    columns["status"][:] = STATUS_OK
     failures: list[tuple[int, str]] = []
     for row, index in enumerate(range(start, stop)):
         try:
@@ -161,16 +161,17 @@ def simulate_block(info: StoreInfo, start: int, stop: int, *, record_failures: b
                     f"sample {index} (shard {start // info.shard_size}) failed: {_reason(error)}"
                 ) from error
             failures.append((index, _reason(error)))
-            block["status"][row] = STATUS_FAILED
-            block["failure_reason"][row] = _reason(error)
-            block["index"][row] = index
+            columns["status"][row] = STATUS_FAILED
+            columns["failure_reason"][row] = _reason(error)
+            columns["index"][row] = index
             continue
-        block["cbed"][row], block["potential"][row] = cbed, potential
+        data["cbed"][row], data["potential"][row] = cbed, potential
         for name, column in row_columns.items():
-            block[name][row] = column[0]
-    block["cbed_crc32c"] = block_crc32c(block["cbed"])
-    block["potential_crc32c"] = block_crc32c(block["potential"])
-    return block, failures
+            if name not in ("status", "failure_reason"):
+                columns[name][row] = column[0]
+    columns["cbed_crc32c"][:] = block_crc32c(data["cbed"])
+    columns["potential_crc32c"][:] = block_crc32c(data["potential"])
+    return {**data, **pack(columns, schema)}, failures
 
 
 def write_block(info: StoreInfo, start: int, block: dict[str, np.ndarray]) -> None:
@@ -179,8 +180,8 @@ def write_block(info: StoreInfo, start: int, block: dict[str, np.ndarray]) -> No
     The shard's existing files (from an interrupted attempt, or corrupted) are deleted first:
     they belong to this shard alone, and zarr would otherwise read and merge them.
     """
-    stop = start + len(block["status"])
     shard = start // info.shard_size
+    stop = start + len(block["cbed"])
     arrays = [info.array(spec.name) for spec in sharded_arrays(info.schema)]
     delete_objects(info.url, [shard_key(array, shard) for array in arrays])
     for spec in sharded_arrays(info.schema):

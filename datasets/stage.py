@@ -5,8 +5,8 @@ data to the node-local NVMe before training. `stage_node(store_url, local_dir, n
 copies the shards assigned to `node` (round-robin: shard i → node i % nodes, so nodes differ by
 at most one shard) into `local_dir`, which becomes a valid stemdl store of its own:
 
-* same schema and array metadata (the `zarr.json` documents are copied byte for byte), same
-  global sample indices, so sample i is sample i everywhere;
+* same schema and array metadata (the `zarr.json` documents and the column-name coordinates
+  are copied byte for byte), same global sample indices, so sample i is sample i everywhere;
 * only its shards exist; the group attribute `staged` records the source, (node, nodes), the
   assigned shards and their sample ranges; `shard_done` is set only for shards copied here, so
   `verify_store` and the loader see exactly the local shards;
@@ -30,7 +30,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from datasets.plan import StoreInfo, config_differences, open_stemdl_store
-from datasets.schema import shard_range, sharded_arrays
+from datasets.schema import coordinate_arrays, shard_range, sharded_arrays
 from datasets.shard import read_done_mask, set_done
 from datasets.storage import (
     StoreError,
@@ -99,6 +99,9 @@ def _create_local_store(source: StoreInfo, local: Path, node: int, nodes: int,
     fs, root = filesystem(source.url)
     for name in source.schema:
         _copy_object(fs, f"{root}/{name}/zarr.json", local / name / "zarr.json")
+    for spec in coordinate_arrays(source.schema):  # column names: one small chunk each
+        key = shard_key(source.array(spec.name), 0)
+        _copy_object(fs, f"{root}/{key}", local.joinpath(*key.split("/")))
     group_doc = json.loads(fs.cat_file(f"{root}/zarr.json"))
     group_doc["attributes"]["staged"] = {
         "source": source.url,

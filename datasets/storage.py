@@ -6,7 +6,8 @@ a local path or an fsspec URL (`file://`, `s3://`, `memory://`, …); anything e
 with a `StoreError` that names the URL and what is wrong with it.
 
 Every per-sample array is chunked (1, …) and sharded (S, …) with the sharding codec, so one
-shard of samples is one file per array, `<array>/c/<shard>/0/…`. The codec chain of every
+shard of samples is one file per array, `<array>/c/<shard>/0/…`; the tiny coordinate arrays
+(column names) are one unsharded chunk each. The codec chain of every
 chunk and of every shard index ends in `crc32c`, so a flipped byte anywhere in a shard file
 fails decoding with a checksum error instead of producing wrong numbers.
 """
@@ -111,9 +112,18 @@ def create_array(
     group: zarr.Group, spec: ArraySpec, *, length: int, shard_size: int,
     storage: ArrayStorage | None,
 ) -> zarr.Array:
-    """Create (overwriting) one array: chunk = one sample, shard = `shard_size` samples."""
+    """Create (overwriting) one array: chunk = one sample, shard = `shard_size` samples.
+
+    A coordinate array (column names) is one small unsharded chunk, written here, once."""
     storage = storage or METADATA_CODEC
     itemsize = 8 if spec.dtype == "string" else np.dtype(spec.dtype).itemsize
+    if spec.per == "coordinate":
+        array = group.create_array(
+            spec.name, shape=spec.shape, chunks=spec.shape, dtype=zarr_dtype(spec),
+            fill_value=spec.fill_value, compressors=_compressors(storage, itemsize),
+            dimension_names=spec.all_dims, attributes=spec.attributes(), overwrite=True)
+        array[:] = np.array(spec.values, dtype=object)
+        return array
     if spec.per == "shard":
         chunks, shards = (1,), None
     else:
@@ -134,7 +144,8 @@ def create_array(
 
 
 def shard_key(array: zarr.Array, shard_index: int) -> str:
-    """The store key of shard `shard_index` of a per-sample array (or of a per-shard chunk)."""
+    """The store key of shard `shard_index` of a per-sample array (or of a per-shard chunk;
+    for a coordinate array, its one chunk is shard 0)."""
     coords = (shard_index,) + (0,) * (array.ndim - 1)
     return f"{array.path}/{array.metadata.encode_chunk_key(coords)}"
 

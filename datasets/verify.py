@@ -22,13 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import zarr
 
 from datasets.checksum import block_crc32c
 from datasets.plan import StoreInfo, open_stemdl_store
+from datasets.records import unpack
 from datasets.schema import (
+    FIELDS,
     STATUS_FAILED,
     STATUS_MISSING,
     STATUS_OK,
+    ArraySpec,
     shard_range,
     sharded_arrays,
 )
@@ -107,6 +111,9 @@ def _check_schema(info: StoreInfo) -> list[Problem]:
             problems.append(Problem(None, spec.name, None, "array missing"))
             continue
         array = info.array(spec.name)
+        if spec.per == "coordinate":
+            problems += _check_coordinate(spec, array)
+            continue
         length = ds.num_shards if spec.per == "shard" else ds.num_samples
         expected_shape = (length, *spec.shape)
         expected_dtype = np.dtype(zarr_dtype(spec)) if spec.dtype != "string" else None
@@ -126,6 +133,19 @@ def _check_schema(info: StoreInfo) -> list[Problem]:
     return problems
 
 
+def _check_coordinate(spec: ArraySpec, array: zarr.Array) -> list[Problem]:
+    """A column-name coordinate must hold exactly the schema's names, in order: the packed
+    arrays are read by these positions."""
+    try:
+        values = tuple(str(v) for v in np.asarray(array[:]))
+    except Exception as error:
+        return [Problem(None, spec.name, None, f"cannot read ({type(error).__name__}: {error})")]
+    if values != spec.values:
+        return [Problem(None, spec.name, None,
+                        f"holds {list(values)[:8]}…, the schema expects {list(spec.values or ())[:8]}…")]
+    return []
+
+
 def _read_shard(info: StoreInfo, shard: int) -> tuple[dict[str, np.ndarray], list[Problem]]:
     start, stop = shard_range(shard, info.shard_size, info.num_samples)
     block, problems = {}, []
@@ -140,14 +160,19 @@ def _read_shard(info: StoreInfo, shard: int) -> tuple[dict[str, np.ndarray], lis
     return block, problems
 
 
-def _check_values(info: StoreInfo, shard: int, block: dict[str, np.ndarray],
+def _check_values(info: StoreInfo, shard: int, arrays: dict[str, np.ndarray],
                   material_split: dict[str, str]) -> tuple[list[Problem], list[tuple[int, str]]]:
     start, stop = shard_range(shard, info.shard_size, info.num_samples)
     problems: list[Problem] = []
     failed: list[tuple[int, str]] = []
+    block = {**{k: arrays[k] for k in ("cbed", "potential") if k in arrays}, **unpack(arrays)}
 
-    def problem(array: str, message: str) -> None:
+    def problem(name: str, message: str) -> None:
+        """Report against the array (and shard file) that holds the value `name`."""
+        array = FIELDS[name].array if name in FIELDS else name
         path = file_url(info.url, shard_key(info.array(array), shard))
+        if name != array:
+            message = f"{name}: {message}"
         problems.append(Problem(shard, array, path, message))
 
     for name in ("cbed", "potential"):
@@ -190,7 +215,7 @@ def _check_values(info: StoreInfo, shard: int, block: dict[str, np.ndarray],
                 problem("split", f"sample {start + row}: material {material!r} has split "
                                  f"{split!r} but the store's split table says {expected!r}")
     if "num_atoms" in block:
-        max_atoms = info.schema["atomic_numbers"].shape[0]
+        max_atoms = info.schema["atoms"].shape[0]
         bad = ok & ((block["num_atoms"] < 1) | (block["num_atoms"] > max_atoms))
         for row in np.flatnonzero(bad):
             problem("num_atoms", f"sample {start + row} has num_atoms {block['num_atoms'][row]}")

@@ -30,7 +30,7 @@ def test_summary_counts_and_sizes(store: Path) -> None:
     console = Console(record=True, width=120)
     console.print(render_summary(summary))
     text = console.export_text()
-    assert "splits (by material)" in text and "positions_a" in text
+    assert "splits (by material)" in text and "record_float" in text and "atoms" in text
 
 
 def test_plot_sample_writes_a_png(store: Path, tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ import pytest
 import zarr
 
 from datasets.checksum import sample_crc32c
+from datasets.plan import open_stemdl_store
+from datasets.schema import column_index
+from datasets.storage import file_url, shard_key
 from datasets.verify import verify_store
 
 SYNTHETIC = "datasets_fixtures"
@@ -32,11 +35,13 @@ def test_clean_store_verifies(store: Path) -> None:
 
 
 @pytest.mark.parametrize(("array", "where"), [("cbed", "chunk"), ("cbed", "index"),
-                                              ("energy_ev", "chunk"), ("split", "chunk")])
+                                              ("record_float", "chunk"), ("record_str", "chunk"),
+                                              ("atoms", "index")])
 def test_flipped_byte_is_named_and_repaired(store: Path, array: str, where: str) -> None:
     original = fx.store_files(store)
-    shard_file = store / array / "c" / "1" / ("0/0/0" if array == "cbed" else "")
-    shard_file = shard_file if shard_file.is_file() else store / array / "c" / "1"
+    info = open_stemdl_store(str(store))
+    shard_file = Path(file_url(info.url, shard_key(info.array(array), 1)))
+    assert shard_file.is_file()
     size = shard_file.stat().st_size
     fx.flip_byte(shard_file, size // 3 if where == "chunk" else size - 10)
 
@@ -62,19 +67,21 @@ def test_checksum_mismatch_and_bad_values_are_reported(store: Path) -> None:
     potential = group["potential"][4:8]
     potential[1, 0, 3, 3] = np.nan
     group["potential"][4:8] = potential
-    crc = group["potential_crc32c"][4:8]
-    crc[1] = sample_crc32c(potential[1])
-    group["potential_crc32c"][4:8] = crc
+    ints = group["record_int"][4:8]
+    ints[1, column_index("record_int")["potential_crc32c"]] = sample_crc32c(potential[1])
+    group["record_int"][4:8] = ints
     # A sample whose split disagrees with its material's split.
-    split = group["split"][8:10]
-    split[0] = "test" if split[0] != "test" else "train"
-    group["split"][8:10] = split
+    column = column_index("record_str")["split"]
+    strings = group["record_str"][8:10]
+    strings[0, column] = "test" if strings[0, column] != "test" else "train"
+    group["record_str"][8:10] = strings
 
     report = verify_store(str(store))
     messages = [str(p) for p in report.problems]
     assert any("sample 2: CRC-32C" in m and "cbed/c/0/0/0/0" in m for m in messages), messages
     assert any("sample 5 has NaN or inf" in m for m in messages), messages
-    assert any("sample 8: material" in m and "split table" in m for m in messages), messages
+    assert any("sample 8: material" in m and "split table" in m and "record_str/c/2/0" in m
+               for m in messages), messages
     assert report.bad_shards == [0, 1, 2]
 
 
@@ -84,9 +91,16 @@ def test_incomplete_and_broken_schema_are_reported(store: Path) -> None:
     assert report.ok and not report.complete and report.shards_incomplete == [2]
     assert verify_store(str(store), repair=True, simulator=SYNTHETIC).complete
 
-    shutil.rmtree(store / "wavelength_a")
+    # Column names out of order would make every packed read wrong: refused, named.
+    group = zarr.open_group(str(store), mode="r+")
+    names = group["record_float_field"][:]
+    group["record_float_field"][:] = np.concatenate([names[1:], names[:1]])
     report = verify_store(str(store))
-    assert any(p.array == "wavelength_a" and "missing" in p.message for p in report.problems)
+    assert any(p.array == "record_float_field" for p in report.problems), report.summary()
+
+    shutil.rmtree(store / "record_float")
+    report = verify_store(str(store))
+    assert any(p.array == "record_float" and "missing" in p.message for p in report.problems)
 
 
 def test_not_a_store_is_a_problem_not_a_crash(tmp_path: Path) -> None:

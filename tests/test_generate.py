@@ -19,7 +19,8 @@ from distributed import LocalCluster
 from configs import config_from_dict, load_config
 from datasets.generate import generate
 from datasets.inspect import read_sample
-from datasets.plan import ConfigMismatchError
+from datasets.plan import ConfigMismatchError, open_stemdl_store
+from datasets.records import read_field
 from datasets.verify import verify_store
 from simulate import build_catalogue, simulate_sample
 
@@ -133,10 +134,11 @@ def test_failing_sample_and_bad_cif_do_not_stop_generation(tmp_path: Path) -> No
     check = verify_store(str(store))
     assert check.complete, check.summary()
     assert [i for i, _ in check.failed_samples] == [5]
-    group = zarr.open_group(str(store), mode="r")
-    assert list(group["status"][:]) == [1, 1, 1, 1, 1, 2, 1, 1]
-    assert "poisoned sample 5" in str(group["failure_reason"][5])
-    assert any("broken.cif" in source for source, _ in dict(group.attrs)["catalogue_skipped"])
+    info = open_stemdl_store(str(store))
+    assert list(read_field(info, "status")) == [1, 1, 1, 1, 1, 2, 1, 1]
+    assert "poisoned sample 5" in str(read_field(info, "failure_reason", [5])[0])
+    assert read_field(info, "index", [5])[0] == 5
+    assert any("broken.cif" in source for source, _ in info.attrs["catalogue_skipped"])
 
 
 def test_joins_an_existing_cluster(tmp_path: Path) -> None:

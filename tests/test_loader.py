@@ -14,6 +14,8 @@ import zarr
 from datasets.config import LoaderConfig
 from datasets.loader import ShardStream, make_dataloader, shuffle_buffer
 from datasets.partition import count_samples
+from datasets.plan import open_stemdl_store
+from datasets.records import read_field, read_fields
 from datasets.transforms import electrons_per_pattern
 
 
@@ -24,8 +26,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _split_indices(store: Path, split: str) -> list[int]:
-    group = zarr.open_group(str(store), mode="r")
-    keep = (group["split"][:] == split) & (group["status"][:] == 1)
+    columns = read_fields(open_stemdl_store(str(store)), ["split", "status"])
+    keep = (columns["split"] == split) & (columns["status"] == 1)
     return [int(i) for i in np.flatnonzero(keep)]
 
 
@@ -71,7 +73,8 @@ def test_ranks_hold_whole_shards_and_counts_are_cheap(store: Path) -> None:
 
 def test_splits_never_share_a_material(store: Path) -> None:
     group = zarr.open_group(str(store), mode="r")
-    materials = {s: set(group["material_id"][:][group["split"][:] == s]) for s in
+    columns = read_fields(open_stemdl_store(str(store)), ["material_id", "split"])
+    materials = {s: set(columns["material_id"][columns["split"] == s]) for s in
                  ("train", "validation", "test")}
     assert not materials["train"] & materials["validation"]
     assert not materials["train"] & materials["test"]
@@ -109,9 +112,8 @@ def test_decoding_follows_the_loader_config(store: Path) -> None:
 
 
 def test_poisson_noise_dose_convention(store: Path) -> None:
-    raw = zarr.open_group(str(store), mode="r")
     clean_cfg = LoaderConfig(input_transform="none", standardize_inputs=False)
-    region = raw["target_region_a"][0]
+    region = read_field(open_stemdl_store(str(store)), "target_region_a", [0])[0]
     assert electrons_per_pattern(100.0, region, 16) == pytest.approx(100.0 * 36.0 / 16)
 
     def first(cfg: LoaderConfig, split: str = "train", epoch: int = 0) -> np.ndarray:

@@ -16,7 +16,8 @@ from datasets.checksum import sample_crc32c
 from datasets.estimate import storage_estimate
 from datasets.inspect import read_sample
 from datasets.plan import ConfigMismatchError, open_stemdl_store, plan_store
-from datasets.schema import SCHEMA_VERSION, STATUS_OK, store_schema
+from datasets.records import read_field, read_record
+from datasets.schema import FIELDS, SCHEMA_VERSION, STATUS_OK, store_schema
 from datasets.shard import simulate_shard
 from datasets.storage import StoreError
 from datasets.verify import verify_store
@@ -50,8 +51,15 @@ def test_round_trip_values_dtypes_and_every_record_field(tmp_path: Path, cbed_dt
     assert group["cbed"].shards == (3, 16, 24, 24) and group["cbed"].chunks == (1, 16, 24, 24)
     assert list(group["shard_done"][:]) == [1, 1, 1]
     # The stored checksum is the CRC-32C of the stored bytes, recomputable by any reader.
-    assert int(group["cbed_crc32c"][4]) == sample_crc32c(group["cbed"][4])
+    info = open_stemdl_store(url)
+    assert int(read_field(info, "cbed_crc32c", [4])[0]) == sample_crc32c(group["cbed"][4])
     assert verify_store(url).complete
+    # The accessor reads any field of any rows, in the field's own shape.
+    np.testing.assert_array_equal(read_field(info, "index"), np.arange(7))
+    assert read_field(info, "cell_a", [1, 2]).shape == (2, 3, 3)
+    assert list(read_field(info, "split", slice(0, 3))) == [
+        fx.synthetic_sample(config.simulation, i).record.split for i in range(3)]
+    fx.assert_records_equal(read_record(info, 5), fx.synthetic_sample(config.simulation, 5).record)
 
 
 def test_store_is_self_describing(tmp_path: Path) -> None:
@@ -70,14 +78,31 @@ def test_store_is_self_describing(tmp_path: Path) -> None:
     ds = xr.open_zarr(url, consolidated=False)
     assert ds["cbed"].dims == ("sample", "pattern", "ky", "kx")
     assert ds["potential"].dims == ("sample", "depth_section", "y", "x")
-    assert ds["positions_a"].dims == ("sample", "atom", "xyz")
+    assert ds["atoms"].dims == ("sample", "atom", "atom_component")
+    assert list(ds["atom_component"].values) == ["Z", "x", "y", "z"]
+    assert ds["record_float"].dims == ("sample", "record_float_field")
     assert ds["shard_done"].dims == ("shard",)
-    assert ds["semiangle_mrad"].attrs["units"] == "mrad"
     assert "long_name" in ds["cbed"].attrs
-    # Every array the schema promises, and every SampleRecord field, is in the store.
+    # Packed columns are labelled: select by name, units per column.
+    floats = list(ds["record_float_field"].values)
+    assert floats == ds["record_float"].attrs["columns"]
+    assert ds["record_float"].attrs["column_units"][floats.index("semiangle_mrad")] == "mrad"
+    np.testing.assert_array_equal(ds["record_int"].sel(record_int_field="index").values,
+                                  np.arange(4))
+    assert ds["record_float"].sel(record_float_field="extent_a_x").values[0] == 12.0
+    assert ds["record_str"].sel(record_str_field="split").values[0] == "train"
+    # Every array the schema promises is in the store, and every SampleRecord field is a
+    # labelled column (or the atoms / probe positions array).
     assert set(store_schema(config)) == set(group.array_keys())
-    assert set(SampleRecord.field_names()) <= set(group.array_keys())
-    np.testing.assert_array_equal(ds["index"].values, np.arange(4))
+    labels = {str(v) for coord in ("record_int_field", "record_float_field", "record_str_field")
+              for v in ds[coord].values}
+    for name in SampleRecord.field_names():
+        layout = FIELDS[name]
+        assert layout.array in group.array_keys()
+        assert set(layout.columns) <= labels, name
+    # A full store is exactly the files the estimate counts: (arrays + 1) per shard + the rest.
+    files = [p for p in Path(url).rglob("*") if p.is_file()]
+    assert len(files) == storage_estimate(config).total_files
 
 
 def test_another_simulation_config_is_refused_and_store_untouched(tmp_path: Path) -> None:
@@ -152,9 +177,27 @@ def test_interrupted_planning_is_planned_again(tmp_path: Path) -> None:
 
 
 def test_paper_storage_estimate() -> None:
+    """The issue's target: a 10⁶-sample paper store is on the order of 10⁵ files, not 10⁹."""
     estimate = storage_estimate(load_config("paper"))
-    assert estimate.num_shards == 62_500
-    assert estimate.cbed_shard_file_bytes == pytest.approx(16 * 512 * 2**20, rel=1e-6)
-    assert estimate.data_files == (estimate.num_sharded_arrays + 1) * 62_500
+    assert estimate.num_shards == 15_625
+    assert 10_000 <= estimate.total_files < 200_000, estimate.describe()
+    assert estimate.num_sharded_arrays <= 8
+    assert estimate.cbed_shard_file_bytes == pytest.approx(64 * 512 * 2**20, rel=1e-6)
+    assert estimate.data_files == (estimate.num_sharded_arrays + 1) * 15_625 + 4
     assert 0.5e15 < estimate.total_bytes < 0.6e15
-    assert "62,500 shards" in estimate.describe()
+    assert "15,625 shards" in estimate.describe()
+
+
+def test_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    config = fx.small_config(num_samples=2, shard_size=1)
+    url = tmp_path / "store.zarr"
+    _fill(config, str(url))
+    doc = json.loads((url / "zarr.json").read_text())
+    doc["attributes"]["schema_version"] = 1
+    (url / "zarr.json").write_text(json.dumps(doc))
+    with pytest.raises(StoreError, match=r"schema version 1, this code reads version 2.*regenerate"):
+        open_stemdl_store(str(url))
+    with pytest.raises(StoreError, match="schema version 1"):
+        plan_store(config, str(url), fx.build_catalogue(config.simulation))
+    report = verify_store(str(url))
+    assert not report.ok and "schema version 1" in report.summary()
