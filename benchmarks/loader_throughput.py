@@ -19,7 +19,8 @@ shared memory, and on a 2-core VM that copy alone caps at about 1,250 samples/s 
 (measured with pre-made tensors), while zstd, NumPy and torch release the GIL, so threads
 decode in parallel with no copy.
 
-If `--store` does not exist it is generated first with the real simulator for `--config`
+If `--store` (default `benchmarks/cache/small-v<schema version>.zarr`) does not exist it is
+generated first with the real simulator for `--config`
 (the `small` preset by default: 96 samples of 64 × 64 × 64 float16 patterns).
 """
 
@@ -42,7 +43,7 @@ from configs import load_config  # noqa: E402
 from datasets.loader import make_dataloader  # noqa: E402
 from datasets.partition import available_shards  # noqa: E402
 from datasets.plan import open_stemdl_store  # noqa: E402
-from datasets.schema import shard_range  # noqa: E402
+from datasets.schema import SCHEMA_VERSION, shard_range  # noqa: E402
 from datasets.storage import file_url, shard_key  # noqa: E402
 
 INDEX_ENTRY = 16  # uint64 offset + uint64 length per chunk
@@ -79,7 +80,10 @@ def loader_pass(loader) -> tuple[int, float]:  # type: ignore[no-untyped-def]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", default=str(REPO / "benchmarks" / "cache" / "small.zarr"))
+    # The cached store's name carries the schema version: a store of an older layout is
+    # refused by open_stemdl_store, so a new version generates a fresh cache.
+    parser.add_argument("--store", default=str(
+        REPO / "benchmarks" / "cache" / f"small-v{SCHEMA_VERSION}.zarr"))
     parser.add_argument("--config", default="small")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
