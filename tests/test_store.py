@@ -16,7 +16,7 @@ from datasets.checksum import sample_crc32c
 from datasets.estimate import storage_estimate
 from datasets.inspect import read_sample
 from datasets.plan import ConfigMismatchError, open_stemdl_store, plan_store
-from datasets.records import read_field, read_record
+from datasets.records import read_field, read_fields, read_record
 from datasets.schema import FIELDS, SCHEMA_VERSION, STATUS_OK, store_schema
 from datasets.shard import simulate_shard
 from datasets.storage import StoreError
@@ -60,6 +60,10 @@ def test_round_trip_values_dtypes_and_every_record_field(tmp_path: Path, cbed_dt
     assert list(read_field(info, "split", slice(0, 3))) == [
         fx.synthetic_sample(config.simulation, i).record.split for i in range(3)]
     fx.assert_records_equal(read_record(info, 5), fx.synthetic_sample(config.simulation, 5).record)
+    empty = read_fields(info, ["status", "split"], np.zeros(0, dtype=np.int64))
+    assert empty["status"].shape == (0,) and empty["split"].shape == (0,)
+    with pytest.raises(KeyError, match="no per-sample field 'energy'"):
+        read_field(info, "energy")
 
 
 def test_store_is_self_describing(tmp_path: Path) -> None:
