@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -228,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         # Dask narrates every worker start and stop at INFO; the progress bar says what matters.
+        # distributed configures its loggers when imported, from this config key.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for noisy in ("distributed", "tornado", "fsspec", "numcodecs", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     from configs import ConfigError
