@@ -51,7 +51,7 @@ class ShardFileDecoder:
         self.fill_value = array.metadata.fill_value
         inner = sharding.codecs[1]
         self._decompress = (Zstd().decode if isinstance(inner, ZstdCodec)
-                            else Blosc().decode if isinstance(inner, BloscCodec) else bytes)
+                            else Blosc().decode if isinstance(inner, BloscCodec) else _copy)
 
     @staticmethod
     def supports(array: zarr.Array) -> bool:
@@ -90,6 +90,18 @@ class ShardFileDecoder:
             if len(chunk) != length or crc32c.crc32c(chunk[:-_CRC]) != int.from_bytes(
                     chunk[-_CRC:], "little"):
                 raise ShardDecodeError(f"{where}: chunk {row} checksum mismatch (damaged file)")
-            raw = self._decompress(chunk[:-_CRC])
-            out[slot] = np.frombuffer(raw, dtype=self.dtype).reshape(self.sample_shape)
+            try:  # straight into the output block: no intermediate bytes object, no copy
+                self._decompress(chunk[:-_CRC], out=out[slot].reshape(-1))
+            except (ValueError, RuntimeError) as error:
+                raise ShardDecodeError(f"{where}: chunk {row} does not decode to one sample "
+                                       f"({error})") from error
         return out
+
+
+def _copy(buf: memoryview, out: np.ndarray) -> np.ndarray:
+    """The 'no compression' decoder: the chunk's bytes are the sample."""
+    view = out.view(np.uint8)
+    if len(buf) != view.size:
+        raise ValueError(f"{len(buf)} bytes for a {view.size}-byte sample")
+    view[...] = np.frombuffer(buf, dtype=np.uint8)
+    return out

@@ -76,16 +76,26 @@ def _standardize(x: np.ndarray) -> None:
     x /= (np.sqrt(variance) + EPSILON)[..., None, None]
 
 
-# float16 → float32 for every one of the 65,536 bit patterns, computed once by NumPy itself.
-_FLOAT16_TO_32 = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
+# Elements per torch copy: at most ATen's grain size (32,768), so a conversion never goes to
+# torch's intra-op thread pool, whatever `torch.get_num_threads()` the trainer set.
+_TORCH_GRAIN = 1 << 15
 
 
 def to_float32(values: np.ndarray) -> np.ndarray:
     """Stored values as a new float32 array.
 
-    float16 goes through a 65,536-entry table (exactly NumPy's conversion, ~5x faster than
-    `astype`, single-threaded): torch's conversion is faster on an idle machine but runs on
-    its intra-op thread pool, which collapses when the cores are busy with training."""
-    if values.dtype == np.float16:
-        return np.take(_FLOAT16_TO_32, np.ascontiguousarray(values).view(np.uint16))
-    return np.array(values, dtype=np.float32)
+    float16 is converted by torch's vectorized (F16C) copy, in pieces below its parallel grain
+    size: ~0.05 ms per 64×64×64 sample on one core, against ~0.8 ms for a 65,536-entry table
+    and ~1.6 ms for NumPy's `astype` (NumPy 2.4 converts float16 in software). The pieces keep
+    it on the calling thread: torch's intra-op pool collapses when the cores are busy with
+    training, and a loader worker must not compete for it."""
+    import torch  # the loader imports torch anyway; `transforms` stays importable without it
+
+    if values.dtype != np.float16:
+        return np.array(values, dtype=np.float32)
+    src = np.ascontiguousarray(values)
+    out = np.empty(values.shape, dtype=np.float32)
+    flat_in, flat_out = torch.from_numpy(src.reshape(-1)), torch.from_numpy(out.reshape(-1))
+    for start in range(0, flat_in.numel(), _TORCH_GRAIN):
+        flat_out[start:start + _TORCH_GRAIN].copy_(flat_in[start:start + _TORCH_GRAIN])
+    return out
