@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datasets.config import LoaderConfig
@@ -57,6 +58,11 @@ from datasets.transforms import (
 )
 
 Item = dict[str, Any]
+# Shared-memory batch buffers per worker process: prefetch_factor batches may wait in the
+# queue, one is with the trainer, one is being filled; more is slack for a trainer that keeps
+# a batch a little longer (beyond that the worker falls back to fresh memory).
+RING_SLOTS = 8
+SLOT_KEY = "_ring_slot"
 
 
 @functools.lru_cache(maxsize=8)
@@ -114,8 +120,11 @@ class ShardStream(IterableDataset):
 
     def __init__(self, store_url: str, loader_cfg: LoaderConfig | None = None, *,
                  split: str | None = "train", rank: int = 0, world_size: int = 1,
-                 seed: int = 0, shuffle: bool = True) -> None:
+                 seed: int = 0, shuffle: bool = True, batch_size: int | None = None,
+                 drop_last: bool = False) -> None:
         super().__init__()
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         check_split(split)
         info = open_stemdl_store(store_url)
         self.store_url = info.url
@@ -130,6 +139,14 @@ class ShardStream(IterableDataset):
             self.cfg.noise == "always" or split == "train")
         self._rows, self._regions = self._plan_rows(info)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.batch_size, self.drop_last = batch_size, drop_last
+        # Batches from worker processes travel in a ring of RING_SLOTS shared-memory buffers
+        # per worker; busy[worker * RING_SLOTS + slot] is 1 from when the worker fills a slot
+        # until the main process has dropped every reference to the batch (`_release`).
+        self._busy = torch.zeros(max(self.cfg.num_workers, 1) * RING_SLOTS,
+                                 dtype=torch.int8).share_memory_()
+        self._ring: list[dict[str, torch.Tensor]] | None = None  # per worker, made lazily
+        self._generation = torch.ones(1, dtype=torch.int8).share_memory_()
 
     def _plan_rows(self, info: StoreInfo) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
         indices = sample_indices(info, self.shards)
@@ -230,29 +247,119 @@ class ShardStream(IterableDataset):
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker_id, 1])
         samples = self._samples(mine, epoch, rng)
         size = self.cfg.shuffle_buffer if self.shuffle else 0
-        return shuffle_buffer(samples, size, rng)
+        samples = shuffle_buffer(samples, size, rng)
+        if self.batch_size is None:
+            return samples
+        generation = int(self._generation[0])  # read once: a reset iteration keeps its own
+        return self._batches(samples, worker_id if worker else None, generation)
+
+    def _batches(self, samples: Iterator[Item], worker_id: int | None,
+                 generation: int) -> Iterator[Item]:
+        """Collate `batch_size` samples at a time (the last short one unless `drop_last`):
+        in a worker process into a reused shared-memory buffer, so a batch costs one copy and
+        no fresh pages (see `_RingLoader`); in the iterating process into new tensors."""
+        while True:
+            items = list(itertools.islice(samples, self.batch_size))
+            if not items or (self.drop_last and len(items) < self.batch_size):  # type: ignore[operator]
+                return
+            if worker_id is None:
+                yield collate_samples(items)
+                continue
+            slot, out = self._ring_slot(worker_id, items, generation)
+            batch = collate_samples(items, out)
+            batch[SLOT_KEY] = slot
+            yield batch
+
+    def _ring_slot(self, worker_id: int, items: list[Item],
+                   generation: int) -> tuple[int, dict[str, torch.Tensor]]:
+        """A free ring buffer of this worker (views of `len(items)` samples), or, when the
+        trainer still holds every one, fresh shared memory (slot -1): never waits."""
+        if self._ring is None:
+            self._ring = [{} for _ in range(RING_SLOTS)]
+        for k in range(RING_SLOTS):
+            slot = worker_id * RING_SLOTS + k
+            if int(self._busy[slot]) != 0:
+                continue
+            buffers = self._ring[k]
+            for key in ("cbed", "potential"):
+                first = items[0][key]
+                if key not in buffers or buffers[key].shape[1:] != first.shape:
+                    buffers[key] = torch.empty((self.batch_size, *first.shape),  # type: ignore[misc]
+                                               dtype=first.dtype).share_memory_()
+            self._busy[slot] = generation
+            return slot, {key: buffers[key][:len(items)] for key in ("cbed", "potential")}
+        return -1, {key: torch.empty((len(items), *items[0][key].shape),
+                                     dtype=items[0][key].dtype).share_memory_()
+                    for key in ("cbed", "potential")}
+
+    def _reclaim(self, pending_slots: set[int]) -> None:
+        """Main process, after the workers were reset: free the slots of discarded batches."""
+        current = int(self._generation[0])
+        for slot in range(self._busy.numel()):
+            if int(self._busy[slot]) not in (0, current) and slot not in pending_slots:
+                self._busy[slot] = 0
+
+    def _release(self, pending: list[tuple[int, list[StorageWeakRef]]]) -> None:
+        """Main process: mark the ring slots whose batches nobody references any more free."""
+        still = []
+        for slot, refs in pending:
+            if all(ref.expired() for ref in refs):
+                self._busy[slot] = 0
+            else:
+                still.append((slot, refs))
+        pending[:] = still
 
 
-def collate_samples(items: list[Item]) -> dict[str, torch.Tensor]:
-    """Stack samples into a batch with NumPy, not `torch.stack`.
+def collate_samples(items: list[Item],
+                    out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Stack samples into a batch with NumPy (into `out` if given), not `torch.stack`.
 
     Why: torch's copy runs on its intra-op thread pool, which collapses when the cores are
     busy (on a loaded 2-core VM `default_collate` fell from ~700 to ~100 batches of samples
-    per second); NumPy's copy is single-threaded and predictable. In a worker process the batch
-    is written straight into shared memory, as `default_collate` does, so it is not copied
-    again on its way to the trainer.
+    per second); NumPy's copy is single-threaded and predictable.
     """
-    in_worker = get_worker_info() is not None
     batch: dict[str, torch.Tensor] = {}
     for key in ("cbed", "potential"):
         first = items[0][key]
-        out = torch.empty((len(items), *first.shape), dtype=first.dtype)
-        if in_worker:
-            out.share_memory_()
-        np.stack([item[key].numpy() for item in items], out=out.numpy())
-        batch[key] = out
+        target = out[key] if out is not None else torch.empty((len(items), *first.shape),
+                                                               dtype=first.dtype)
+        np.stack([item[key].numpy() for item in items], out=target.numpy())
+        batch[key] = target
     batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.int64)
     return batch
+
+
+class _RingLoader(DataLoader):
+    """A DataLoader over a batching `ShardStream` that hands ring slots back to the workers.
+
+    Why a ring: a worker process passes a batch to the trainer as shared memory. Fresh shared
+    memory for every batch costs a page fault per 4 KiB page on first touch, and on this VM
+    that alone capped the hand-off at ~750 samples/s of 1 MiB (one copy into a reused buffer:
+    ~3,400/s; `benchmarks/loader_throughput.py`). So each worker reuses `RING_SLOTS` buffers,
+    and this loader marks a slot free again once every tensor of its batch is gone
+    (`StorageWeakRef`): a batch the trainer keeps is never overwritten, and a worker whose
+    slots are all held allocates fresh memory instead of waiting.
+    """
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        dataset: ShardStream = self.dataset  # type: ignore[assignment]
+        if not hasattr(self, "_pending"):
+            self._pending: list[tuple[int, list[StorageWeakRef]]] = []
+        # A new generation before the workers start this iteration: slots still marked with
+        # an older one and not handed to the trainer held batches that an abandoned iteration
+        # prefetched and the DataLoader discarded when it reset its workers.
+        dataset._generation[0] = int(dataset._generation[0]) % 126 + 1
+        batches = super().__iter__()
+        dataset._reclaim({slot for slot, _ in self._pending})
+        for batch in batches:
+            dataset._release(self._pending)
+            slot = batch.pop(SLOT_KEY, -1)
+            if slot >= 0:
+                self._pending.append((int(slot), [StorageWeakRef(batch[key].untyped_storage())
+                                                  for key in ("cbed", "potential")]))
+            yield batch
+            del batch
+        dataset._release(self._pending)
 
 
 def make_dataloader(store_url: str, loader_cfg: LoaderConfig | None = None, *,
@@ -264,11 +371,12 @@ def make_dataloader(store_url: str, loader_cfg: LoaderConfig | None = None, *,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     cfg = loader_cfg or LoaderConfig()
     dataset = ShardStream(store_url, cfg, split=split, rank=rank, world_size=world_size,
-                          seed=seed, shuffle=shuffle)
+                          seed=seed, shuffle=shuffle, batch_size=batch_size, drop_last=drop_last)
     workers = cfg.num_workers
     extra: dict[str, Any] = {}
     if workers > 0:
         extra = {"persistent_workers": True, "prefetch_factor": cfg.prefetch_factor}
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=drop_last,
-                      collate_fn=collate_samples,
-                      pin_memory=cfg.pin_memory and torch.cuda.is_available(), **extra)
+    # batch_size=None: the dataset batches (per worker, as a DataLoader does for an iterable
+    # dataset, so drop_last and the partitioning are unchanged) into its shared-memory ring.
+    return _RingLoader(dataset, batch_size=None, num_workers=workers,
+                       pin_memory=cfg.pin_memory and torch.cuda.is_available(), **extra)

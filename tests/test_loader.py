@@ -167,3 +167,48 @@ def test_real_store_streams_every_training_sample(tmp_path_factory: pytest.TempP
     for batch in batches:
         assert torch.isfinite(batch["cbed"]).all() and torch.isfinite(batch["potential"]).all()
         assert batch["cbed"].shape[1:] == (16, 24, 24)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_worker_batches_the_trainer_keeps_are_never_overwritten(store: Path) -> None:
+    """Worker batches travel in reused shared-memory slots; held batches must stay intact."""
+    cfg = LoaderConfig(num_workers=1, shuffle_buffer=3, prefetch_factor=2)
+    reference = {item["index"]: item for item in ShardStream(str(store), cfg, split=None,
+                                                             shuffle=False)}
+    loader = make_dataloader(str(store), cfg, split=None, batch_size=1, seed=5, drop_last=False)
+    kept = []
+    for epoch in range(3):
+        loader.dataset.set_epoch(epoch)
+        for step, batch in enumerate(loader):
+            if epoch == 1 and step == 2:
+                break  # an abandoned epoch: its prefetched slots must come back
+            kept.append(batch)  # far more batches than ring slots, all held
+    assert len(kept) == 30 + 2 + 30
+    for batch in kept:
+        assert set(batch) == {"cbed", "potential", "index"}
+        item = reference[int(batch["index"][0])]
+        assert torch.equal(batch["cbed"][0], item["cbed"])
+        assert torch.equal(batch["potential"][0], item["potential"])
+    kept.clear()
+    # Batches dropped as they go: the ring is reused (no slot leaks) and still exactly once.
+    for epoch in range(3, 6):
+        loader.dataset.set_epoch(epoch)
+        indices = []
+        for batch in loader:
+            item = reference[int(batch["index"][0])]
+            assert torch.equal(batch["cbed"][0], item["cbed"])
+            indices.append(int(batch["index"][0]))
+        assert sorted(indices) == list(range(30))
+    assert int((loader.dataset._busy != 0).sum()) <= 1 + cfg.prefetch_factor
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_drop_last_drops_each_workers_short_batch(store: Path, workers: int) -> None:
+    cfg = LoaderConfig(num_workers=workers, shuffle_buffer=0)
+    loader = make_dataloader(str(store), cfg, split=None, batch_size=3, shuffle=False)
+    sizes = [int(batch["index"].shape[0]) for batch in loader]
+    assert set(sizes) == {3}
+    # 30 samples in 8 shards of 4 (the last of 2). Inline: 10 full batches. Two workers
+    # batch their own shards, as a DataLoader batches an iterable dataset: 16 -> 15, 14 -> 12.
+    assert sum(sizes) == (30 if workers == 0 else 27)
