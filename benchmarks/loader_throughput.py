@@ -1,23 +1,20 @@
 """Loader throughput against the floor of reading and decompressing the same shard files.
 
-    python benchmarks/loader_throughput.py [--store PATH] [--config small] [--workers 2]
+    python benchmarks/loader_throughput.py [--store PATH] [--config small] [--rounds 5]
 
 Baseline ("raw"): a plain single-process loop that reads every `cbed` and `potential` shard
 file's bytes, splits them with the shard index, and zstd-decompresses each chunk into a NumPy
 array: no checksums, no dtype conversion, no normalization, no batching.
 
 Loader: `make_dataloader` over the same store (all splits, batch size 8, the store's loader
-config), decoded samples as float32 tensors with the configured normalization, in three modes:
-`--workers` DataLoader worker processes (persistent); `--workers` decode threads in the
-iterating process (no worker processes); and inline; plus threads and inline with the
-normalization switched off (decode to float32 only: the loader's own overhead). After one warm-up epoch each, raw and
-loader epochs are interleaved `--epochs` times (the machine may be shared); reported are the
-median rates and the median of the per-round loader/raw ratios.
-
-Why threads: a worker process must hand each decoded float32 sample to the trainer through
-shared memory, and on a 2-core VM that copy alone caps at about 1,250 samples/s of 1 MiB
-(measured with pre-made tensors), while zstd, NumPy and torch release the GIL, so threads
-decode in parallel with no copy.
+config, so the full input normalization: sqrt(x - min) and per-pattern standardization),
+decoded samples as float32 tensors, in the modes: inline (`num_workers=0`), 1 and 2 DataLoader
+worker processes, and `--threads` decode threads in the iterating process. After one warm-up
+epoch each, `--epochs-per-round` raw passes and as many epochs of every mode alternate for
+`--rounds` rounds (the machine may be shared); reported are the median rates, the median of
+the per-round loader/raw ratios, and the load average before and after (`os.getloadavg()`),
+as a markdown block for benchmarks/RESULTS.md, followed by where one process's time goes:
+the loader's steps timed one by one over all shards (single-threaded, milliseconds/sample).
 
 If `--store` (default `benchmarks/cache/small-v<schema version>.zarr`) does not exist it is
 generated first with the real simulator for `--config`
@@ -71,6 +68,41 @@ def raw_pass(store: str) -> tuple[int, float]:
     return samples, time.perf_counter() - began
 
 
+def stage_times(store: str, cfg) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Milliseconds per sample of each step of the inline loader, over every shard."""
+    import torch
+
+    from datasets.loader import _ShardReader, collate_samples
+    from datasets.transforms import normalize_inputs, normalize_targets, to_float32
+
+    torch.set_num_threads(1)
+    info = open_stemdl_store(store)
+    reader = _ShardReader(info)
+    times = dict.fromkeys(("read + checksum + decompress", "float16 -> float32",
+                           "normalize (sqrt_min, standardize)", "collate (copy into batch)"), 0.0)
+    labels = list(times)
+    samples = 0
+    for shard in available_shards(info):
+        start, stop = shard_range(shard, info.shard_size, info.num_samples)
+        rows = np.arange(stop - start)
+        t0 = time.perf_counter()
+        cbed, potential = reader.read("cbed", shard, rows), reader.read("potential", shard, rows)
+        t1 = time.perf_counter()
+        cbed, potential = to_float32(cbed), to_float32(potential)
+        t2 = time.perf_counter()
+        normalize_inputs(cbed, cfg.input_transform, cfg.standardize_inputs, inplace=True)
+        normalize_targets(potential, cfg.standardize_targets, inplace=True)
+        t3 = time.perf_counter()
+        items = [{"cbed": torch.from_numpy(c), "potential": torch.from_numpy(p), "index": i}
+                 for i, (c, p) in enumerate(zip(cbed, potential, strict=True))]
+        collate_samples(items)
+        t4 = time.perf_counter()
+        for label, seconds in zip(labels, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            times[label] += seconds
+        samples += len(rows)
+    return {label: 1e3 * seconds / samples for label, seconds in times.items()}
+
+
 def loader_pass(loader) -> tuple[int, float]:  # type: ignore[no-untyped-def]
     began = time.perf_counter()
     samples = sum(int(batch["index"].shape[0]) for batch in loader)
@@ -85,9 +117,11 @@ def main() -> int:
     parser.add_argument("--store", default=str(
         REPO / "benchmarks" / "cache" / f"small-v{SCHEMA_VERSION}.zarr"))
     parser.add_argument("--config", default="small")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs-per-round", type=int, default=2,
+                        help="epochs (and raw passes) timed together in each round")
     args = parser.parse_args()
 
     if not Path(args.store, "zarr.json").exists():
@@ -98,18 +132,14 @@ def main() -> int:
         print(report.summary(), flush=True)
     info = open_stemdl_store(args.store)
     cbed = info.array("cbed")
-    print(f"store {info.url}: {len(available_shards(info))} shards of {info.shard_size}, "
-          f"cbed {cbed.shape} {cbed.dtype}, codec {info.config.dataset.cbed.codec}")
-    print(f"machine: {os.cpu_count()} cores")
+    shards = len(available_shards(info))
 
-    plain = {"input_transform": "none", "standardize_inputs": False, "standardize_targets": False}
     modes = {
-        f"{args.workers} worker processes": {"num_workers": args.workers, "decode_threads": 0},
-        f"{args.workers} decode threads": {"num_workers": 0, "decode_threads": args.workers},
-        "inline (no workers, no threads)": {"num_workers": 0, "decode_threads": 0},
-        f"{args.workers} decode threads, no normalization": {
-            "num_workers": 0, "decode_threads": args.workers, **plain},
-        "inline, no normalization": {"num_workers": 0, "decode_threads": 0, **plain},
+        "inline (num_workers=0)": {"num_workers": 0, "decode_threads": 0},
+        "1 worker process": {"num_workers": 1, "decode_threads": 0},
+        "2 worker processes": {"num_workers": 2, "decode_threads": 0},
+        f"{args.threads} decode threads, no workers": {
+            "num_workers": 0, "decode_threads": args.threads},
     }
     loaders = {}
     for label, update in modes.items():
@@ -118,25 +148,60 @@ def main() -> int:
                                          batch_size=args.batch_size, drop_last=False)
         loaders[label].dataset.set_epoch(0)
         loader_pass(loaders[label])  # start-up: worker processes, page cache, imports
+    raw_pass(args.store)
     # Interleave the measurements so that every mode sees the same machine load (the VM is
     # shared); report medians over rounds and the median of the per-round ratios.
+    load_before = os.getloadavg()
     raw_rates: list[float] = []
     rates: dict[str, list[float]] = {label: [] for label in modes}
-    for epoch in range(1, args.epochs + 1):
-        n, seconds = raw_pass(args.store)
+    epoch = 0
+    for _ in range(args.rounds):
+        n = seconds = 0.0
+        for _ in range(args.epochs_per_round):
+            k, s = raw_pass(args.store)
+            n, seconds = n + k, seconds + s
         raw_rates.append(n / seconds)
         for label, loader in loaders.items():
-            loader.dataset.set_epoch(epoch)
-            n, seconds = loader_pass(loader)
+            n = seconds = 0.0
+            for _ in range(args.epochs_per_round):
+                epoch += 1
+                loader.dataset.set_epoch(epoch)
+                k, s = loader_pass(loader)
+                n, seconds = n + k, seconds + s
             rates[label].append(n / seconds)
+    load_after = os.getloadavg()
     raw = statistics.median(raw_rates)
-    print(f"raw read + zstd decompress (1 process): {raw:8.1f} samples/s "
-          f"({raw * cbed.nbytes / cbed.shape[0] / 2**20:.0f} MiB/s of cbed)")
+    cfg = info.config.loader
+    print(f"Store `{Path(info.url).name}`: {shards} shards of {info.shard_size}, "
+          f"cbed {cbed.shape[1:]} {cbed.dtype} + potential {info.array('potential').shape[1:]} "
+          f"{info.array('potential').dtype}, codec {info.config.dataset.cbed.codec}; "
+          f"{os.cpu_count()} cores; loader input_transform={cfg.input_transform}, "
+          f"standardize_inputs={cfg.standardize_inputs}, "
+          f"standardize_targets={cfg.standardize_targets}, batch {args.batch_size}; "
+          f"{args.rounds} rounds of {args.epochs_per_round} epochs, medians. "
+          f"Load average (1/5/15 min) before {fmt_load(load_before)}, "
+          f"after {fmt_load(load_after)}.")
+    print()
+    print("| mode | samples/s | ratio to raw (goal >= 0.80) |")
+    print("|---|---:|---:|")
+    print(f"| raw read + zstd decompress (1 process, baseline) | {raw:.0f} | 1.00 |")
     for label, values in rates.items():
         ratio = statistics.median(v / r for v, r in zip(values, raw_rates, strict=True))
-        print(f"loader, {label:42s} {statistics.median(values):8.1f} samples/s, "
-              f"ratio to raw {ratio:.2f} (goal >= 0.80)")
+        print(f"| loader, {label} | {statistics.median(values):.0f} | {ratio:.2f} |")
+    steps = [stage_times(args.store, cfg) for _ in range(3)]
+    print()
+    print(f"Where one process's time goes (median of 3 passes; raw loop: {1e3 / raw:.3f}):")
+    print()
+    print("| step | ms/sample |")
+    print("|---|---:|")
+    for label in steps[0]:
+        print(f"| {label} | {statistics.median(step[label] for step in steps):.3f} |")
+    print(f"| total | {statistics.median(sum(step.values()) for step in steps):.3f} |")
     return 0
+
+
+def fmt_load(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{value:.2f}" for value in load)
 
 
 if __name__ == "__main__":

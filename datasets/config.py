@@ -51,9 +51,9 @@ class LoaderConfig(_Strict):
     num_workers: int = Field(1, ge=0, le=64)
     decode_threads: int = Field(
         0, ge=0, le=64, description="Threads that read and decode shards inside the process "
-        "that iterates the dataset (0: decode inline). Threads need no inter-process copy of "
-        "the decoded float32 samples, so on a few-core machine num_workers=0 with "
-        "decode_threads=2 is the faster choice (benchmarks/loader_throughput.py).",
+        "that iterates the dataset (0: decode inline). On a 2-core VM 2 worker processes and "
+        "num_workers=0 with decode_threads=2 measured about the same "
+        "(benchmarks/loader_throughput.py); threads share the trainer's process.",
     )
     prefetch_factor: int = Field(2, ge=1, le=64)
     pin_memory: bool = True

@@ -4,7 +4,8 @@
 shard, decoded by `datasets/shard_files.py`, checksums verified), normalizes them in the
 DataLoader worker processes (`datasets/transforms.py`), and yields
 `{"cbed": float32 (P, H, W), "potential": float32 (C, H', W'), "index": int}` for the samples
-of one split that were simulated successfully.
+of one split that were simulated successfully; with `batch_size` it yields batches of them
+(`make_dataloader` does this, with `DataLoader(batch_size=None)`).
 
 Partitioning, per-epoch shard order and worker assignment follow `datasets/partition.py`: by
 shard, without overlap, deterministic from (seed, epoch, rank). A shuffle buffer of
@@ -15,8 +16,11 @@ epoch lives in a shared-memory tensor, so persistent DataLoader workers see the 
 the next iteration starts.
 
 Why it keeps up with a trainer: reads and decoding happen in `num_workers` processes, each
-shard is fetched as one object per array and its chunks decompressed in a plain loop, the
-normalization is vectorized over the shard's samples, and the DataLoader prefetches `prefetch_factor` batches per worker (see
+shard is fetched as one object per array and its chunks decompressed straight into one block,
+float16 is widened by torch's vectorized copy, the normalization is vectorized over the
+shard's samples, each worker collates its own batches into a ring of reused shared-memory
+buffers (`_RingLoader`: fresh shared memory per batch costs a page fault per 4 KiB), and the
+DataLoader prefetches `prefetch_factor` batches per worker (see
 `benchmarks/loader_throughput.py` for the measured rate against raw read + decompress).
 """
 
@@ -58,9 +62,10 @@ from datasets.transforms import (
 )
 
 Item = dict[str, Any]
-# Shared-memory batch buffers per worker process: prefetch_factor batches may wait in the
-# queue, one is with the trainer, one is being filled; more is slack for a trainer that keeps
-# a batch a little longer (beyond that the worker falls back to fresh memory).
+# Shared-memory batch buffers per worker process, each allocated on first use: prefetch_factor
+# batches may wait in the queue, one is with the trainer, one is being filled, so about
+# prefetch_factor + 2 get allocated; the rest is slack for a trainer that keeps batches longer
+# (beyond that the worker falls back to fresh memory, never waits).
 RING_SLOTS = 8
 SLOT_KEY = "_ring_slot"
 
