@@ -41,13 +41,30 @@ def normalize_inputs(cbed: np.ndarray, input_transform: str, standardize: bool, 
                      inplace: bool = False) -> np.ndarray:
     """(..., P, H, W) stored patterns → float32 network input, per pattern.
 
-    NumPy, not torch: NumPy kernels are single-threaded and release the GIL, so the loader's
+    With sqrt_min and standardize, a fused numba kernel (`_fused_kernel`) when numba is
+    importable, else NumPy. NumPy, not torch: NumPy kernels are single-threaded and release the GIL, so the loader's
     decode threads run them in parallel without fighting over torch's intra-op thread pool.
     With `inplace` (and float32 input) the array is overwritten: the loader normalizes a
     freshly decoded block and so saves a copy of every sample.
     """
     x = np.asarray(cbed)
     x = x if (inplace and x.dtype == np.float32) else x.astype(np.float32)
+    if input_transform not in ("sqrt_min", "none"):
+        raise ValueError(f"unknown input_transform {input_transform!r}")
+    if input_transform == "sqrt_min" and standardize and x.ndim >= 2 and x.size:
+        kernel = _fused_kernel()
+        if kernel is not None:
+            flat = np.ascontiguousarray(x).reshape(-1, x.shape[-2] * x.shape[-1])
+            lows = flat.min(axis=1)  # NumPy's SIMD reduction beats a compiled scalar loop
+            if np.isfinite(lows).all():  # NaN / -inf: the NumPy path's IEEE semantics
+                kernel(flat, lows, EPSILON)
+                return flat.reshape(x.shape)
+    return _normalize_inputs_numpy(x, input_transform, standardize)
+
+
+def _normalize_inputs_numpy(x: np.ndarray, input_transform: str, standardize: bool) -> np.ndarray:
+    """The NumPy path of `normalize_inputs` (in place on float32 `x`); the reference that the
+    fused kernel is tested against."""
     if input_transform == "sqrt_min":
         x -= x.min(axis=(-2, -1), keepdims=True)
         np.sqrt(x, out=x)
@@ -74,6 +91,59 @@ def _standardize(x: np.ndarray) -> None:
     pixels = x.shape[-1] * x.shape[-2]
     variance = np.einsum("...ij,...ij->...", x, x) / pixels
     x /= (np.sqrt(variance) + EPSILON)[..., None, None]
+
+
+_KERNEL: list = []  # [kernel or None], compiled on first use
+
+
+def _fused_kernel():  # type: ignore[no-untyped-def]
+    """sqrt_min + standardize fused per pattern (numba), or None without numba.
+
+    Why: the NumPy path makes about seven passes over each sample (min, subtract, sqrt, mean,
+    subtract, einsum, divide); here the per-pattern min is NumPy's SIMD reduction, then the
+    kernel makes two passes over one pattern at a time while it is in L1 cache:
+    s = sqrt(x − min) with the sum and sum of squares in float64, then (s − mean) / (std + ε)
+    as a multiply. 0.36 → 0.09 ms per 64×64×64 sample on this VM. Same numbers as the NumPy path to float32 rounding
+    (tests/test_loader_transforms.py); a constant pattern gives zeros in both.
+    `STEMDL_NO_NUMBA=1` forces the NumPy path."""
+    if not _KERNEL:
+        _KERNEL.append(_compile_kernel())
+    return _KERNEL[0]
+
+
+def _compile_kernel():  # type: ignore[no-untyped-def]
+    import os
+
+    if os.environ.get("STEMDL_NO_NUMBA"):
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+
+    # reassoc lets LLVM vectorize the sums; no nnan/ninf, so NaN and inf stay IEEE
+    @numba.njit(cache=True, nogil=True,
+                fastmath={"reassoc", "nsz", "arcp", "contract"})
+    def sqrt_min_standardize(x, lows, eps):  # pragma: no cover - compiled
+        rows, n = x.shape
+        for r in range(rows):
+            row = x[r]
+            lo = lows[r]
+            total = 0.0
+            squares = 0.0
+            for i in range(n):
+                v = np.float32(np.sqrt(row[i] - lo))
+                row[i] = v
+                total += v
+                squares += np.float64(v) * v
+            mean = total / n
+            variance = max(squares / n - mean * mean, 0.0)
+            scale = np.float32(1.0 / (np.sqrt(variance) + eps))
+            shift = np.float32(mean)
+            for i in range(n):
+                row[i] = (row[i] - shift) * scale
+
+    return sqrt_min_standardize
 
 
 # Elements per torch copy: at most ATen's grain size (32,768), so a conversion never goes to
