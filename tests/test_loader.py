@@ -212,3 +212,25 @@ def test_drop_last_drops_each_workers_short_batch(store: Path, workers: int) -> 
     # 30 samples in 8 shards of 4 (the last of 2). Inline: 10 full batches. Two workers
     # batch their own shards, as a DataLoader batches an iterable dataset: 16 -> 15, 14 -> 12.
     assert sum(sizes) == (30 if workers == 0 else 27)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_worker_batches_travel_as_slot_numbers(store: Path) -> None:
+    """With the ring shared before the workers start, a worker sends a slot number, its size
+    and the indices (no tensor: each shared storage costs a handshake with the worker)."""
+    cfg = LoaderConfig(num_workers=2, shuffle_buffer=3)
+    loader = make_dataloader(str(store), cfg, split=None, batch_size=4, drop_last=False)
+    dataset = loader.dataset
+    seen = []
+    original = dataset._ring_batch
+
+    def spy(batch):  # type: ignore[no-untyped-def]
+        seen.append(sorted(batch))
+        return original(batch)
+
+    dataset._ring_batch = spy  # type: ignore[method-assign]
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        indices = sorted(int(i) for batch in loader for i in batch["index"])
+        assert indices == list(range(30))
+    assert seen and all(keys == ["_ring_size", "_ring_slot", "index"] for keys in seen)
