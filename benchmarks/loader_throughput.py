@@ -131,6 +131,9 @@ def main() -> int:
         report = generate(load_config(args.config), args.store, progress=False)
         print(report.summary(), flush=True)
     info = open_stemdl_store(args.store)
+    # The preset's current loader settings (the store's recorded ones may be older: the loader
+    # section does not change the stored data, so a store is reused across loader changes).
+    loader_cfg = load_config(args.config).loader
     cbed = info.array("cbed")
     shards = len(available_shards(info))
 
@@ -143,7 +146,7 @@ def main() -> int:
     }
     loaders = {}
     for label, update in modes.items():
-        cfg = info.config.loader.model_copy(update=update)
+        cfg = loader_cfg.model_copy(update=update)
         loaders[label] = make_dataloader(args.store, cfg, split=None,
                                          batch_size=args.batch_size, drop_last=False)
         loaders[label].dataset.set_epoch(0)
@@ -171,13 +174,14 @@ def main() -> int:
             rates[label].append(n / seconds)
     load_after = os.getloadavg()
     raw = statistics.median(raw_rates)
-    cfg = info.config.loader
+    cfg = loader_cfg
     print(f"Store `{Path(info.url).name}`: {shards} shards of {info.shard_size}, "
           f"cbed {cbed.shape[1:]} {cbed.dtype} + potential {info.array('potential').shape[1:]} "
           f"{info.array('potential').dtype}, codec {info.config.dataset.cbed.codec}; "
           f"{os.cpu_count()} cores; loader input_transform={cfg.input_transform}, "
           f"standardize_inputs={cfg.standardize_inputs}, "
-          f"standardize_targets={cfg.standardize_targets}, batch {args.batch_size}; "
+          f"standardize_targets={cfg.standardize_targets}, prefetch_factor={cfg.prefetch_factor}, "
+          f"batch {args.batch_size}; "
           f"{args.rounds} rounds of {args.epochs_per_round} epochs, medians. "
           f"Load average (1/5/15 min) before {fmt_load(load_before)}, "
           f"after {fmt_load(load_after)}.")
