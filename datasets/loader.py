@@ -1,8 +1,8 @@
 """Streaming a (staged or shared) store into PyTorch: `ShardStream` and `make_dataloader`.
 
 `ShardStream` is an `IterableDataset` that reads whole shard files (one read per array per
-shard, decoded by `datasets/shard_files.py`, checksums verified), normalizes them in the
-DataLoader worker processes (`datasets/transforms.py`), and yields
+shard, decoded by `datasets/shard_files.py`, checksums verified) in the DataLoader worker
+processes, and yields, normalized as `datasets/transforms.py` says,
 `{"cbed": float32 (P, H, W), "potential": float32 (C, H', W'), "index": int}` for the samples
 of one split that were simulated successfully; with `batch_size` it yields batches of them
 (`make_dataloader` does this, with `DataLoader(batch_size=None)`).
@@ -17,11 +17,13 @@ the next iteration starts.
 
 Why it keeps up with a trainer: reads and decoding happen in `num_workers` processes, each
 shard is fetched as one object per array and its chunks decompressed straight into one block,
-float16 is widened by torch's vectorized copy, the normalization is vectorized over the
-shard's samples, each worker collates its own batches into a ring of reused shared-memory
-buffers (`_RingLoader`: fresh shared memory per batch costs a page fault per 4 KiB), and the
-DataLoader prefetches `prefetch_factor` batches per worker (see
-`benchmarks/loader_throughput.py` for the measured rate against raw read + decompress).
+samples wait in the shuffle buffer in their stored dtype (views of that block), and each one
+is written once, widened to float32 by torch's vectorized copy and then normalized in place
+by a fused kernel, straight into its place in the batch: a ring of reused shared-memory
+buffers per worker (`_RingLoader`: fresh shared memory per batch costs a page fault per
+4 KiB), handed to the trainer as a slot number. The DataLoader prefetches `prefetch_factor`
+batches per worker (see `benchmarks/loader_throughput.py` for the measured rate against raw
+read + decompress).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ Item = dict[str, Any]
 RING_SLOTS = 8
 SLOT_KEY = "_ring_slot"
 SIZE_KEY = "_ring_size"
+ELECTRONS_KEY = "_electrons"  # per stored sample, when Poisson noise is configured
 
 
 @functools.lru_cache(maxsize=8)
@@ -194,33 +197,51 @@ class ShardStream(IterableDataset):
         """Samples this rank yields per epoch (the same every epoch)."""
         return int(sum(len(rows) for rows in self._rows.values()))
 
-    def _decode_shard(self, reader: _ShardReader, shard: int, rows: np.ndarray,
-                      epoch: int) -> list[Item]:
+    def _decode_shard(self, reader: _ShardReader, shard: int, rows: np.ndarray) -> list[Item]:
+        """The samples at `rows` of `shard` as stored (dtype and values: views of one decoded
+        block per array); `_finalize` makes network inputs of them when they are batched."""
         start, _ = shard_range(shard, reader.info.shard_size, reader.info.num_samples)
-        cbed = self._noisy(to_float32(reader.read("cbed", shard, rows)), shard, rows, epoch)
-        cbed = normalize_inputs(cbed, self.cfg.input_transform, self.cfg.standardize_inputs,
-                                inplace=True)
-        potential = normalize_targets(to_float32(reader.read("potential", shard, rows)),
-                                      self.cfg.standardize_targets, inplace=True)
-        inputs, targets = torch.from_numpy(cbed), torch.from_numpy(potential)
-        return [{"cbed": inputs[slot], "potential": targets[slot], "index": start + int(row)}
-                for slot, row in enumerate(rows)]
+        cbed, potential = reader.read("cbed", shard, rows), reader.read("potential", shard, rows)
+        items = [{"cbed": cbed[slot], "potential": potential[slot], "index": start + int(row)}
+                 for slot, row in enumerate(rows)]
+        if self.noisy:
+            for item, row in zip(items, rows, strict=True):
+                item[ELECTRONS_KEY] = electrons_per_pattern(
+                    self.cfg.dose_e_per_a2,  # type: ignore[arg-type]
+                    self._regions[shard][row], self.num_patterns)
+        return items
 
-    def _noisy(self, cbed: np.ndarray, shard: int, rows: np.ndarray, epoch: int) -> np.ndarray:
-        """Poisson noise per sample (seeded by seed, epoch, global index), if configured."""
-        if not self.noisy:
-            return cbed
-        start, _ = shard_range(shard, self.shard_size, self.num_samples_in_store)
-        for slot, row in enumerate(rows):
-            electrons = electrons_per_pattern(self.cfg.dose_e_per_a2,  # type: ignore[arg-type]
-                                              self._regions[shard][row], self.num_patterns)
-            rng = np.random.default_rng([self.seed, epoch, start + int(row), 2])
-            cbed[slot] = poisson_noise(cbed[slot], electrons, rng)
-        return cbed
+    def _finalize(self, item: Item, cbed: np.ndarray, potential: np.ndarray, epoch: int) -> None:
+        """Write the network input and target of stored `item` into `cbed` and `potential`
+        (C-contiguous float32, e.g. its place in a batch): float32, then Poisson noise (if
+        configured: seeded by seed, epoch and the sample's global index, so the same whatever
+        the batching), then the input and target normalization, in place."""
+        to_float32(item["cbed"], out=cbed)
+        electrons = item.get(ELECTRONS_KEY)
+        if electrons is not None:
+            rng = np.random.default_rng([self.seed, epoch, int(item["index"]), 2])
+            cbed[...] = poisson_noise(cbed, electrons, rng)
+        normalize_inputs(cbed, self.cfg.input_transform, self.cfg.standardize_inputs,
+                         inplace=True)
+        to_float32(item["potential"], out=potential)
+        normalize_targets(potential, self.cfg.standardize_targets, inplace=True)
 
-    def _samples(self, shards: list[int], epoch: int, rng: np.random.Generator) -> Iterator[Item]:
-        """Decoded samples of `shards` in order; with `decode_threads`, shards are read and
-        decoded ahead in a thread pool (zstd, NumPy and torch release the GIL)."""
+    def _finalized(self, items: list[Item], epoch: int,
+                   out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The batch of stored `items`, finalized into `out` (or new tensors) one sample at a
+        time: each sample is written once, where the trainer will read it."""
+        if out is None:
+            out = {key: torch.empty((len(items), *self._sample_shapes[key]), dtype=torch.float32)
+                   for key in ("cbed", "potential")}
+        cbed, potential = out["cbed"].numpy(), out["potential"].numpy()
+        for slot, item in enumerate(items):
+            self._finalize(item, cbed[slot], potential[slot], epoch)
+        return {"cbed": out["cbed"], "potential": out["potential"],
+                "index": torch.tensor([int(item["index"]) for item in items], dtype=torch.int64)}
+
+    def _samples(self, shards: list[int], rng: np.random.Generator) -> Iterator[Item]:
+        """Stored samples of `shards` in order; with `decode_threads`, shards are read and
+        decompressed ahead in a thread pool (file reads and zstd release the GIL)."""
         reader = _ShardReader(_open(self.store_url))
         jobs = []
         for shard in shards:
@@ -230,18 +251,18 @@ class ShardStream(IterableDataset):
         threads = self.cfg.decode_threads
         if threads <= 0:
             for shard, rows in jobs:
-                yield from self._decode_shard(reader, shard, rows, epoch)
+                yield from self._decode_shard(reader, shard, rows)
             return
         queue = iter(jobs)
         with ThreadPoolExecutor(threads, thread_name_prefix="stemdl-decode") as pool:
             pending: deque[Future[list[Item]]] = deque(
-                pool.submit(self._decode_shard, reader, shard, rows, epoch)
+                pool.submit(self._decode_shard, reader, shard, rows)
                 for shard, rows in itertools.islice(queue, threads * self.cfg.prefetch_factor))
             try:
                 while pending:
                     items = pending.popleft().result()
                     for shard, rows in itertools.islice(queue, 1):
-                        pending.append(pool.submit(self._decode_shard, reader, shard, rows, epoch))
+                        pending.append(pool.submit(self._decode_shard, reader, shard, rows))
                     yield from items
             finally:
                 for future in pending:
@@ -257,71 +278,72 @@ class ShardStream(IterableDataset):
         if not mine:
             return iter(())
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker_id, 1])
-        samples = self._samples(mine, epoch, rng)
+        samples = self._samples(mine, rng)
         size = self.cfg.shuffle_buffer if self.shuffle else 0
         samples = shuffle_buffer(samples, size, rng)
         if self.batch_size is None:
-            return samples
+            return self._single(samples, epoch)
         generation = int(self._generation[0])  # read once: a reset iteration keeps its own
-        return self._batches(samples, worker_id if worker else None, generation)
+        return self._batches(samples, epoch, worker_id if worker else None, generation)
 
-    def _batches(self, samples: Iterator[Item], worker_id: int | None,
+    def _single(self, samples: Iterator[Item], epoch: int) -> Iterator[Item]:
+        """Finalized samples one at a time (no `batch_size`)."""
+        for item in samples:
+            batch = self._finalized([item], epoch)
+            yield {"cbed": batch["cbed"][0], "potential": batch["potential"][0],
+                   "index": int(item["index"])}
+
+    def _batches(self, samples: Iterator[Item], epoch: int, worker_id: int | None,
                  generation: int) -> Iterator[Item]:
-        """Collate `batch_size` samples at a time (the last short one unless `drop_last`):
-        in a worker process into a reused shared-memory buffer, so a batch costs one copy and
-        no fresh pages (see `_RingLoader`); in the iterating process into new tensors."""
+        """Batches of `batch_size` samples (the last short one unless `drop_last`): in a
+        worker process written into a reused shared-memory buffer, so a sample costs no
+        copy beyond its finalization and no fresh pages (see `_RingLoader`); in the iterating
+        process into new tensors."""
         while True:
             items = list(itertools.islice(samples, self.batch_size))
             if not items or (self.drop_last and len(items) < self.batch_size):  # type: ignore[operator]
                 return
             if worker_id is None:
-                yield collate_samples(items)
+                yield self._finalized(items, epoch)
                 continue
-            slot, out = self._ring_slot(worker_id, items, generation)
+            slot, out = self._ring_slot(worker_id, len(items), generation)
+            batch = self._finalized(items, epoch, out)
             if slot >= 0 and self._shared_ring is not None:
                 # The main process already maps this slot: send only its number, the batch
                 # size and the indices (a list: the DataLoader's default_convert would turn
                 # NumPy into a tensor), no shared storage: each costs a resource-sharer
                 # connection and handshake with this process, which waits for our GIL.
-                collate_samples(items, out)
-                yield {SLOT_KEY: slot, SIZE_KEY: len(items),
-                       "index": [int(item["index"]) for item in items]}
+                yield {SLOT_KEY: slot, SIZE_KEY: len(items), "index": batch["index"].tolist()}
                 continue
-            batch = collate_samples(items, out)
             batch[SLOT_KEY] = slot
             yield batch
 
-    def _ring_slot(self, worker_id: int, items: list[Item],
+    def _ring_slot(self, worker_id: int, size: int,
                    generation: int) -> tuple[int, dict[str, torch.Tensor]]:
-        """A free ring buffer of this worker (views of `len(items)` samples), or, when the
-        trainer still holds every one, fresh shared memory (slot -1): never waits."""
-        if self._ring is None:
-            self._ring = [{} for _ in range(RING_SLOTS)]
+        """A free ring buffer of this worker (views of `size` samples), or, when the trainer
+        still holds every one, fresh shared memory (slot -1): never waits. The buffers are
+        the main process's (`_share_ring`) under `_RingLoader`, else this worker's own."""
         busy = self._busy.numpy()
-        shared = self._shared_ring is not None and all(
-            items[0][key].shape == self._sample_shapes[key]
-            and items[0][key].dtype == torch.float32 for key in ("cbed", "potential"))
         for k in range(RING_SLOTS):
             slot = worker_id * RING_SLOTS + k
             if busy[slot] != 0:
                 continue
-            if shared:
-                busy[slot] = generation
-                cbed, potential = self._shared_ring[slot]  # type: ignore[index]
-                return slot, {"cbed": cbed[:len(items)], "potential": potential[:len(items)]}
-            if self._shared_ring is not None:
-                break  # unexpected sample shapes: fresh memory, the slots stay the main's
-            buffers = self._ring[k]
-            for key in ("cbed", "potential"):
-                first = items[0][key]
-                if key not in buffers or buffers[key].shape[1:] != first.shape:
-                    buffers[key] = torch.empty((self.batch_size, *first.shape),  # type: ignore[misc]
-                                               dtype=first.dtype).share_memory_()
-            self._busy[slot] = generation
-            return slot, {key: buffers[key][:len(items)] for key in ("cbed", "potential")}
-        return -1, {key: torch.empty((len(items), *items[0][key].shape),
-                                     dtype=items[0][key].dtype).share_memory_()
-                    for key in ("cbed", "potential")}
+            busy[slot] = generation
+            if self._shared_ring is None:
+                if self._ring is None:
+                    self._ring = [self._batch_buffers(self.batch_size)  # type: ignore[arg-type]
+                                  for _ in range(RING_SLOTS)]
+                buffers = self._ring[k]
+            else:
+                buffers = dict(zip(("cbed", "potential"), self._shared_ring[slot], strict=True))
+            return slot, {key: buffers[key][:size] for key in ("cbed", "potential")}
+        return -1, self._batch_buffers(size)
+
+    def _batch_buffers(self, size: int) -> dict[str, torch.Tensor]:
+        """Shared-memory float32 tensors for a batch of `size` samples."""
+        return {key: torch.empty((size, *self._sample_shapes[key]),
+                                 dtype=torch.float32).share_memory_()
+                for key in ("cbed", "potential")}
 
     def _reclaim(self, pending_slots: set[int]) -> None:
         """Main process, after the workers were reset: free the slots of discarded batches."""
@@ -350,9 +372,8 @@ class ShardStream(IterableDataset):
             return
         ring, views = [], []
         for _ in range(self._busy.numel()):
-            pair = tuple(torch.empty((self.batch_size, *self._sample_shapes[key]),
-                                     dtype=torch.float32).share_memory_()
-                         for key in ("cbed", "potential"))
+            buffers = self._batch_buffers(self.batch_size)
+            pair = (buffers["cbed"], buffers["potential"])
             ring.append(pair)
             views.append(tuple(tensor.numpy() for tensor in pair))
         self._shared_ring, self._shared_views = ring, views  # type: ignore[assignment]
@@ -372,25 +393,6 @@ class ShardStream(IterableDataset):
         state = self.__dict__.copy()
         state["_shared_views"] = None  # NumPy views: the workers use the tensors
         return state
-
-
-def collate_samples(items: list[Item],
-                    out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Stack samples into a batch with NumPy (into `out` if given), not `torch.stack`.
-
-    Why: torch's copy runs on its intra-op thread pool, which collapses when the cores are
-    busy (on a loaded 2-core VM `default_collate` fell from ~700 to ~100 batches of samples
-    per second); NumPy's copy is single-threaded and predictable.
-    """
-    batch: dict[str, torch.Tensor] = {}
-    for key in ("cbed", "potential"):
-        first = items[0][key]
-        target = out[key] if out is not None else torch.empty((len(items), *first.shape),
-                                                               dtype=first.dtype)
-        np.stack([item[key].numpy() for item in items], out=target.numpy())
-        batch[key] = target
-    batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.int64)
-    return batch
 
 
 class _RingLoader(DataLoader):

@@ -234,3 +234,24 @@ def test_worker_batches_travel_as_slot_numbers(store: Path) -> None:
         indices = sorted(int(i) for batch in loader for i in batch["index"])
         assert indices == list(range(30))
     assert seen and all(keys == ["_ring_size", "_ring_slot", "index"] for keys in seen)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_noisy_worker_batches_equal_the_samples_one_by_one(store: Path) -> None:
+    """Samples are finalized (float32, noise, normalization) where they land in a batch; the
+    numbers must not depend on the batching, the worker or the shuffle, only on the epoch."""
+    cfg = LoaderConfig(num_workers=2, shuffle_buffer=5, dose_e_per_a2=1e3)
+    loader = make_dataloader(str(store), cfg, split="train", batch_size=3, seed=7,
+                             drop_last=False)
+    for epoch in (0, 1):
+        stream = ShardStream(str(store), cfg, split="train", seed=7, shuffle=False)
+        stream.set_epoch(epoch)
+        reference = {item["index"]: item for item in stream}
+        loader.dataset.set_epoch(epoch)
+        seen = 0
+        for batch in loader:
+            for row, index in enumerate(batch["index"].tolist()):
+                assert torch.equal(batch["cbed"][row], reference[index]["cbed"])
+                assert torch.equal(batch["potential"][row], reference[index]["potential"])
+                seen += 1
+        assert seen == len(reference) == len(_split_indices(store, "train"))
