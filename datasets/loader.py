@@ -197,6 +197,25 @@ class ShardStream(IterableDataset):
         """Samples this rank yields per epoch (the same every epoch)."""
         return int(sum(len(rows) for rows in self._rows.values()))
 
+    def batches_per_epoch(self, epoch: int) -> int:
+        """Batches this rank yields in `epoch` (needs `batch_size`), computed without reading.
+
+        Why not samples // batch_size: each DataLoader worker batches the shards it reads
+        (as a DataLoader does for an iterable dataset), so with `drop_last` every worker drops
+        its own short batch, and which shards a worker gets changes with the epoch's order. A
+        trainer that must take the same number of steps on every rank asks this instead."""
+        if self.batch_size is None:
+            raise ValueError("batches_per_epoch needs a batch_size")
+        order = epoch_order(self.shards, seed=self.seed, epoch=epoch, rank=self.rank,
+                            shuffle=self.shuffle)
+        workers = max(self.cfg.num_workers, 1)
+        batches = 0
+        for worker in range(workers):
+            samples = sum(len(self._rows[shard]) for shard in worker_shards(order, worker, workers))
+            batches += (samples // self.batch_size if self.drop_last
+                        else -(-samples // self.batch_size))
+        return batches
+
     def _decode_shard(self, reader: _ShardReader, shard: int, rows: np.ndarray) -> list[Item]:
         """The samples at `rows` of `shard` as stored (dtype and values: views of one decoded
         block per array); `_finalize` makes network inputs of them when they are batched."""

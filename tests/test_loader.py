@@ -255,3 +255,21 @@ def test_noisy_worker_batches_equal_the_samples_one_by_one(store: Path) -> None:
                 assert torch.equal(batch["potential"][row], reference[index]["potential"])
                 seen += 1
         assert seen == len(reference) == len(_split_indices(store, "train"))
+
+
+@pytest.mark.parametrize(("workers", "drop_last"), [(0, True), (2, True), (3, True), (2, False)])
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_batches_per_epoch_is_what_the_loader_yields(store: Path, workers: int,
+                                                     drop_last: bool) -> None:
+    """The trainer takes `batches_per_epoch` steps; more than the loader yields would end an
+    epoch early (StopIteration), so it must be exact whatever the epoch's shard order."""
+    cfg = LoaderConfig(num_workers=workers, shuffle_buffer=2)
+    loader = make_dataloader(str(store), cfg, split="train", batch_size=4, drop_last=drop_last)
+    counts = []
+    for epoch in range(4):
+        loader.dataset.set_epoch(epoch)
+        counts.append(sum(1 for _ in loader))
+        assert loader.dataset.batches_per_epoch(epoch) == counts[-1]
+    if workers > 1 and drop_last:
+        # each worker drops its own short batch: fewer than samples // batch_size
+        assert min(counts) < loader.dataset.num_samples() // 4

@@ -70,3 +70,21 @@ def test_scan_pixels_arrangement_trains_and_evaluates(store: Path, tmp_path: Pat
     assert result.steps == 3 and result.validation["samples"] > 0
     metrics = evaluate_main(tmp_path / "run" / "checkpoint.pt", str(store), split="test")
     assert metrics["samples"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_epochs_with_loader_workers_that_drop_short_batches(store: Path, tmp_path: Path) -> None:
+    """With loader workers each dropping its own short batch, an epoch can hold fewer than
+    samples // batch_size batches, and how many changes with the epoch's shard order; the
+    trainer must take the fewest any epoch gives and finish every epoch (no StopIteration)."""
+    data = tf.tiny_config(batch_size=3, epochs=4, validate_at_start=False).to_dict()
+    data["loader"].update(num_workers=2, shuffle_buffer=2)
+    config = config_from_dict(data)
+    from datasets.loader import ShardStream
+
+    stream = ShardStream(str(store), config.loader, split="train", seed=config.train.seed,
+                         batch_size=3, drop_last=True)
+    per_epoch = [stream.batches_per_epoch(epoch) for epoch in range(4)]
+    assert min(per_epoch) < stream.num_samples() // 3  # the case this test is about
+    result = train_main(config, str(store), tmp_path / "run")
+    assert result.steps == result.total_steps == 4 * min(per_epoch)

@@ -131,7 +131,6 @@ class Trainer:
     def __init__(self, config: StemdlConfig, context: LaunchContext, data_url: str,
                  out_dir: Path, stage_dir: Path | None) -> None:
         from datasets.loader import make_dataloader
-        from datasets.partition import count_samples
 
         self.config, self.cfg, self.context = config, config.train, context
         self.device = context.device
@@ -155,12 +154,18 @@ class Trainer:
                                             shuffle=True, drop_last=True, **common)
         self.val_loader = make_dataloader(part.store_url, config.loader, split="validation",
                                           shuffle=False, drop_last=False, **common)
-        local_steps = count_samples(part.store_url, "train", part.reader, part.readers)
-        self.steps_per_epoch = all_min(local_steps // cfg.batch_size)
+        # Every rank takes the same number of steps each epoch: the fewest full batches any
+        # rank's loader yields in any epoch of the run (its workers each drop a short batch);
+        # a rank with more stops its epoch early.
+        train_stream = self.train_loader.dataset
+        local_steps = min(train_stream.batches_per_epoch(epoch) for epoch in range(cfg.epochs))
+        self.steps_per_epoch = all_min(local_steps)
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"some rank has fewer than batch_size={cfg.batch_size} training samples "
-                f"(this one: {local_steps}); use fewer ranks, a smaller batch or more data"
+                f"some rank's loader yields no full batch of batch_size={cfg.batch_size} in an "
+                f"epoch (this one: {train_stream.num_samples()} training samples over "
+                f"{max(config.loader.num_workers, 1)} loader worker(s)); use fewer ranks or "
+                "loader workers, a smaller batch or more data"
             )
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
