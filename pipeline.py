@@ -111,7 +111,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stage_dir=Path(args.stage_dir) if args.stage_dir else None,
         resume=args.resume,
     )
-    print(result.summary())
+    if result.rank == 0:  # every rank returns the same global numbers; print them once
+        print(result.summary())
     return 0
 
 

@@ -88,3 +88,26 @@ def test_epochs_with_loader_workers_that_drop_short_batches(store: Path, tmp_pat
     assert min(per_epoch) < stream.num_samples() // 3  # the case this test is about
     result = train_main(config, str(store), tmp_path / "run")
     assert result.steps == result.total_steps == 4 * min(per_epoch)
+
+
+@pytest.mark.slow
+def test_stemdl_train_under_torchrun(store: Path, tmp_path: Path) -> None:
+    """The user's launch: `torchrun --nproc-per-node 2 stemdl train CONFIG --data STORE
+    --stage-dir DIR` (here `python -m torch.distributed.run ... pipeline.py`): both ranks
+    read the launcher's variables, train together, and the job prints one summary."""
+    import subprocess
+    import sys
+
+    config = tf.write_config(tf.tiny_config(max_steps=4, validate_at_start=False,
+                                            checkpoint_every=2), tmp_path / "tiny.yaml")
+    out, stage = tmp_path / "run", tmp_path / "node-local"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", str(tf.REPO / "pipeline.py"), "train", str(config),
+               "--data", str(store), "--stage-dir", str(stage), "--out", str(out)]
+    result = subprocess.run(command, cwd=tmp_path, env=tf.clean_env(), text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("trained 4/4 steps on 2 rank(s)") == 1, result.stdout
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint["step"] == 4 and checkpoint["world_size"] == 2
+    assert (stage / "zarr.json").is_file()

@@ -64,6 +64,7 @@ class TrainResult:
     flops_per_s: float
     model_cost: ModelCost
     wall_s: float
+    rank: int = 0  # this process's global rank: one summary per job is printed by rank 0
 
     def summary(self) -> str:
         val = self.validation
@@ -207,7 +208,7 @@ class Trainer:
             initial_validation=initial, validation=self.last_validation,
             samples_per_s=samples_per_s,
             flops_per_s=samples_per_s * self.cost.training_flops, model_cost=self.cost,
-            wall_s=time.perf_counter() - began,
+            wall_s=time.perf_counter() - began, rank=self.context.rank,
         )
 
     def _train_epoch(self) -> None:
