@@ -88,11 +88,13 @@ def stage_times(store: str, cfg) -> dict[str, float]:  # type: ignore[no-untyped
         start, stop = shard_range(shard, info.shard_size, info.num_samples)
         rows = np.arange(stop - start)
         t0 = time.perf_counter()
-        cbed, potential = reader.read("cbed", shard, rows), reader.read("potential", shard, rows)
+        samples_of = {name: reader.open(name, shard) for name in ("cbed", "potential")}
+        cbed = [samples_of["cbed"](row) for row in rows]
+        potential = [samples_of["potential"](row) for row in rows]
         t1 = time.perf_counter()
-        if batch_cbed.shape != cbed.shape:  # reused, as the loader reuses its ring slots
-            batch_cbed = np.zeros(cbed.shape, np.float32)
-            batch_potential = np.zeros(potential.shape, np.float32)
+        if batch_cbed.shape != (len(rows), *cbed[0].shape):  # reused, like the loader's ring
+            batch_cbed = np.zeros((len(rows), *cbed[0].shape), np.float32)
+            batch_potential = np.zeros((len(rows), *potential[0].shape), np.float32)
         for row in rows:
             to_float32(cbed[row], out=batch_cbed[row])
             to_float32(potential[row], out=batch_potential[row])

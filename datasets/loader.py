@@ -1,8 +1,8 @@
 """Streaming a (staged or shared) store into PyTorch: `ShardStream` and `make_dataloader`.
 
-`ShardStream` is an `IterableDataset` that reads whole shard files (one read per array per
-shard, decoded by `datasets/shard_files.py`, checksums verified) in the DataLoader worker
-processes, and yields, normalized as `datasets/transforms.py` says,
+`ShardStream` is an `IterableDataset` that reads shard files (a small one in one request, a
+large one sample by sample; decoded by `datasets/shard_files.py`, checksums verified) in the
+DataLoader worker processes, and yields, normalized as `datasets/transforms.py` says,
 `{"cbed": float32 (P, H, W), "potential": float32 (C, H', W'), "index": int}` for the samples
 of one split that were simulated successfully; with `batch_size` it yields batches of them
 (`make_dataloader` does this, with `DataLoader(batch_size=None)`).
@@ -15,10 +15,10 @@ Epochs: call `dataset.set_epoch(epoch)` (or `loader.dataset.set_epoch`) before i
 epoch lives in a shared-memory tensor, so persistent DataLoader workers see the new value when
 the next iteration starts.
 
-Why it keeps up with a trainer: reads and decoding happen in `num_workers` processes, each
-shard is fetched as one object per array and its chunks decompressed straight into one block,
-samples wait in the shuffle buffer in their stored dtype (views of that block), and each one
-is written once, widened to float32 by torch's vectorized copy and then normalized in place
+Why it keeps up with a trainer: reads and decoding happen in `num_workers` processes, a
+small shard is fetched as one object per array, chunks are decompressed straight into their
+sample's array, samples wait in the shuffle buffer in their stored dtype, and each one is
+written once, widened to float32 by torch's vectorized copy and then normalized in place
 by a fused kernel, straight into its place in the batch: a ring of reused shared-memory
 buffers per worker (`_RingLoader`: fresh shared memory per batch costs a page fault per
 4 KiB), handed to the trainer as a slot number. The DataLoader prefetches `prefetch_factor`
@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -53,7 +53,7 @@ from datasets.partition import (
 from datasets.plan import StoreInfo, open_stemdl_store
 from datasets.records import read_fields
 from datasets.schema import shard_range
-from datasets.shard_files import ShardFileDecoder
+from datasets.shard_files import ShardFileDecoder, ShardFileReader
 from datasets.storage import file_url, filesystem, shard_key
 from datasets.transforms import (
     electrons_per_pattern,
@@ -98,25 +98,22 @@ def shuffle_buffer(items: Iterable[Item], size: int, rng: np.random.Generator) -
 
 
 class _ShardReader:
-    """Reads the selected rows of one shard's `cbed` and `potential` in a worker process."""
+    """Opens one shard's `cbed` or `potential` for reading samples one at a time, in a worker
+    process (`ShardFileReader`; through Zarr for a layout it does not handle)."""
 
     def __init__(self, info: StoreInfo) -> None:
         self.info = info
         self.fs, _ = filesystem(info.url)
         self.decoders = {name: ShardFileDecoder(info.array(name)) for name in ("cbed", "potential")}
 
-    def read(self, name: str, shard: int, rows: np.ndarray) -> np.ndarray:
+    def open(self, name: str, shard: int) -> Callable[[int], np.ndarray]:
+        """`sample(row)`: row `row` of the shard, decoded, in the stored dtype."""
         array = self.info.array(name)
         decoder = self.decoders[name]
         if not decoder.supported:
-            start, stop = shard_range(shard, self.info.shard_size, self.info.num_samples)
-            return np.asarray(array[start:stop])[rows]
-        path = file_url(self.info.url, shard_key(array, shard))
-        try:
-            data = self.fs.cat_file(path)
-        except FileNotFoundError:  # never written: all fill values, as Zarr would read it
-            return np.full((len(rows), *array.shape[1:]), array.fill_value, dtype=array.dtype)
-        return decoder.decode(data, rows, path)
+            start, _ = shard_range(shard, self.info.shard_size, self.info.num_samples)
+            return lambda row: np.asarray(array[start + int(row)])
+        return ShardFileReader(decoder, self.fs, file_url(self.info.url, shard_key(array, shard))).sample
 
 
 class ShardStream(IterableDataset):
@@ -216,19 +213,19 @@ class ShardStream(IterableDataset):
                         else -(-samples // self.batch_size))
         return batches
 
-    def _decode_shard(self, reader: _ShardReader, shard: int, rows: np.ndarray) -> list[Item]:
-        """The samples at `rows` of `shard` as stored (dtype and values: views of one decoded
-        block per array); `_finalize` makes network inputs of them when they are batched."""
+    def _decode_shard(self, reader: _ShardReader, shard: int, rows: np.ndarray) -> Iterator[Item]:
+        """The samples at `rows` of `shard` as stored (dtype and values), decoded one at a
+        time as they are asked for (a large shard is never in memory whole); `_finalize`
+        makes network inputs of them when they are batched."""
         start, _ = shard_range(shard, reader.info.shard_size, reader.info.num_samples)
-        cbed, potential = reader.read("cbed", shard, rows), reader.read("potential", shard, rows)
-        items = [{"cbed": cbed[slot], "potential": potential[slot], "index": start + int(row)}
-                 for slot, row in enumerate(rows)]
-        if self.noisy:
-            for item, row in zip(items, rows, strict=True):
+        cbed, potential = reader.open("cbed", shard), reader.open("potential", shard)
+        for row in rows:
+            item = {"cbed": cbed(row), "potential": potential(row), "index": start + int(row)}
+            if self.noisy:
                 item[ELECTRONS_KEY] = electrons_per_pattern(
                     self.cfg.dose_e_per_a2,  # type: ignore[arg-type]
                     self._regions[shard][row], self.num_patterns)
-        return items
+            yield item
 
     def _finalize(self, item: Item, cbed: np.ndarray, potential: np.ndarray, epoch: int) -> None:
         """Write the network input and target of stored `item` into `cbed` and `potential`
@@ -259,8 +256,8 @@ class ShardStream(IterableDataset):
                 "index": torch.tensor([int(item["index"]) for item in items], dtype=torch.int64)}
 
     def _samples(self, shards: list[int], rng: np.random.Generator) -> Iterator[Item]:
-        """Stored samples of `shards` in order; with `decode_threads`, shards are read and
-        decompressed ahead in a thread pool (file reads and zstd release the GIL)."""
+        """Stored samples of `shards` in order; with `decode_threads`, whole shards are read
+        and decompressed ahead in a thread pool (file reads and zstd release the GIL)."""
         reader = _ShardReader(_open(self.store_url))
         jobs = []
         for shard in shards:
@@ -272,16 +269,20 @@ class ShardStream(IterableDataset):
             for shard, rows in jobs:
                 yield from self._decode_shard(reader, shard, rows)
             return
+
+        def decode(shard: int, rows: np.ndarray) -> list[Item]:
+            return list(self._decode_shard(reader, shard, rows))
+
         queue = iter(jobs)
         with ThreadPoolExecutor(threads, thread_name_prefix="stemdl-decode") as pool:
             pending: deque[Future[list[Item]]] = deque(
-                pool.submit(self._decode_shard, reader, shard, rows)
+                pool.submit(decode, shard, rows)
                 for shard, rows in itertools.islice(queue, threads * self.cfg.prefetch_factor))
             try:
                 while pending:
                     items = pending.popleft().result()
                     for shard, rows in itertools.islice(queue, 1):
-                        pending.append(pool.submit(self._decode_shard, reader, shard, rows))
+                        pending.append(pool.submit(decode, shard, rows))
                     yield from items
             finally:
                 for future in pending:

@@ -1,10 +1,13 @@
-"""Decode a whole shard file in one read: the loader's fast path for `cbed` and `potential`.
+"""Read a shard file's samples one at a time: the loader's fast path for `cbed` and `potential`.
 
 Why not `array[start:stop]`: zarr-python 3.1 routes every read through its async codec
 pipeline, which costs about a millisecond per call and, for our one-sample chunks, roughly
 twice the time of decompressing the same bytes in a plain loop (see
-`benchmarks/loader_throughput.py`). A training loader reads each shard file exactly once, so it
-fetches the file's bytes with one request and decodes the chunks it needs itself.
+`benchmarks/loader_throughput.py`). A training loader reads each shard file exactly once, so
+it fetches the bytes itself and decodes the chunks it needs (`ShardFileReader`): a small shard
+file (at most `WHOLE_FILE_BYTES` of samples) in one request, a large one (the `paper` preset's
+are 32 GiB: 64 samples of 512 MiB) as its index and then one byte-range request per sample,
+so that a reader never holds more than the sample it decodes.
 
 Scope, checked before use (`ShardFileDecoder.supports`): the sharding codec as written by
 `datasets/storage.py`: index at the end, index codecs `bytes(little) + crc32c`, chunk codecs
@@ -17,6 +20,8 @@ layout falls back to Zarr.
 
 from __future__ import annotations
 
+from typing import Any
+
 import crc32c
 import numpy as np
 import zarr
@@ -26,6 +31,8 @@ from zarr.codecs.sharding import ShardingCodecIndexLocation
 
 _EMPTY = np.uint64(2**64 - 1)
 _CRC = 4
+# A shard file whose samples take at most this many bytes (uncompressed) is fetched whole.
+WHOLE_FILE_BYTES = 64 * 2**20
 
 
 class ShardDecodeError(ValueError):
@@ -71,31 +78,89 @@ class ShardFileDecoder:
         middle = inner[1:-1]
         return len(middle) == 0 or (len(middle) == 1 and isinstance(middle[0], ZstdCodec | BloscCodec))
 
-    def decode(self, data: bytes, rows: np.ndarray, where: str) -> np.ndarray:
-        """The samples at `rows` (positions inside the shard) as an (len(rows), ...) array."""
-        n = self.chunks_per_shard
-        data = memoryview(data)
-        index_bytes = data[-(16 * n + _CRC):]
-        if len(data) < 16 * n + _CRC or crc32c.crc32c(index_bytes[:-_CRC]) != int.from_bytes(
-                index_bytes[-_CRC:], "little"):
+    @property
+    def index_bytes(self) -> int:
+        """Size of the shard index at the end of a file: (offset, nbytes) per chunk + CRC."""
+        return 16 * self.chunks_per_shard + _CRC
+
+    @property
+    def samples_bytes(self) -> int:
+        """Uncompressed bytes of a full shard's samples."""
+        return self.chunks_per_shard * int(np.prod(self.sample_shape)) * self.dtype.itemsize
+
+    def read_index(self, tail: bytes | memoryview, where: str) -> np.ndarray:
+        """The (chunks, 2) offset/length table from a file's last `index_bytes` bytes."""
+        tail = memoryview(tail)
+        if len(tail) != self.index_bytes or crc32c.crc32c(tail[:-_CRC]) != int.from_bytes(
+                tail[-_CRC:], "little"):
             raise ShardDecodeError(f"{where}: shard index checksum mismatch (damaged file)")
-        index = np.frombuffer(index_bytes[:-_CRC], dtype="<u8").reshape(n, 2)
-        out = np.empty((len(rows), *self.sample_shape), dtype=self.dtype)
-        for slot, row in enumerate(rows):
-            offset, length = index[row]
-            if offset == _EMPTY:
-                out[slot] = self.fill_value
-                continue
-            chunk = data[int(offset): int(offset + length)]
-            if len(chunk) != length or crc32c.crc32c(chunk[:-_CRC]) != int.from_bytes(
-                    chunk[-_CRC:], "little"):
-                raise ShardDecodeError(f"{where}: chunk {row} checksum mismatch (damaged file)")
-            try:  # straight into the output block: no intermediate bytes object, no copy
-                self._decompress(chunk[:-_CRC], out=out[slot].reshape(-1))
-            except (ValueError, RuntimeError) as error:
-                raise ShardDecodeError(f"{where}: chunk {row} does not decode to one sample "
-                                       f"({error})") from error
+        return np.frombuffer(tail[:-_CRC], dtype="<u8").reshape(self.chunks_per_shard, 2)
+
+    def decode_chunk(self, chunk: bytes | memoryview | None, row: int, where: str) -> np.ndarray:
+        """One sample from its chunk's bytes (checksum verified); None: an empty chunk."""
+        out = np.empty(self.sample_shape, dtype=self.dtype)
+        if chunk is None:
+            out[...] = self.fill_value
+            return out
+        chunk = memoryview(chunk)
+        if len(chunk) < _CRC or crc32c.crc32c(chunk[:-_CRC]) != int.from_bytes(
+                chunk[-_CRC:], "little"):
+            raise ShardDecodeError(f"{where}: chunk {row} checksum mismatch (damaged file)")
+        try:  # straight into the output array: no intermediate bytes object, no copy
+            self._decompress(chunk[:-_CRC], out=out.reshape(-1))
+        except (ValueError, RuntimeError) as error:
+            raise ShardDecodeError(f"{where}: chunk {row} does not decode to one sample "
+                                   f"({error})") from error
         return out
+
+
+def _chunk(data: memoryview, index: np.ndarray, row: int, where: str) -> memoryview | None:
+    offset, length = index[row]
+    if offset == _EMPTY:
+        return None
+    chunk = data[int(offset): int(offset + length)]
+    if len(chunk) != length:
+        raise ShardDecodeError(f"{where}: chunk {row} checksum mismatch (damaged file)")
+    return chunk
+
+
+class ShardFileReader:
+    """The samples of one shard file, decoded one at a time by `sample(row)`.
+
+    A file of at most `WHOLE_FILE_BYTES` of samples is fetched in one request when opened;
+    a larger one as its index now and one byte-range request per sample later, so memory
+    stays at one sample whatever the shard size. A file that does not exist was never written:
+    every sample reads as the fill value, as Zarr would read it."""
+
+    def __init__(self, decoder: ShardFileDecoder, fs: Any, path: str) -> None:
+        self.decoder, self.fs, self.path = decoder, fs, path
+        self._data: memoryview | None = None
+        try:
+            if decoder.samples_bytes <= WHOLE_FILE_BYTES:
+                self._data = memoryview(fs.cat_file(path))
+                if len(self._data) < decoder.index_bytes:
+                    raise ShardDecodeError(f"{path}: shard index checksum mismatch (damaged file)")
+                tail = self._data[-decoder.index_bytes:]
+            else:
+                tail = memoryview(fs.cat_file(path, start=-decoder.index_bytes))
+        except FileNotFoundError:
+            self.index = None
+            return
+        self.index = decoder.read_index(tail, path)
+
+    def sample(self, row: int) -> np.ndarray:
+        if self.index is None:
+            return self.decoder.decode_chunk(None, row, self.path)
+        if self._data is not None:
+            return self.decoder.decode_chunk(_chunk(self._data, self.index, row, self.path),
+                                             row, self.path)
+        if self.index[row][0] == _EMPTY:
+            return self.decoder.decode_chunk(None, row, self.path)
+        offset, length = (int(v) for v in self.index[row])
+        chunk = self.fs.cat_file(self.path, start=offset, end=offset + length)
+        if len(chunk) != length:
+            raise ShardDecodeError(f"{self.path}: chunk {row} checksum mismatch (damaged file)")
+        return self.decoder.decode_chunk(chunk, row, self.path)
 
 
 def _copy(buf: memoryview, out: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,13 +85,23 @@ def shards_for_node(num_shards: int, node: int, nodes: int) -> list[int]:
     return list(range(node, num_shards, nodes))
 
 
+COPY_BLOCK_BYTES = 16 * 2**20
+
+
 def _copy_object(src_fs, src_path: str, dst_path: Path) -> int:  # type: ignore[no-untyped-def]
-    data = src_fs.cat_file(src_path)
+    """Copy one object into a temporary file, then rename it into place: a crash never
+    leaves a partial file under the real name. Streamed in blocks (a `paper` shard file is
+    32 GiB); returns the bytes copied."""
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, dst_path)
-    return len(data)
+    try:
+        with src_fs.open(src_path, "rb") as source, open(tmp, "wb") as target:
+            shutil.copyfileobj(source, target, COPY_BLOCK_BYTES)
+            copied = target.tell()
+        os.replace(tmp, dst_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return copied
 
 
 def _create_local_store(source: StoreInfo, local: Path, node: int, nodes: int,

@@ -18,13 +18,14 @@ in this process; to finish a large incomplete store, run `generate` again instea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import zarr
 
-from datasets.checksum import block_crc32c
+from datasets.checksum import sample_crc32c
 from datasets.plan import StoreInfo, open_stemdl_store
 from datasets.records import unpack
 from datasets.schema import (
@@ -146,18 +147,65 @@ def _check_coordinate(spec: ArraySpec, array: zarr.Array) -> list[Problem]:
     return []
 
 
+# Arrays checked one sample at a time: a `paper` shard holds 32 GiB of `cbed`, so verify
+# (and stage, which verifies every copy) never reads one whole.
+SAMPLE_ARRAYS = ("cbed", "potential")
+
+
 def _read_shard(info: StoreInfo, shard: int) -> tuple[dict[str, np.ndarray], list[Problem]]:
+    """The shard's record arrays (small), read whole through Zarr."""
     start, stop = shard_range(shard, info.shard_size, info.num_samples)
     block, problems = {}, []
     for spec in sharded_arrays(info.schema):
+        if spec.name in SAMPLE_ARRAYS:
+            continue
         array = info.array(spec.name)
         try:
             block[spec.name] = np.asarray(array[start:stop])
         except Exception as error:
-            path = file_url(info.url, shard_key(array, shard))
-            problems.append(Problem(shard, spec.name, path,
-                                    f"cannot decode the shard file ({type(error).__name__}: {error})"))
+            problems.append(_undecodable(info, spec.name, shard, error))
     return block, problems
+
+
+def _undecodable(info: StoreInfo, name: str, shard: int, error: Exception,
+                 sample: int | None = None) -> Problem:
+    path = file_url(info.url, shard_key(info.array(name), shard))
+    where = f"sample {sample} of " if sample is not None else ""
+    return Problem(shard, name, path,
+                   f"cannot decode {where}the shard file ({type(error).__name__}: {error})")
+
+
+def _check_samples(info: StoreInfo, shard: int, records: dict[str, np.ndarray],
+                   problem: Callable[[str, str], None]) -> list[Problem]:
+    """Per sample of `cbed` and `potential`, read through Zarr one at a time: decodes, its
+    CRC-32C equals the recorded one, finite (if simulated), and `cbed` within [0, 1]."""
+    start, stop = shard_range(shard, info.shard_size, info.num_samples)
+    status = records.get("status")
+    ok = status == STATUS_OK if status is not None else np.zeros(stop - start, dtype=bool)
+    undecodable: list[Problem] = []
+    low, high = np.inf, -np.inf
+    for name in SAMPLE_ARRAYS:
+        array = info.array(name)
+        stored = records.get(f"{name}_crc32c")
+        for row in range(stop - start):
+            try:
+                sample = np.asarray(array[start + row])
+            except Exception as error:
+                undecodable.append(_undecodable(info, name, shard, error, start + row))
+                break  # one damaged file is reported once
+            if stored is not None and (computed := sample_crc32c(sample)) != stored[row]:
+                problem(name, f"sample {start + row}: CRC-32C {computed:#010x} != stored "
+                              f"{stored[row]:#010x} (file corrupted or overwritten)")
+            if not ok[row]:
+                continue
+            if not np.isfinite(sample).all():
+                problem(name, f"sample {start + row} has NaN or inf values")
+            elif name == "cbed":
+                values = sample.astype(np.float32)
+                low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if low < -CBED_RANGE_TOLERANCE or high > 1 + CBED_RANGE_TOLERANCE:
+        problem("cbed", f"values outside [0, 1] (fraction of the beam): min {low}, max {high}")
+    return undecodable
 
 
 def _check_values(info: StoreInfo, shard: int, arrays: dict[str, np.ndarray],
@@ -165,7 +213,7 @@ def _check_values(info: StoreInfo, shard: int, arrays: dict[str, np.ndarray],
     start, stop = shard_range(shard, info.shard_size, info.num_samples)
     problems: list[Problem] = []
     failed: list[tuple[int, str]] = []
-    block = {**{k: arrays[k] for k in ("cbed", "potential") if k in arrays}, **unpack(arrays)}
+    block = unpack(arrays)
 
     def problem(name: str, message: str) -> None:
         """Report against the array (and shard file) that holds the value `name`."""
@@ -175,13 +223,7 @@ def _check_values(info: StoreInfo, shard: int, arrays: dict[str, np.ndarray],
             message = f"{name}: {message}"
         problems.append(Problem(shard, array, path, message))
 
-    for name in ("cbed", "potential"):
-        if name in block and f"{name}_crc32c" in block:
-            computed = block_crc32c(block[name])
-            stored = block[f"{name}_crc32c"]
-            for row in np.flatnonzero(computed != stored):
-                problem(name, f"sample {start + row}: CRC-32C {computed[row]:#010x} != stored "
-                              f"{stored[row]:#010x} (file corrupted or overwritten)")
+    problems += _check_samples(info, shard, block, problem)
     if "index" in block and not np.array_equal(block["index"], np.arange(start, stop)):
         problem("index", f"index holds {block['index'].tolist()}, expected {start}..{stop - 1}")
     status = block.get("status")
@@ -195,18 +237,6 @@ def _check_values(info: StoreInfo, shard: int, arrays: dict[str, np.ndarray],
         reason = str(block.get("failure_reason", [""] * len(status))[row])
         failed.append((start + int(row), reason or "(no reason recorded)"))
     ok = status == STATUS_OK
-    for name in ("cbed", "potential"):
-        if name not in block:
-            continue
-        values = block[name][ok]
-        finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
-        for row in np.flatnonzero(ok)[~finite]:
-            problem(name, f"sample {start + row} has NaN or inf values")
-    if "cbed" in block and ok.any():
-        cbed = block["cbed"][ok].astype(np.float32)
-        low, high = np.nanmin(cbed), np.nanmax(cbed)
-        if low < -CBED_RANGE_TOLERANCE or high > 1 + CBED_RANGE_TOLERANCE:
-            problem("cbed", f"values outside [0, 1] (fraction of the beam): min {low}, max {high}")
     if "split" in block and "material_id" in block:
         for row in np.flatnonzero(ok):
             material, split = str(block["material_id"][row]), str(block["split"][row])

@@ -1,4 +1,5 @@
-"""The loader's direct shard-file decoder agrees with Zarr for every configured codec."""
+"""The loader's direct shard-file reader agrees with Zarr for every configured codec, whether
+it fetches a file whole or by byte ranges, and refuses damaged bytes."""
 
 from __future__ import annotations
 
@@ -8,16 +9,21 @@ import datasets_fixtures as fx
 import numpy as np
 import pytest
 
+from datasets import shard_files
 from datasets.plan import open_stemdl_store, plan_store
 from datasets.shard import simulate_shard
-from datasets.shard_files import ShardDecodeError, ShardFileDecoder
-from datasets.storage import file_url, shard_key
+from datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
+from datasets.storage import file_url, filesystem, shard_key
 
 
 @pytest.mark.parametrize(("dtype", "codec", "level"), [
     ("float16", "zstd", 3), ("float32", "zstd", 1), ("float16", "blosc-zstd", 5),
     ("float32", "blosc-lz4", 9), ("float16", "none", 0)])
-def test_direct_decode_matches_zarr(tmp_path: Path, dtype: str, codec: str, level: int) -> None:
+@pytest.mark.parametrize("whole_file_bytes", [shard_files.WHOLE_FILE_BYTES, 0])
+def test_direct_decode_matches_zarr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str,
+                                    codec: str, level: int, whole_file_bytes: int) -> None:
+    """whole_file_bytes 0: every file is read as its index, then a byte range per sample."""
+    monkeypatch.setattr(shard_files, "WHOLE_FILE_BYTES", whole_file_bytes)
     config = fx.small_config(num_samples=7, shard_size=3,
                              cbed={"dtype": dtype, "codec": codec, "level": level},
                              potential={"dtype": dtype, "codec": codec, "level": level})
@@ -26,29 +32,44 @@ def test_direct_decode_matches_zarr(tmp_path: Path, dtype: str, codec: str, leve
     for shard in range(3):
         simulate_shard(config, url, shard, simulator="datasets_fixtures")
     info = open_stemdl_store(url)
+    fs, _ = filesystem(url)
     for name in ("cbed", "potential"):
         array = info.array(name)
         decoder = ShardFileDecoder(array)
         assert decoder.supported
         for shard, (start, stop) in enumerate([(0, 3), (3, 6), (6, 7)]):
-            path = file_url(url, shard_key(array, shard))
-            data = Path(path).read_bytes()
-            rows = np.arange(stop - start)[::-1]
-            decoded = decoder.decode(data, rows, path)
-            np.testing.assert_array_equal(decoded, np.asarray(array[start:stop])[rows])
-            assert decoded.dtype == np.dtype(dtype)
+            reader = ShardFileReader(decoder, fs, file_url(url, shard_key(array, shard)))
+            assert (reader._data is None) == (whole_file_bytes == 0)
+            for row in reversed(range(stop - start)):
+                decoded = reader.sample(row)
+                np.testing.assert_array_equal(decoded, np.asarray(array[start + row]))
+                assert decoded.dtype == np.dtype(dtype)
+    # A shard file never written reads as the fill value, as through Zarr.
+    missing = ShardFileReader(decoder, fs, str(tmp_path / "nowhere" / "c" / "9"))
+    np.testing.assert_array_equal(missing.sample(0), np.full(array.shape[1:], array.fill_value,
+                                                             dtype=array.dtype))
 
 
+@pytest.mark.parametrize("whole_file_bytes", [shard_files.WHOLE_FILE_BYTES, 0])
 def test_damaged_bytes_raise_instead_of_returning_numbers(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
-    store = fx.synthetic_store(tmp_path_factory.getbasetemp(), num_samples=10, shard_size=4)
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole_file_bytes: int) -> None:
+    monkeypatch.setattr(shard_files, "WHOLE_FILE_BYTES", whole_file_bytes)
+    store = fx.synthetic_store(tmp_path, num_samples=10, shard_size=4)
     info = open_stemdl_store(str(store))
     array = info.array("cbed")
-    path = file_url(info.url, shard_key(array, 1))
-    data = bytearray(Path(path).read_bytes())
+    path = Path(file_url(info.url, shard_key(array, 1)))
+    data = path.read_bytes()
     decoder = ShardFileDecoder(array)
+    fs, _ = filesystem(info.url)
     for offset in (100, len(data) // 2, len(data) - 8):  # chunk bytes and the index
         damaged = bytearray(data)
         damaged[offset] ^= 0x01
-        with pytest.raises(ShardDecodeError, match="checksum mismatch"):
-            decoder.decode(bytes(damaged), np.arange(4), path)
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(ShardDecodeError, match="checksum mismatch") as error:
+            reader = ShardFileReader(decoder, fs, str(path))
+            for row in range(4):
+                reader.sample(row)
+        assert str(path) in str(error.value)
+    path.write_bytes(data[: len(data) // 2])  # truncated: the index is gone
+    with pytest.raises(ShardDecodeError, match="checksum mismatch"):
+        ShardFileReader(decoder, fs, str(path))
