@@ -3,6 +3,7 @@ it fetches a file whole or by byte ranges, and refuses damaged bytes."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import datasets_fixtures as fx
@@ -52,9 +53,12 @@ def test_direct_decode_matches_zarr(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.parametrize("whole_file_bytes", [shard_files.WHOLE_FILE_BYTES, 0])
 def test_damaged_bytes_raise_instead_of_returning_numbers(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole_file_bytes: int) -> None:
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, whole_file_bytes: int) -> None:
     monkeypatch.setattr(shard_files, "WHOLE_FILE_BYTES", whole_file_bytes)
-    store = fx.synthetic_store(tmp_path, num_samples=10, shard_size=4)
+    store = tmp_path / "store.zarr"  # a private copy: the session's store is shared
+    shutil.copytree(fx.synthetic_store(tmp_path_factory.getbasetemp(), num_samples=10,
+                                       shard_size=4), store)
     info = open_stemdl_store(str(store))
     array = info.array("cbed")
     path = Path(file_url(info.url, shard_key(array, 1)))
