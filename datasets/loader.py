@@ -47,7 +47,7 @@ from datasets.partition import (
     epoch_order,
     rank_shards,
     sample_indices,
-    selected_rows,
+    shard_rows,
     worker_shards,
 )
 from datasets.plan import StoreInfo, open_stemdl_store
@@ -143,7 +143,8 @@ class ShardStream(IterableDataset):
         self.shard_size, self.num_samples_in_store = info.shard_size, info.num_samples
         self.noisy = self.cfg.dose_e_per_a2 is not None and (
             self.cfg.noise == "always" or split == "train")
-        self._rows, self._regions = self._plan_rows(info)
+        self._rows = shard_rows(info, self.shards, split)
+        self._regions = self._target_regions(info)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.batch_size, self.drop_last = batch_size, drop_last
         # Batches from worker processes travel in a ring of RING_SLOTS shared-memory buffers
@@ -160,27 +161,13 @@ class ShardStream(IterableDataset):
                                "potential": tuple(info.schema["potential"].shape)}
         self._generation = torch.ones(1, dtype=torch.int8).share_memory_()
 
-    def _plan_rows(self, info: StoreInfo) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    def _target_regions(self, info: StoreInfo) -> dict[int, np.ndarray]:
+        """`target_region_a` by global sample index, for the dose of Poisson noise."""
+        if not self.noisy or not self.shards:
+            return {}
         indices = sample_indices(info, self.shards)
-        rows: dict[int, np.ndarray] = {}
-        regions: dict[int, np.ndarray] = {}
-        if indices.size == 0:
-            return rows, regions
-        names = ["status"] + (["split"] if self.split else []) + (
-            ["target_region_a"] if self.noisy else [])
-        values = read_fields(info, names, indices)
-        status = values["status"]
-        splits = values.get("split", status)
-        region = values.get("target_region_a")
-        offset = 0
-        for shard in self.shards:
-            start, stop = shard_range(shard, info.shard_size, info.num_samples)
-            span = slice(offset, offset + stop - start)
-            rows[shard] = selected_rows(splits[span], status[span], self.split)
-            if region is not None:
-                regions[shard] = region[span]
-            offset += stop - start
-        return rows, regions
+        regions = read_fields(info, ["target_region_a"], indices)["target_region_a"]
+        return {int(index): region for index, region in zip(indices, regions, strict=True)}
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shard order and noise of `epoch` (seen by persistent workers too)."""
@@ -224,7 +211,7 @@ class ShardStream(IterableDataset):
             if self.noisy:
                 item[ELECTRONS_KEY] = electrons_per_pattern(
                     self.cfg.dose_e_per_a2,  # type: ignore[arg-type]
-                    self._regions[shard][row], self.num_patterns)
+                    self._regions[item["index"]], self.num_patterns)
             yield item
 
     def _finalize(self, item: Item, cbed: np.ndarray, potential: np.ndarray, epoch: int) -> None:

@@ -70,15 +70,30 @@ def sample_indices(info: StoreInfo, shards: list[int]) -> np.ndarray:
     return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
 
 
+def shard_rows(info: StoreInfo, shards: list[int], split: str | None) -> dict[int, np.ndarray]:
+    """Per shard of `shards`, the rows (positions inside it) that hold a successfully simulated
+    sample of `split` (or of any split), read from the small `status`/`split` columns only."""
+    check_split(split)
+    indices = sample_indices(info, shards)
+    if indices.size == 0:
+        return {}
+    values = read_fields(info, ["status", "split"] if split else ["status"], indices)
+    status = values["status"]
+    splits = values.get("split", status)
+    rows: dict[int, np.ndarray] = {}
+    offset = 0
+    for shard in shards:
+        start, stop = shard_range(shard, info.shard_size, info.num_samples)
+        span = slice(offset, offset + stop - start)
+        rows[shard] = selected_rows(splits[span], status[span], split)
+        offset += stop - start
+    return rows
+
+
 def count_samples(store_url: str, split: str | None, rank: int = 0, world_size: int = 1) -> int:
     """Samples of `split` that rank `rank` of `world_size` yields per epoch (cheap: reads
     only the `split` and `status` columns of this rank's shards)."""
     check_split(split)
     info = open_stemdl_store(store_url)
     shards = rank_shards(available_shards(info), rank, world_size)
-    indices = sample_indices(info, shards)
-    if indices.size == 0:
-        return 0
-    values = read_fields(info, ["status", "split"] if split else ["status"], indices)
-    status = values["status"]
-    return int(selected_rows(values.get("split", status), status, split).size)
+    return int(sum(rows.size for rows in shard_rows(info, shards, split).values()))

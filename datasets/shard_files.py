@@ -114,16 +114,6 @@ class ShardFileDecoder:
         return out
 
 
-def _chunk(data: memoryview, index: np.ndarray, row: int, where: str) -> memoryview | None:
-    offset, length = index[row]
-    if offset == _EMPTY:
-        return None
-    chunk = data[int(offset): int(offset + length)]
-    if len(chunk) != length:
-        raise ShardDecodeError(f"{where}: chunk {row} checksum mismatch (damaged file)")
-    return chunk
-
-
 class ShardFileReader:
     """The samples of one shard file, decoded one at a time by `sample(row)`.
 
@@ -138,9 +128,7 @@ class ShardFileReader:
         try:
             if decoder.samples_bytes <= WHOLE_FILE_BYTES:
                 self._data = memoryview(fs.cat_file(path))
-                if len(self._data) < decoder.index_bytes:
-                    raise ShardDecodeError(f"{path}: shard index checksum mismatch (damaged file)")
-                tail = self._data[-decoder.index_bytes:]
+                tail = self._data[-decoder.index_bytes:]  # short if truncated: read_index refuses
             else:
                 tail = memoryview(fs.cat_file(path, start=-decoder.index_bytes))
         except FileNotFoundError:
@@ -149,18 +137,18 @@ class ShardFileReader:
         self.index = decoder.read_index(tail, path)
 
     def sample(self, row: int) -> np.ndarray:
-        if self.index is None:
-            return self.decoder.decode_chunk(None, row, self.path)
-        if self._data is not None:
-            return self.decoder.decode_chunk(_chunk(self._data, self.index, row, self.path),
-                                             row, self.path)
-        if self.index[row][0] == _EMPTY:
-            return self.decoder.decode_chunk(None, row, self.path)
+        return self.decoder.decode_chunk(self._chunk(row), row, self.path)
+
+    def _chunk(self, row: int) -> bytes | memoryview | None:
+        """Chunk `row`'s stored bytes (from memory or a byte-range read); None if empty."""
+        if self.index is None or self.index[row][0] == _EMPTY:
+            return None
         offset, length = (int(v) for v in self.index[row])
-        chunk = self.fs.cat_file(self.path, start=offset, end=offset + length)
+        chunk = (self._data[offset: offset + length] if self._data is not None
+                 else self.fs.cat_file(self.path, start=offset, end=offset + length))
         if len(chunk) != length:
             raise ShardDecodeError(f"{self.path}: chunk {row} checksum mismatch (damaged file)")
-        return self.decoder.decode_chunk(chunk, row, self.path)
+        return chunk
 
 
 def _copy(buf: memoryview, out: np.ndarray) -> np.ndarray:
