@@ -34,7 +34,8 @@ stores:
   STORE is a local path or an fsspec URL (file://, s3://, gs://, memory://, ...).
 
 examples:
-  stemdl run                                    simulate, verify, train and evaluate `small`
+  stemdl run                                    simulate, verify, train and score `small`
+  stemdl run --ranks 1 --out runs/default       the same, training in this one process
   stemdl simulate tiny --out tiny.zarr          make a dataset on a local Dask cluster
   stemdl simulate paper --out s3://bucket/p.zarr --scheduler-file sched.json
   stemdl verify tiny.zarr --repair              find and re-simulate corrupted shards
@@ -127,11 +128,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from configs import load_config
-    from train.report import run_all
+    from train.default_run import DEFAULT_DOSES_E_PER_A2, DEFAULT_RANKS, run_all
 
     config = load_config(args.config)
-    report_path = run_all(config, Path(args.out), n_workers=args.workers)
-    print(f"report: {report_path}")
+    outcome = run_all(config, Path(args.out), n_workers=args.workers,
+                      ranks=args.ranks if args.ranks is not None else DEFAULT_RANKS,
+                      doses=tuple(args.dose) if args.dose else DEFAULT_DOSES_E_PER_A2)
+    print(outcome.headline())
     return 0
 
 
@@ -207,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("config", nargs="?", default="small", metavar="CONFIG", help="default: small")
     cmd.add_argument("--out", default="stemdl-run", metavar="DIR", help="default: ./stemdl-run")
     cmd.add_argument("--workers", type=int, default=None, metavar="N", help="Dask workers")
+    cmd.add_argument("--ranks", type=int, default=None, metavar="N",
+                     help="train each arrangement on N local torch.distributed (gloo) processes "
+                     "through the grouped allreduce; 1 trains in this process (default: 2)")
+    cmd.add_argument("--dose", type=float, action="append", metavar="E_PER_A2",
+                     help="also score at this electron dose (e/Å², Poisson noise); repeatable "
+                     "(default: 1e5 and 1e4)")
     return parser
 
 

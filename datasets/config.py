@@ -62,3 +62,8 @@ class LoaderConfig(_Strict):
         None, gt=0, description="If set, Poisson noise at this electron dose (augmentation)."
     )
     noise: Literal["train_only", "always"] = "train_only"
+    augment: Literal["none", "d4"] = Field(
+        "none", description="'d4': each training sample is moved by one of the 8 symmetries of "
+        "the square, drawn per sample and epoch, applied to the scan grid, every pattern and "
+        "the target together (exact for square, odd-sized patterns; see datasets/augment.py).",
+    )

@@ -40,6 +40,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datasets.augment import D4_SIZE, apply_d4_inplace, check_d4
 from datasets.config import LoaderConfig
 from datasets.partition import (
     available_shards,
@@ -143,6 +144,12 @@ class ShardStream(IterableDataset):
         self.shard_size, self.num_samples_in_store = info.shard_size, info.num_samples
         self.noisy = self.cfg.dose_e_per_a2 is not None and (
             self.cfg.noise == "always" or split == "train")
+        self.augment = self.cfg.augment == "d4" and split == "train"
+        sim = info.config.simulation
+        self.scan_gpts = tuple(sim.scan.gpts)
+        if self.augment:
+            check_d4(self.scan_gpts, tuple(sim.detector.pattern_px), sim.detector.binning,
+                     tuple(sim.target.target_px))
         self._rows = shard_rows(info, self.shards, split)
         self._regions = self._target_regions(info)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
@@ -218,7 +225,8 @@ class ShardStream(IterableDataset):
         """Write the network input and target of stored `item` into `cbed` and `potential`
         (C-contiguous float32, e.g. its place in a batch): float32, then Poisson noise (if
         configured: seeded by seed, epoch and the sample's global index, so the same whatever
-        the batching), then the input and target normalization, in place."""
+        the batching), then the input and target normalization, in place, then (training, with
+        `augment: d4`) one symmetry of the square, drawn the same way."""
         to_float32(item["cbed"], out=cbed)
         electrons = item.get(ELECTRONS_KEY)
         if electrons is not None:
@@ -228,6 +236,10 @@ class ShardStream(IterableDataset):
                          inplace=True)
         to_float32(item["potential"], out=potential)
         normalize_targets(potential, self.cfg.standardize_targets, inplace=True)
+        if self.augment:
+            op = int(np.random.default_rng([self.seed, epoch, int(item["index"]), 3])
+                     .integers(D4_SIZE))
+            apply_d4_inplace(cbed, potential, self.scan_gpts, op)
 
     def _finalized(self, items: list[Item], epoch: int,
                    out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

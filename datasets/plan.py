@@ -141,7 +141,8 @@ def _group_attributes(config: Any, catalogue: Any, schema: dict[str, ArraySpec])
         "shard_size": config.dataset.shard_size,
         "num_shards": config.dataset.num_shards,
         "splits": splits,
-        "split_rule": "by material: every sample of a material has that material's split",
+        "split_rule": "by composition: materials of one reduced formula (polymorphs) share a split, "
+                      "and every sample of a material has that material's split",
         "catalogue_skipped": [[str(source), str(reason)] for source, reason in catalogue.skipped],
         "units": units_table(schema),
         "status_meanings": STATUS_MEANINGS,

@@ -294,7 +294,8 @@ def make_catalogue(
         raise CatalogueError(
             f"the catalogue has no usable material ({len(skipped)} skipped: {details})"
         )
-    splits = assign_splits([m.material_id for m in materials], structures.split_fractions)
+    splits = assign_splits([m.material_id for m in materials], structures.split_fractions,
+                           formulas=[m.formula for m in materials])
     return Catalogue(tuple(materials), tuple(skipped), MappingProxyType(splits))
 
 

@@ -247,3 +247,25 @@ def test_structure_checks_name_the_problem() -> None:
         check_structure(flat, min_distance_a=0.7, max_atoms=64)
     with pytest.raises(InvalidStructure, match="no atoms"):
         check_structure(si[:0], min_distance_a=0.7, max_atoms=64)
+
+
+def test_polymorphs_share_a_split() -> None:
+    """Zincblende and wurtzite of one compound (e.g. CdS) are one composition: never split."""
+    from simulate.config import StructureConfig
+    from simulate.splits import composition_key
+
+    structures = StructureConfig(families=["zincblende", "wurtzite"], materials_per_family=40,
+                                 zone_axes=[(0, 0, 1)])
+    catalogue = make_catalogue(structures, seed=3)
+    by_key: dict[str, set[str]] = {}
+    for material in catalogue:
+        by_key.setdefault(composition_key(material.formula), set()).add(
+            catalogue.split_of(material.material_id))
+    shared = [k for k in by_key
+              if sum(composition_key(m.formula) == k for m in catalogue) > 1]
+    assert shared, "the catalogue should hold at least one compound in both families"
+    assert all(len(splits) == 1 for splits in by_key.values()), by_key
+    assert composition_key("Cd2S2") == composition_key("CdS") == "CdS"
+    ids = ["a", "b", "c", "d"]
+    grouped = assign_splits(ids, (0.5, 0.25, 0.25), formulas=["NaCl", "Na2Cl2", "MgO", "CdS"])
+    assert grouped["a"] == grouped["b"]

@@ -1,14 +1,17 @@
-"""`stemdl run`'s engine: train and evaluate both arrangements and write the report."""
+"""`stemdl run`'s engine: train both arrangements, score them against baselines, write the
+metrics file and the report; on one process and on two local torch.distributed ranks."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import train_fixtures as tf
 
-from train.report import run_all
+from train.default_run import run_all
+from train.metrics import METRIC_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -16,16 +19,53 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tf.tiny_store(tmp_path_factory.getbasetemp())
 
 
-def test_run_all_compares_both_arrangements(store: Path, tmp_path: Path) -> None:
+def _check_metrics(metrics: dict, doses: list[str]) -> None:
+    assert set(metrics["models"]) == {"channels", "scan_pixels"}
+    assert set(metrics["baselines"]) == {"mean_target", "nearest_neighbour"}
+    for group in ("models", "baselines"):
+        for values in metrics[group].values():
+            for key in ("noise_free", *doses):
+                assert set(METRIC_NAMES) <= set(values[key]), key
+                assert values[key]["samples"] == metrics["test_samples"] > 0
+    assert "‖true − mean(true)‖" in metrics["definitions"]["rel_l2"]
+    assert metrics["test_materials"] and set(metrics["per_material"]["channels"]) == set(
+        metrics["test_materials"])
+    for stage in ("simulate", "verify", "train_channels", "train_scan_pixels", "score", "total"):
+        assert metrics["wall_s"][stage] >= 0
+
+
+def test_run_all_scores_models_and_baselines(store: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     shutil.copytree(store, tmp_path / "store.zarr")  # generation then finds every shard done
     config = tf.tiny_config(epochs=2, validate_every=1000, checkpoint_every=1000)
-    report = run_all(config, tmp_path)
-    text = report.read_text()
-    assert "| | `channels` | `scan_pixels` |" in text
-    assert "| test ssim |" in text and "Lowest test MSE" in text
-    for picture in ("curves.png", "predictions.png"):
+    outcome = run_all(config, tmp_path, ranks=1, doses=(1e5,))
+    metrics = json.loads(outcome.metrics_json.read_text())
+    _check_metrics(metrics, ["dose_1e+05_e_per_a2"])
+    assert metrics["training"]["channels"]["ranks"] == 1
+    # Noise changes the inputs, so the scores at a dose differ from the noise-free ones.
+    free = metrics["baselines"]["nearest_neighbour"]["noise_free"]
+    noisy = metrics["baselines"]["nearest_neighbour"]["dose_1e+05_e_per_a2"]
+    assert metrics["models"]["channels"]["noise_free"] != metrics["models"]["channels"][
+        "dose_1e+05_e_per_a2"] or free != noisy
+    text = outcome.report.read_text()
+    assert "| baseline `nearest_neighbour` |" in text and "## Per held-out material" in text
+    assert "Test metrics at dose 1e+05 e per a2" in text
+    for picture in ("curves.png", "materials.png"):
         assert (tmp_path / picture).stat().st_size > 10_000
-    for arrangement in ("channels", "scan_pixels"):
-        assert (tmp_path / f"train-{arrangement}" / "checkpoint.pt").is_file()
-    again = run_all(config, tmp_path)  # re-running resumes: both runs are already finished
-    assert "resumed at step" in again.read_text()
+    log = (tmp_path / "run.log").read_text()
+    assert "stage simulate" in log and "validation at step" in log  # routine notes: the file
+    assert "validation at step" not in capsys.readouterr().err  # not the console
+    assert "best arrangement" in outcome.headline()
+    again = run_all(config, tmp_path, ranks=1, doses=())  # resumes: both runs already finished
+    assert "resumed at step" in again.report.read_text()
+
+
+@pytest.mark.slow
+def test_run_all_trains_on_two_local_ranks(store: Path, tmp_path: Path) -> None:
+    shutil.copytree(store, tmp_path / "store.zarr")
+    config = tf.tiny_config(epochs=2, validate_every=1000, checkpoint_every=1000)
+    outcome = run_all(config, tmp_path, ranks=2, doses=())
+    metrics = json.loads(outcome.metrics_json.read_text())
+    _check_metrics(metrics, [])
+    assert metrics["training"]["scan_pixels"]["ranks"] == 2
+    assert "2 rank(s)" in outcome.report.read_text()

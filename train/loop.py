@@ -20,6 +20,7 @@ nobody else joins.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from train.arrangements import SampleShape, build_model
 from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -117,11 +119,13 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def train_main(config: StemdlConfig, data_url: str, out_dir: Path, stage_dir: Path | None = None,
-               resume: bool = False) -> TrainResult:
-    """Train `config` on the store at `data_url`; checkpoints and logs go to `out_dir`."""
+               resume: bool = False, progress: bool = False) -> TrainResult:
+    """Train `config` on the store at `data_url`; checkpoints and logs go to `out_dir`.
+    `progress` shows a progress bar of the steps on rank 0 (stderr)."""
     context = launch()
     try:
-        return Trainer(config, context, str(data_url), Path(out_dir), stage_dir).run(resume)
+        trainer = Trainer(config, context, str(data_url), Path(out_dir), stage_dir)
+        return trainer.run(resume, progress=progress)
     finally:
         context.close()
 
@@ -178,10 +182,11 @@ class Trainer:
         self.last_loss = float("nan")
         self._window = _Window()
         self._throughput: list[float] = []
+        self._bar = tqdm(disable=True)
 
     # ----------------------------------------------------------------- the run
 
-    def run(self, resume: bool) -> TrainResult:
+    def run(self, resume: bool, progress: bool = False) -> TrainResult:
         began = time.perf_counter()
         resumed_from = self._resume() if resume else self._refuse_to_overwrite()
         self.log.info(
@@ -193,8 +198,12 @@ class Trainer:
         initial = None
         if resumed_from is None and self.cfg.validate_at_start:
             initial = self._validate()
-        while self.position.step < self.total_steps:
-            self._train_epoch()
+        self._bar = tqdm(total=self.total_steps, initial=self.position.step, unit="step",
+                         desc=f"training {self.config.model.arrangement}", file=sys.stderr,
+                         disable=not (progress and self.context.is_main), dynamic_ncols=True)
+        with self._bar:
+            while self.position.step < self.total_steps:
+                self._train_epoch()
         if self.last_validation.get("step") != self.position.step:
             self._validate()
         self._save()
@@ -234,6 +243,7 @@ class Trainer:
             window.step_s += done - start
             window.wait_s += self.reducer.stats.last_wait_s
             self.position.advance(self.steps_per_epoch)
+            self._bar.update(1)
             self._after_step()
 
     def _step(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -302,6 +312,7 @@ class Trainer:
             "allreduce_wait_s": window.wait_s / window.steps,
         }
         self.log.record("train", self.position.step, values)
+        self._bar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
         self.log.info("step %d/%d epoch %d: loss %.5g, lr %.3g, %.1f samples/s, %.3g TFLOP/s, "
                       "per step: data %.3f s, compute %.3f s, allreduce wait %.3f s",
                       self.position.step, self.total_steps, self.position.epoch, loss,

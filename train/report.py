@@ -1,40 +1,27 @@
-"""`stemdl run`: simulate, verify, train both input arrangements, evaluate, write a report.
+"""The pictures and the markdown report of `stemdl run` (`train.default_run`).
 
-Everything on one machine: the store is generated on a local Dask cluster, each arrangement
-(`channels`, the paper's; `scan_pixels`, see `train.arrangements`) is trained as one process,
-and both are scored on the held-out test materials. The report (`report.md` next to two
-pictures) compares them. Re-running the same command resumes: generation skips finished
-shards and training continues from each run's checkpoint (or finds it finished).
+`report.md` leads with the test metrics of both arrangements and both baselines (noise-free and
+at each dose), says by how much the best model beats each baseline, then shows, per held-out
+material, its metrics and one sample's truth, predictions and error (`materials.png`), the
+training curves (`curves.png`), and where the time went.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
-from train.evaluate import evaluate_main, load_trained_model
-from train.loop import TrainResult, train_main
 from train.metrics import METRIC_NAMES
 from train.run_log import read_metrics
+from train.scoring import NOISE_FREE
 
 if TYPE_CHECKING:
     from configs import StemdlConfig
-
-log = logging.getLogger(__name__)
-
-ARRANGEMENTS = ("channels", "scan_pixels")
-PICTURE_SAMPLES = 4
-
-
-def _with_arrangement(config: StemdlConfig, arrangement: str) -> StemdlConfig:
-    from configs import config_from_dict
-
-    data = config.to_dict()
-    data["model"]["arrangement"] = arrangement
-    return config_from_dict(data, source=f"{config.name} ({arrangement})")
+    from train.loop import TrainResult
+    from train.scoring import SplitArrays
 
 
 def plot_curves(runs: dict[str, Path], png: Path) -> Path:
@@ -61,111 +48,128 @@ def plot_curves(runs: dict[str, Path], png: Path) -> Path:
     return png
 
 
-@torch.no_grad()
-def plot_predictions(checkpoints: dict[str, Path], store_url: str, png: Path,
-                     split: str = "test") -> Path:
-    """Rows: test samples. Columns: mean CBED pattern, target, each arrangement's prediction."""
+def plot_materials(test: SplitArrays, predictions: dict[str, torch.Tensor],
+                   arrangements: list[str], png: Path) -> Path:
+    """One row per held-out material (its first test sample): mean CBED pattern, truth, each
+    arrangement's prediction, the nearest-neighbour baseline, and the best model's error."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from datasets.loader import make_dataloader
-
-    device = torch.device("cpu")
-    models = {name: load_trained_model(path, device) for name, path in checkpoints.items()}
-    config = next(iter(models.values()))[1]
-    loader = make_dataloader(store_url, config.loader, split=split,
-                             batch_size=PICTURE_SAMPLES, shuffle=False, drop_last=False)
-    batch = next(iter(loader))
-    predictions = {name: model(batch["cbed"]) for name, (model, _) in models.items()}
-    rows = batch["cbed"].shape[0]
-    columns = 2 + len(predictions)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows), squeeze=False)
-    for row in range(rows):
-        target = batch["potential"][row, 0]
-        panels = [("mean CBED pattern", batch["cbed"][row].mean(dim=0), None),
-                  ("target potential", target, (target.min(), target.max()))]
-        panels += [(name, pred[row, 0], (target.min(), target.max()))
-                   for name, pred in predictions.items()]
-        for col, (title, image, limits) in enumerate(panels):
-            ax = axes[row, col]
-            vmin, vmax = limits if limits is not None else (None, None)
-            ax.imshow(image.numpy(), cmap="magma" if col == 0 else "viridis", vmin=vmin,
-                      vmax=vmax)
+    materials = sorted(set(test.material_id.tolist()))
+    rows = [int(np.flatnonzero(test.material_id == m)[0]) for m in materials]
+    names = [*arrangements, "nearest_neighbour"]
+    columns = 3 + len(names)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2.1 * columns, 2.1 * len(rows)),
+                             squeeze=False)
+    best = max(arrangements, key=lambda n: _pearson(predictions[n], test.potential))
+    for r, (row, material) in enumerate(zip(rows, materials, strict=True)):
+        truth = test.potential[row, 0]
+        limits = (float(truth.min()), float(truth.max()))
+        error = predictions[best][row, 0] - truth
+        span = float(error.abs().max()) or 1.0
+        panels = [("mean CBED", test.cbed[row].mean(dim=0), "magma", None),
+                  ("truth", truth, "viridis", limits)]
+        panels += [(name, predictions[name][row, 0], "viridis", limits) for name in names]
+        panels.append((f"error ({best})", error, "RdBu_r", (-span, span)))
+        for c, (title, image, cmap, lim) in enumerate(panels):
+            ax = axes[r, c]
+            vmin, vmax = lim if lim is not None else (None, None)
+            ax.imshow(image.numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
             ax.set_xticks([])
             ax.set_yticks([])
-            if row == 0:
-                ax.set_title(title, fontsize=9)
-        axes[row, 0].set_ylabel(f"sample {int(batch['index'][row])}", fontsize=8)
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+        axes[r, 0].set_ylabel(material, fontsize=6)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=100)
     plt.close(fig)
     return png
 
 
-def _table(metrics: dict[str, dict[str, float]], results: dict[str, TrainResult]) -> list[str]:
-    names = list(metrics)
-    lines = ["| | " + " | ".join(f"`{n}`" for n in names) + " |",
-             "|---|" + "---|" * len(names)]
-    for metric in (*METRIC_NAMES, "samples"):
-        lines.append(f"| test {metric} | "
-                     + " | ".join(f"{metrics[n][metric]:.4g}" for n in names) + " |")
-    lines.append("| parameters | " + " | ".join(
-        f"{results[n].model_cost.parameters:,}" for n in names) + " |")
-    lines.append("| GFLOP per training sample | " + " | ".join(
-        f"{results[n].model_cost.training_flops / 1e9:.3g}" for n in names) + " |")
-    lines.append("| training samples/s | " + " | ".join(
-        f"{results[n].samples_per_s:.1f}" for n in names) + " |")
+def _pearson(prediction: torch.Tensor, truth: torch.Tensor) -> float:
+    p = prediction.reshape(prediction.shape[0], -1).double()
+    t = truth.reshape(truth.shape[0], -1).double()
+    p, t = p - p.mean(dim=1, keepdim=True), t - t.mean(dim=1, keepdim=True)
+    return float(((p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1)).clamp_min(1e-12)).mean())
+
+
+def _metric_table(metrics: dict[str, Any], key: str) -> list[str]:
+    rows = {**{f"model `{n}`": v for n, v in metrics["models"].items()},
+            **{f"baseline `{n}`": v for n, v in metrics["baselines"].items()}}
+    lines = ["| | " + " | ".join(METRIC_NAMES) + " |", "|---|" + "---|" * len(METRIC_NAMES)]
+    for name, values in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[key][m]:.4g}" for m in METRIC_NAMES)
+                     + " |")
     return lines
 
 
-def run_all(config: StemdlConfig, out_dir: Path, n_workers: int | None = None,
-            arrangements: tuple[str, ...] = ARRANGEMENTS) -> Path:
-    """Simulate → verify → train each arrangement → evaluate → report; returns report.md."""
-    from datasets.generate import generate
-    from datasets.verify import verify_store
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    store = str(out_dir / "store.zarr")
-    generation = generate(config, store, n_workers=n_workers, progress=True)
-    if not generation.complete:
-        raise RuntimeError(f"the store is incomplete; run again to finish it:\n"
-                           f"{generation.summary()}")
-    verification = verify_store(store)
-    if not verification.ok:
-        raise RuntimeError(f"the store does not verify:\n{verification.summary()}")
-
-    results: dict[str, TrainResult] = {}
-    test_metrics: dict[str, dict[str, float]] = {}
-    runs: dict[str, Path] = {}
-    for arrangement in arrangements:
-        run_dir = out_dir / f"train-{arrangement}"
-        log.info("training the %s arrangement into %s", arrangement, run_dir)
-        results[arrangement] = train_main(_with_arrangement(config, arrangement), store,
-                                          run_dir, resume=True)
-        test_metrics[arrangement] = evaluate_main(run_dir / "checkpoint.pt", store, "test")
-        runs[arrangement] = run_dir
-    curves = plot_curves(runs, out_dir / "curves.png")
-    pictures = plot_predictions({n: d / "checkpoint.pt" for n, d in runs.items()}, store,
-                                out_dir / "predictions.png")
-    report = _render(config, generation, verification, results, test_metrics, curves, pictures)
-    path = out_dir / "report.md"
-    path.write_text(report)
-    return path
+def _margins(metrics: dict[str, Any]) -> list[str]:
+    best = metrics["best_arrangement"]
+    model = metrics["models"][best][NOISE_FREE]
+    lines = []
+    for name, values in metrics["baselines"].items():
+        base = values[NOISE_FREE]
+        lines.append(f"- `{best}` vs `{name}`: Pearson r {model['pearson_r']:.3f} vs "
+                     f"{base['pearson_r']:.3f} ({model['pearson_r'] - base['pearson_r']:+.3f}); "
+                     f"relative L2 {model['rel_l2']:.3f} vs {base['rel_l2']:.3f} "
+                     f"({model['rel_l2'] / max(base['rel_l2'], 1e-12):.2f}×)")
+    return lines
 
 
-def _render(config: StemdlConfig, generation: Any, verification: Any,
-            results: dict[str, TrainResult], metrics: dict[str, dict[str, float]],
-            curves: Path, pictures: Path) -> str:
-    best = min(metrics, key=lambda n: metrics[n]["mse"])
+def _per_material(metrics: dict[str, Any]) -> list[str]:
+    best = metrics["best_arrangement"]
+    per = metrics["per_material"]
+    lines = [f"| material | samples | `{best}` r | `{best}` rel. L2 | `{best}` SSIM | "
+             "nearest-neighbour r | mean-target r |", "|---|---|---|---|---|---|---|"]
+    for material, values in per[best].items():
+        lines.append(f"| `{material}` | {values['samples']} | {values['pearson_r']:.3f} | "
+                     f"{values['rel_l2']:.3f} | {values['ssim']:.3f} | "
+                     f"{per['nearest_neighbour'][material]['pearson_r']:.3f} | "
+                     f"{per['mean_target'][material]['pearson_r']:.3f} |")
+    return lines
+
+
+def render_report(config: StemdlConfig, metrics: dict[str, Any], generation: Any,
+                  verification: Any, results: dict[str, TrainResult], curves: Path,
+                  materials: Path) -> str:
+    """report.md of a `stemdl run` (see the module docstring)."""
+    best = metrics["best_arrangement"]
     lines = [
         f"# stemdl run: `{config.name}`",
         "",
         "CBED stacks simulated with abTEM multislice, stored as a sharded Zarr v3 store, "
         "verified, and inverted into projected potential by an FC-DenseNet. The test split "
-        "holds materials that training never saw.",
+        f"holds {len(metrics['test_materials'])} materials ({metrics['test_samples']} samples) "
+        "whose compositions training never saw.",
+        "",
+        "## Test metrics, noise-free",
+        "",
+        *_metric_table(metrics, NOISE_FREE),
+        "",
+        f"Best arrangement: `{best}`. `channels` feeds the P patterns as input channels (the "
+        "paper); `scan_pixels` makes each probe position a pixel whose channels are its pooled "
+        "pattern. Relative L2 is " + metrics["definitions"]["rel_l2"] + ".",
+        "",
+        *_margins(metrics),
+        "",
+    ]
+    for key in metrics["doses"]:
+        lines += [f"## Test metrics at {key.replace('_', ' ')}", "",
+                  *_metric_table(metrics, key), ""]
+    lines += [
+        "## Per held-out material",
+        "",
+        *_per_material(metrics),
+        "",
+        f"![truth, predictions and error per test material]({materials.name})",
+        "",
+        "## Training",
+        "",
+        f"![training curves]({curves.name})",
+        "",
+        *[f"- `{name}`: {result.summary()}" for name, result in results.items()],
         "",
         "## Data",
         "",
@@ -174,21 +178,11 @@ def _render(config: StemdlConfig, generation: Any, verification: Any,
         verification.summary(),
         "```",
         "",
-        "## Test metrics by input arrangement",
+        "## Wall time",
         "",
-        *_table(metrics, results),
-        "",
-        f"Lowest test MSE: `{best}`. `channels` feeds the P patterns as input channels (the "
-        "paper); `scan_pixels` makes each probe position a pixel whose channels are its pooled "
-        "pattern.",
-        "",
-        f"![training curves]({curves.name})",
-        "",
-        f"![predictions on test samples]({pictures.name})",
-        "",
-        "## Training runs",
-        "",
-        *[f"- `{name}`: {result.summary()}" for name, result in results.items()],
+        "| stage | seconds |",
+        "|---|---|",
+        *[f"| {stage} | {seconds:.1f} |" for stage, seconds in metrics["wall_s"].items()],
         "",
     ]
     return "\n".join(lines)

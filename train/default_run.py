@@ -1,0 +1,305 @@
+"""`stemdl run`: simulate, verify, train both input arrangements, score them against baselines.
+
+Everything on one machine: the store is generated on a local Dask cluster, each arrangement
+(`channels`, the paper's; `scan_pixels`, see `train.arrangements`) is trained on `ranks` local
+torch.distributed processes (gloo, through the grouped allreduce) or in this process
+(`ranks=1`), and both are scored on the held-out test materials, noise-free and at finite
+electron doses, beside the two baselines of `train.scoring`. The run folder receives
+
+* `store.zarr`, `train-<arrangement>/` (checkpoint, metrics.jsonl, TensorBoard),
+* `metrics.json`: every test metric of every model and baseline, per dose and per material,
+  the definitions, and the wall time of every stage,
+* `report.md` with `curves.png`, `materials.png`, and `run.log` (everything that was logged;
+  the console shows progress bars, warnings and the summary).
+
+Re-running the same command resumes: generation skips finished shards and training continues
+from each run's checkpoint (or finds it finished); scoring and the report are redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from train.evaluate import load_trained_model
+from train.loop import TrainResult, train_main
+from train.report import plot_curves, plot_materials, render_report
+from train.scoring import (
+    NOISE_FREE,
+    RELATIVE_L2_DEFINITION,
+    SplitArrays,
+    by_material,
+    load_split,
+    mean_target_prediction,
+    nearest_neighbour_prediction,
+    predict,
+    sample_metrics,
+    summarize,
+)
+
+if TYPE_CHECKING:
+    from configs import StemdlConfig
+
+log = logging.getLogger(__name__)
+
+ARRANGEMENTS = ("channels", "scan_pixels")
+# Test doses (electrons per Å² over the scanned region): 10⁵ is a routine 4D-STEM dose for
+# crystals that tolerate the beam, 10⁴ a low-dose acquisition.
+DEFAULT_DOSES_E_PER_A2 = (1e5, 1e4)
+# Local training processes of `stemdl run` (benchmarks/default_run.py measured 1 and 2).
+DEFAULT_RANKS = 2
+LOG_NAME = "run.log"
+
+
+def dose_key(dose: float | None) -> str:
+    return NOISE_FREE if dose is None else f"dose_{dose:.0e}_e_per_a2"
+
+
+@dataclass
+class RunOutcome:
+    """What `run_all` wrote and its headline figures."""
+
+    report: Path
+    metrics_json: Path
+    metrics: dict[str, Any]
+    wall_s: dict[str, float] = field(default_factory=dict)
+
+    def headline(self) -> str:
+        m = self.metrics
+        best = m["best_arrangement"]
+        free = m["models"][best][NOISE_FREE]
+        lines = [f"best arrangement: {best} on {m['test_samples']} test samples of "
+                 f"{len(m['test_materials'])} held-out materials",
+                 f"  Pearson r {free['pearson_r']:.3f}, relative L2 {free['rel_l2']:.3f}, "
+                 f"SSIM {free['ssim']:.3f}, PSNR {free['psnr_db']:.1f} dB (noise-free)"]
+        for name in m["models"]:
+            if name != best:
+                other = m["models"][name][NOISE_FREE]
+                lines.append(f"  {name}: Pearson r {other['pearson_r']:.3f}, "
+                             f"relative L2 {other['rel_l2']:.3f}")
+        for baseline, values in m["baselines"].items():
+            free_b = values[NOISE_FREE]
+            lines.append(f"  baseline {baseline}: Pearson r {free_b['pearson_r']:.3f}, "
+                         f"relative L2 {free_b['rel_l2']:.3f}")
+        for key in m["doses"]:
+            noisy = m["models"][best][key]
+            lines.append(f"  at {key}: Pearson r {noisy['pearson_r']:.3f}, relative L2 "
+                         f"{noisy['rel_l2']:.3f}")
+        lines.append(f"wall time {self.wall_s.get('total', 0.0):.0f} s ("
+                     + ", ".join(f"{k} {v:.0f} s" for k, v in self.wall_s.items()
+                                 if k != "total") + ")")
+        lines.append(f"report: {self.report}")
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def logs_to_file(path: Path) -> Iterator[None]:
+    """Send every INFO record to `path`; the console's handlers keep only warnings and errors
+    (the progress bars say what is going on)."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    saved = [(h, h.level) for h in root.handlers]
+    saved_level = root.level
+    for h, _ in saved:
+        h.setLevel(max(h.level, logging.WARNING))
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(saved_level)
+        for h, level in saved:
+            h.setLevel(level)
+
+
+class StageClock:
+    """Wall time per stage, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._began = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        log.info("stage %s", name)
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - began
+
+    def total(self) -> dict[str, float]:
+        return {**self.seconds, "total": time.perf_counter() - self._began}
+
+
+def with_arrangement(config: StemdlConfig, arrangement: str) -> StemdlConfig:
+    from configs import config_from_dict
+
+    data = config.to_dict()
+    data["model"]["arrangement"] = arrangement
+    return config_from_dict(data, source=f"{config.name} ({arrangement})")
+
+
+def _train_rank(rank: int, world_size: int, config_dict: dict[str, Any], store: str,
+                run_dir: str, log_path: str, threads: int) -> TrainResult:
+    """One rank of a local multi-process training (module level: ranks are spawned)."""
+    from configs import config_from_dict
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, filename=log_path,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("distributed", "fsspec", "numcodecs", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = config_from_dict(config_dict)
+    return train_main(config, store, Path(run_dir), resume=True, progress=rank == 0)
+
+
+def train_arrangement(config: StemdlConfig, store: str, run_dir: Path, ranks: int,
+                      log_path: Path) -> TrainResult:
+    """Train one arrangement on `ranks` local processes (or in this one for 1), resuming."""
+    if ranks == 1:
+        return train_main(config, store, run_dir, resume=True, progress=True)
+    from train.local_ranks import run_local_ranks
+
+    threads = max(1, (os.cpu_count() or 1) // ranks)
+    results = run_local_ranks(_train_rank, ranks,
+                              args=(config.to_dict(), store, str(run_dir), str(log_path),
+                                    threads),
+                              timeout_s=4 * 3600)
+    return results[0]
+
+
+def _score(predictions: torch.Tensor, test: SplitArrays) -> dict[str, Any]:
+    per_sample = sample_metrics(predictions, test.potential)
+    return {"summary": summarize(per_sample), "per_sample": per_sample}
+
+
+def score_run(config: StemdlConfig, store: str, checkpoints: dict[str, Path],
+              doses: tuple[float, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics of every model and baseline on the test split, noise-free and at each dose;
+    and what the pictures need (noise-free test arrays and predictions)."""
+    device = torch.device("cpu")
+    models = {name: load_trained_model(path, device)[0] for name, path in checkpoints.items()}
+    train_split = load_split(store, config.loader, "train", seed=config.train.seed)
+    metrics: dict[str, Any] = {"models": {n: {} for n in models},
+                               "baselines": {"mean_target": {}, "nearest_neighbour": {}},
+                               "per_material": {}}
+    pictures: dict[str, Any] = {}
+    for dose in (None, *doses):
+        key = dose_key(dose)
+        test = load_split(store, config.loader, "test", dose_e_per_a2=dose,
+                          seed=config.train.seed)
+        predictions = {name: predict(model, test.cbed) for name, model in models.items()}
+        predictions["mean_target"] = mean_target_prediction(train_split, len(test))
+        predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, test.cbed)
+        for name, prediction in predictions.items():
+            scored = _score(prediction, test)
+            group = "models" if name in models else "baselines"
+            metrics[group][name][key] = scored["summary"]
+            if dose is None:
+                metrics["per_material"][name] = by_material(scored["per_sample"],
+                                                            test.material_id)
+        if dose is None:
+            pictures = {"test": test, "predictions": predictions}
+            metrics["test_samples"] = len(test)
+            metrics["test_materials"] = sorted(set(test.material_id.tolist()))
+            metrics["train_samples"] = len(train_split)
+    return metrics, pictures
+
+
+def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None,
+            ranks: int = 1, doses: tuple[float, ...] = DEFAULT_DOSES_E_PER_A2,
+            arrangements: tuple[str, ...] = ARRANGEMENTS) -> RunOutcome:
+    """Simulate → verify → train each arrangement → score → report (module docstring)."""
+    from datasets.generate import generate
+    from datasets.verify import verify_store
+
+    if ranks < 1:
+        raise ValueError(f"ranks must be >= 1, got {ranks}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = str(out_dir / "store.zarr")
+    log_path = out_dir / LOG_NAME
+    clock = StageClock()
+    with logs_to_file(log_path):
+        log.info("stemdl run of %s into %s: %d rank(s), doses %s", config.name, out_dir, ranks,
+                 doses)
+        with clock.stage("simulate"):
+            generation = generate(config, store, n_workers=n_workers, progress=True)
+        if not generation.complete:
+            raise RuntimeError(f"the store is incomplete:\n{generation.summary()}")
+        with clock.stage("verify"):
+            verification = verify_store(store)
+        if not verification.ok:
+            raise RuntimeError(f"the store does not verify:\n{verification.summary()}")
+        results: dict[str, TrainResult] = {}
+        runs: dict[str, Path] = {}
+        for arrangement in arrangements:
+            run_dir = out_dir / f"train-{arrangement}"
+            print(f"training {arrangement} on {ranks} rank(s)", file=sys.stderr)
+            with clock.stage(f"train_{arrangement}"):
+                results[arrangement] = train_arrangement(
+                    with_arrangement(config, arrangement), store, run_dir, ranks, log_path)
+            runs[arrangement] = run_dir
+        print("scoring on the held-out test materials", file=sys.stderr)
+        with clock.stage("score"):
+            metrics, pictures = score_run(config, store,
+                                          {n: d / "checkpoint.pt" for n, d in runs.items()},
+                                          doses)
+        with clock.stage("report"):
+            curves = plot_curves(runs, out_dir / "curves.png")
+            materials_png = plot_materials(pictures["test"], pictures["predictions"],
+                                           list(arrangements), out_dir / "materials.png")
+    wall = clock.total()
+    best = max(arrangements, key=lambda n: metrics["models"][n][NOISE_FREE]["pearson_r"])
+    metrics.update({
+        "config": config.name,
+        "best_arrangement": best,
+        "doses": [dose_key(d) for d in doses],
+        "dose_definition": "electrons per Å² spread uniformly over the scanned region; "
+                           "Poisson noise on every test pattern (datasets/transforms.py)",
+        "definitions": {
+            "rel_l2": RELATIVE_L2_DEFINITION,
+            "pearson_r": "correlation of prediction and truth over a sample's pixels, averaged",
+            "ssim": "Wang et al. 2004, 11-px Gaussian window (σ 1.5), data range of the truth",
+            "psnr_db": "10·log10(range(truth)² / MSE) per sample, averaged",
+            "mse": "mean squared error of standardized maps",
+        },
+        "training": {name: {"ranks": r.world_size, "steps": r.steps,
+                            "samples_per_s": r.samples_per_s, "wall_s": r.wall_s,
+                            "parameters": r.model_cost.parameters,
+                            "training_gflop_per_sample": r.model_cost.training_flops / 1e9}
+                     for name, r in results.items()},
+        "wall_s": wall,
+    })
+    metrics_json = out_dir / "metrics.json"
+    metrics_json.write_text(json.dumps(_jsonable(metrics), indent=2))
+    report = out_dir / "report.md"
+    report.write_text(render_report(config, metrics, generation, verification, results,
+                                    curves, materials_png))
+    return RunOutcome(report, metrics_json, metrics, wall)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
