@@ -204,6 +204,12 @@ class SimulationConfig(StrictModel):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    engine: Literal["stemdl", "abtem"] = Field(
+        "stemdl",
+        description="Multislice propagation: stemdl's own loop over abTEM's physics arrays "
+        "(simulate/multislice.py), or abTEM's Probe.multislice (the reference); the same "
+        "patterns to float32 rounding.",
+    )
 
     @field_validator("thickness_a")
     @classmethod

@@ -126,6 +126,23 @@ def plan_geometry(
     )
 
 
+def centre_planes_in_slices(
+    positions_a: np.ndarray, period_a: float, slice_thickness_a: float
+) -> np.ndarray:
+    """Base-cell positions shifted by half a slice along z (wrapped into the period).
+
+    With d_hkl slices the atomic planes sit at multiples of the slice thickness, exactly on
+    slice boundaries: frozen-phonon displacements would then put about half of each plane's
+    atoms in the slice above and half in the slice below. Shifted by half a slice, every plane
+    sits mid-slice, d/2 from either boundary. The record stores the shifted positions, so a
+    reader rebuilds exactly what was simulated.
+    """
+    shifted = np.array(positions_a, dtype=np.float64, copy=True)
+    shifted[:, 2] = np.mod(shifted[:, 2] + slice_thickness_a / 2, period_a)
+    shifted[np.isclose(shifted[:, 2], period_a, rtol=0, atol=_ROUNDING), 2] = 0.0
+    return shifted
+
+
 def specimen_atoms(
     cell_a: np.ndarray,
     atomic_numbers: np.ndarray,

@@ -9,8 +9,11 @@ rebuild the sample with plain abTEM calls from the record alone.
 `extra` carries the target smoothing σ (`target_smoothing_px`, needed to recompute the target;
 the pattern and target sizes and the number of depth sections are the array shapes) and what is
 useful but not needed to recompute: the requested (unrounded) thickness, the orientation strain,
-whether the zone axis fell back, l* (d_hkl planes per base period), and for `semiangle_mrad:
-touching` the |g| and (h, k) of the reflection whose disks touch.
+whether the zone axis fell back, l* (d_hkl planes per base period), for `semiangle_mrad:
+touching` the |g| and (h, k) of the reflection whose disks touch, the multislice engine
+(`engine_code`, `physics.ENGINE_CODES`: 0 abTEM, 1 stemdl; same patterns to float32
+rounding), and with `slice_thickness_a: d_hkl` the z shift already applied to the recorded
+positions (`slice_z_shift_a`, informational: the record's positions are the simulated ones).
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from simulate.crystallography import (
 )
 from simulate.device import configure_abtem, resolve_device
 from simulate.draws import draw_sample
-from simulate.geometry import plan_geometry, specimen_atoms
+from simulate.geometry import centre_planes_in_slices, plan_geometry, specimen_atoms
 from simulate.orientation import OrientedCell
 from simulate.physics import (
+    ENGINE_CODES,
     PotentialSettings,
     ProbeSettings,
     build_potential,
@@ -95,6 +99,9 @@ def simulate_sample(
     cell = np.array(base.atoms.cell.array, dtype=np.float64)
     numbers = np.array(base.atoms.numbers, dtype=np.int64)
     positions = np.array(base.atoms.positions, dtype=np.float64)
+    if config.slice_thickness_a == "d_hkl":  # atomic planes mid-slice, not on slice boundaries
+        positions = centre_planes_in_slices(positions, base.lengths_a[2], geometry.slice_thickness_a)
+        extra["slice_z_shift_a"] = geometry.slice_thickness_a / 2
     atoms = specimen_atoms(cell, numbers, positions, geometry.repetitions)
     potential_settings = PotentialSettings(
         gpts=geometry.gpts,
@@ -115,7 +122,9 @@ def simulate_sample(
         config.detector.pattern_px,
         config.detector.binning,
         device,
+        config.engine,
     )
+    extra["engine_code"] = ENGINE_CODES[config.engine]
     sections = projected_potential_sections(potential, config.target.depth_sections)
     target = resample_region(
         sections,

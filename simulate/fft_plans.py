@@ -1,0 +1,123 @@
+"""Batched, in-place 2D FFTs with plans made once per (shape, dtype) and reused: FFTW on CPU, cuFFT on GPU.
+
+Why a module of our own: stemdl's multislice (`simulate/multislice.py`) spends nearly all of
+its time in FFTs of one fixed batch shape, thousands of times a sample. Planning once per
+shape, transforming a buffer the plan owns in place, and not normalizing the inverse (the
+engine folds 1/N into its propagator) removes every per-call allocation and check.
+
+* `array_module(device)` is the one NumPy/CuPy switch of the engine (abTEM's own
+  `get_array_module`), so the propagation code never branches on the device.
+* `plan(shape, device)` returns a cached `FFTPlan`: `plan.buffer` is the array to fill,
+  `plan.forward()` / `plan.backward()` transform it in place over its last two axes;
+  `backward` is unnormalized (the sum without 1/N).
+* Determinism: FFTW plans are made with `FFTW_ESTIMATE` and no wisdom (the planner's choice
+  is a fixed function of the shape and the buffer's alignment, which the plan owns), on one
+  thread. `FFTW_MEASURE` times candidate algorithms and may pick another one in another
+  process, which changes the last bits; `benchmarks/RESULTS.md` gives what ESTIMATE costs.
+  Wisdom accumulated by other code in the process (abTEM with FFTW_MEASURE, say) is
+  forgotten before each new plan, so it cannot steer ours; plans already made are unaffected.
+  cuFFT picks its algorithm from the shape and the device, so a GPU gives the same bits for
+  the same (shape, device) run after run.
+* The cache is small (`MAX_PLANS`, least recently used first out): a sample needs two shapes
+  at most (full probe batches and the remainder), and a worker sees a handful of grids.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+MAX_PLANS = 8
+FFTW_FLAGS = ("FFTW_ESTIMATE", "FFTW_DESTROY_INPUT")
+
+
+def array_module(device: str) -> ModuleType:
+    """NumPy for "cpu", CuPy for "gpu" (abTEM's switch; CuPy is imported only for "gpu")."""
+    from abtem.core.backend import get_array_module
+
+    return get_array_module(device)
+
+
+class FFTPlan(Protocol):
+    buffer: Any  # complex64 array of the plan's shape, on the plan's device
+
+    def forward(self) -> None: ...
+
+    def backward(self) -> None: ...
+
+
+class _FFTWPlan:
+    """pyFFTW plans of one in-place transform pair over the last two axes of `buffer`."""
+
+    def __init__(self, shape: tuple[int, ...], threads: int) -> None:
+        import pyfftw
+
+        self.buffer = pyfftw.empty_aligned(shape, dtype=np.complex64)
+        pyfftw.forget_wisdom()  # another caller's MEASURE wisdom must not pick our algorithm
+        self._forward = pyfftw.FFTW(
+            self.buffer, self.buffer, axes=(-2, -1), direction="FFTW_FORWARD",
+            flags=FFTW_FLAGS, threads=threads,
+        )
+        self._backward = pyfftw.FFTW(
+            self.buffer, self.buffer, axes=(-2, -1), direction="FFTW_BACKWARD",
+            flags=FFTW_FLAGS, threads=threads, normalise_idft=False,
+        )
+
+    def forward(self) -> None:
+        self._forward.execute()
+
+    def backward(self) -> None:
+        self._backward.execute()
+
+
+class _CuFFTPlan:
+    """A cuFFT plan of the last two axes of `buffer`, run in place (not verified on a GPU)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        import cupy
+        import cupyx.scipy.fft as cufft_scipy
+        from cupy.cuda import cufft
+
+        self.buffer = cupy.zeros(shape, dtype=cupy.complex64)
+        self._plan = cufft_scipy.get_fft_plan(self.buffer, axes=(-2, -1), value_type="C2C")
+        self._forward_flag = cufft.CUFFT_FORWARD
+        self._backward_flag = cufft.CUFFT_INVERSE
+
+    def forward(self) -> None:
+        self._plan.fft(self.buffer, self.buffer, self._forward_flag)
+
+    def backward(self) -> None:  # cuFFT's inverse is unnormalized
+        self._plan.fft(self.buffer, self.buffer, self._backward_flag)
+
+
+_PLANS: OrderedDict[tuple[Any, ...], FFTPlan] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def plan(shape: tuple[int, ...], device: str, threads: int = 1) -> FFTPlan:
+    """The cached in-place plan for complex64 arrays of `shape` on `device`.
+
+    A plan owns its buffer, so two threads must not use one plan at once: the key includes
+    the thread, and a Dask worker running samples in several threads gets a plan per thread.
+    """
+    key = (tuple(int(n) for n in shape), device, threads, threading.get_ident())
+    with _LOCK:
+        found = _PLANS.get(key)
+        if found is not None:
+            _PLANS.move_to_end(key)
+            return found
+        made: FFTPlan = _CuFFTPlan(key[0]) if device == "gpu" else _FFTWPlan(key[0], threads)
+        _PLANS[key] = made
+        while len(_PLANS) > MAX_PLANS:
+            _PLANS.popitem(last=False)
+        return made
+
+
+def clear_plans() -> None:
+    """Forget every cached plan (tests use it to plan afresh)."""
+    with _LOCK:
+        _PLANS.clear()
