@@ -3,7 +3,7 @@
 abTEM defines every physical array here; this module only runs the propagation loop:
 
 * transmission functions t_k = exp(iσV_k): `PotentialArray.transmission_function(energy)`,
-  band-limited by abTEM's antialiasing aperture (`antialias_aperture`), as abTEM's
+  band-limited by abTEM's antialiasing aperture (`AntialiasAperture.get_array`), as abTEM's
   `conventional_multislice_step` does;
 * the probe waves: `Probe.build(CustomScan(positions))` (aperture, aberrations, position
   phase, normalization, inverse FFT: all abTEM's);
@@ -96,12 +96,13 @@ def _configurations(potential: PotentialArray) -> list[PotentialArray]:
 
 def transmission_functions(configuration: PotentialArray, energy_ev: float, device: str) -> Any:
     """(S, nx, ny) complex64 band-limited transmission functions of one configuration."""
-    from abtem.antialias import antialias_aperture
+    from abtem.antialias import AntialiasAperture
 
     xp = array_module(device)
-    raw = configuration.transmission_function(energy=energy_ev).array
+    transmission = configuration.transmission_function(energy=energy_ev)
+    aperture = AntialiasAperture().get_array(transmission)  # what abTEM's bandlimit applies
+    raw = transmission.array
     slices, nx, ny = raw.shape
-    aperture = antialias_aperture((nx, ny), configuration.reciprocal_space_sampling, xp)
     fft = plan((slices, nx, ny), device)
     fft.buffer[...] = raw
     fft.forward()
