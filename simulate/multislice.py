@@ -5,8 +5,10 @@ abTEM defines every physical array here; this module only runs the propagation l
 * transmission functions t_k = exp(iσV_k): `PotentialArray.transmission_function(energy)`,
   band-limited by abTEM's antialiasing aperture (`AntialiasAperture.get_array`), as abTEM's
   `conventional_multislice_step` does;
-* the probe waves: `Probe.build(CustomScan(positions))` (aperture, aberrations, position
-  phase, normalization, inverse FFT: all abTEM's);
+* the probe: abTEM's `Probe.build` at the origin (aperture, aberrations, normalization), moved
+  to each scan position by abTEM's own phase ramp (`fft_shift_kernel`, exactly as
+  `CustomScan` does), chunk by chunk, so the P probes are never built all at once
+  (`ProbeWaves`);
 * the Fresnel propagator of each slice thickness, with the antialiasing aperture folded in:
   `FresnelPropagator.get_array(waves, thickness)`.
 
@@ -41,6 +43,7 @@ GPU path has not been run yet (no GPU on the machines this was written on).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,7 +51,7 @@ import numpy as np
 from simulate.fft_plans import array_module, plan
 
 if TYPE_CHECKING:
-    from abtem import Waves
+    from abtem import Probe, Waves
     from abtem.potentials.iam import PotentialArray
 
 # Bytes of one chunk of probe waves: ~1 MiB keeps a chunk (and the transmission slice it is
@@ -73,6 +76,47 @@ def window_indices(n: int, m: int) -> np.ndarray:
     if not 0 < m <= n:
         raise ValueError(f"cannot take a window of {m} frequencies from an axis of {n}")
     return (np.arange(m) - m // 2) % n
+
+
+@dataclass(frozen=True)
+class ProbeWaves:
+    """abTEM's probe at every scan position, in the form the engine builds it chunk by chunk.
+
+    The probe at position r is IFFT(Ψ₀ · exp(−2πi k·r)), Ψ₀ the Fourier coefficients of
+    abTEM's probe at the origin; `spectrum` holds Ψ₀ / N, so the engine's unnormalized
+    inverse FFT gives the probe directly.
+    """
+
+    waves: Waves  # abTEM's probe at the origin (1, nx, ny), real space: grid, energy, metadata
+    spectrum: Any  # (nx, ny) complex64, Ψ₀ / N
+    positions_px: Any  # (P, 2) float32, (x, y) in grid units, as CustomScan passes them
+
+    @property
+    def num_probes(self) -> int:
+        return int(self.positions_px.shape[0])
+
+    def fill(self, buffer: Any, start: int, stop: int) -> None:
+        """Write the real-space probes `start:stop` into `buffer` (stop − start, nx, ny)."""
+        from abtem.core.fft import fft_shift_kernel
+
+        xp = array_module(self.waves.device)
+        ramps = fft_shift_kernel(self.positions_px[start:stop], shape=buffer.shape[-2:])
+        xp.multiply(ramps, self.spectrum, out=buffer)
+
+
+def probe_waves(probe: Probe, positions_xy_a: np.ndarray, device: str) -> ProbeWaves:
+    """`ProbeWaves` of an abTEM `Probe` (grid already matched to the potential) at the positions."""
+    import abtem
+
+    xp = array_module(device)
+    origin = probe.build(scan=abtem.CustomScan(np.zeros((1, 2))), lazy=False)
+    if origin.reciprocal_space:
+        raise ValueError("abTEM built the probe in reciprocal space; expected real space")
+    nx, ny = origin.gpts
+    spectrum = xp.fft.fft2(origin.array[0].astype(np.complex128)) / (nx * ny)
+    # CustomScan's kernel takes positions in grid units, computed in float32 (abTEM's precision).
+    positions = xp.asarray(np.asarray(positions_xy_a, dtype=np.float64) / np.asarray(origin.sampling))
+    return ProbeWaves(origin, spectrum.astype(np.complex64), positions.astype(np.float32))
 
 
 def _intensity_scale(waves: Waves) -> float:
@@ -119,20 +163,19 @@ def propagators(waves: Waves, thicknesses_a: tuple[float, ...]) -> dict[float, A
 
 
 def diffraction_window(
-    waves: Waves, potential: PotentialArray, window_xy: tuple[int, int], device: str
+    probes: ProbeWaves, potential: PotentialArray, window_xy: tuple[int, int], device: str
 ) -> Any:
     """(P, mx, my) float32 far-field intensities of the central window (x, y), fftshifted order.
 
-    `waves` are abTEM probe waves in real space, built on the grid of `potential`; with
-    frozen phonons the configurations' intensities are averaged.
+    `probes` is abTEM's probe on the grid of `potential`; with frozen phonons the
+    configurations' intensities are averaged.
     """
     xp = array_module(device)
-    probes = waves.array
-    if waves.reciprocal_space:
-        raise ValueError("the probe waves must be in real space (Probe.build gives them so)")
-    num_probes, nx, ny = probes.shape
+    waves = probes.waves
+    nx, ny = waves.gpts
     if (nx, ny) != tuple(potential.gpts):
         raise ValueError(f"probe grid {(nx, ny)} differs from the potential grid {potential.gpts}")
+    num_probes = probes.num_probes
     thicknesses = tuple(float(t) for t in potential.slice_thickness)
     kernels = propagators(waves, thicknesses)
     scaled = {t: kernel / np.float32(nx * ny) for t, kernel in kernels.items()}
@@ -148,7 +191,8 @@ def diffraction_window(
             stop = min(start + chunk, num_probes)
             fft = plan((stop - start, nx, ny), device)
             psi = fft.buffer
-            psi[...] = probes[start:stop]
+            probes.fill(psi, start, stop)
+            fft.backward()  # the probes in real space
             for k, thickness in enumerate(thicknesses):
                 xp.multiply(psi, transmission[k], out=psi)
                 fft.forward()

@@ -156,11 +156,11 @@ def cbed_patterns(
     )
     height, width = pattern_px[0] * binning, pattern_px[1] * binning
     if engine == "stemdl":
-        from simulate.multislice import diffraction_window
+        from simulate.multislice import diffraction_window, probe_waves
 
         abtem_probe.grid.match(potential_array)
-        waves = abtem_probe.build(scan=abtem.CustomScan(positions_xy_a), lazy=False)
-        window = diffraction_window(waves, potential_array, (width, height), device)
+        probes = probe_waves(abtem_probe, positions_xy_a, device)
+        window = diffraction_window(probes, potential_array, (width, height), device)
         array = np.asarray(to_numpy(window), dtype=np.float32)  # (P, kx, ky)
     elif engine == "abtem":
         scan = abtem.CustomScan(positions_xy_a)
