@@ -138,8 +138,16 @@ def _configurations(potential: PotentialArray) -> list[PotentialArray]:
     return [potential[i] for i in range(potential.array.shape[0])]
 
 
-def transmission_functions(configuration: PotentialArray, energy_ev: float, device: str) -> Any:
-    """(S, nx, ny) complex64 band-limited transmission functions of one configuration."""
+def transmission_functions(
+    configuration: PotentialArray, energy_ev: float, gpts: tuple[int, int], device: str
+) -> Any:
+    """(S, *gpts) complex64 band-limited transmission functions of one configuration.
+
+    `gpts` is the multislice grid: the potential's own, or a coarser grid of the same extent
+    (`simulation.reduced_grid_margin`), onto which the transmission functions, computed and
+    band-limited on the potential's grid, are resampled by keeping their Fourier coefficients
+    below the coarse grid's Nyquist frequency (exact for every frequency the coarse grid holds).
+    """
     from abtem.antialias import AntialiasAperture
 
     xp = array_module(device)
@@ -151,8 +159,28 @@ def transmission_functions(configuration: PotentialArray, energy_ev: float, devi
     fft.buffer[...] = raw
     fft.forward()
     xp.multiply(fft.buffer, (aperture / (nx * ny)).astype(np.complex64), out=fft.buffer)
-    fft.backward()
-    return fft.buffer.copy()
+    if tuple(gpts) == (nx, ny):
+        fft.backward()
+        return fft.buffer.copy()
+    coarse = plan((slices, *gpts), device)
+    coarse.buffer[...] = 0
+    for old_x, new_x in kept_frequencies(nx, gpts[0]):
+        for old_y, new_y in kept_frequencies(ny, gpts[1]):
+            coarse.buffer[:, new_x, new_y] = fft.buffer[:, old_x, old_y]
+    coarse.backward()
+    return coarse.buffer.copy()
+
+
+def kept_frequencies(n: int, m: int) -> list[tuple[slice, slice]]:
+    """(old, new) index slices of the frequencies |f| < m/2 of an FFT axis of n resampled to m ≤ n."""
+    if m > n:
+        raise ValueError(f"cannot resample an axis of {n} onto a finer one of {m}")
+    positive = (m + 1) // 2  # f = 0 … ceil(m/2) − 1
+    negative = (m - 1) // 2  # f = −1 … −floor((m−1)/2)
+    pairs = [(slice(0, positive), slice(0, positive))]
+    if negative:
+        pairs.append((slice(n - negative, n), slice(m - negative, m)))
+    return pairs
 
 
 def propagators(waves: Waves, thicknesses_a: tuple[float, ...]) -> dict[float, Any]:
@@ -167,14 +195,15 @@ def diffraction_window(
 ) -> Any:
     """(P, mx, my) float32 far-field intensities of the central window (x, y), fftshifted order.
 
-    `probes` is abTEM's probe on the grid of `potential`; with frozen phonons the
-    configurations' intensities are averaged.
+    `probes` is abTEM's probe on the multislice grid: the grid of `potential`, or a coarser one
+    of the same extent (see `transmission_functions`); with frozen phonons the configurations'
+    intensities are averaged.
     """
     xp = array_module(device)
     waves = probes.waves
     nx, ny = waves.gpts
-    if (nx, ny) != tuple(potential.gpts):
-        raise ValueError(f"probe grid {(nx, ny)} differs from the potential grid {potential.gpts}")
+    if not np.allclose(waves.extent, potential.extent, rtol=1e-9, atol=0):
+        raise ValueError(f"probe extent {waves.extent} differs from the potential's {potential.extent}")
     num_probes = probes.num_probes
     thicknesses = tuple(float(t) for t in potential.slice_thickness)
     kernels = propagators(waves, thicknesses)
@@ -186,7 +215,7 @@ def diffraction_window(
     chunk = chunk_probes(num_probes, nx * ny, device)
     out = xp.zeros((num_probes, *window_xy), dtype=np.float32)
     for configuration in configurations:
-        transmission = transmission_functions(configuration, waves.energy, device)
+        transmission = transmission_functions(configuration, waves.energy, (nx, ny), device)
         for start in range(0, num_probes, chunk):
             stop = min(start + chunk, num_probes)
             fft = plan((stop - start, nx, ny), device)

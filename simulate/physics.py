@@ -143,8 +143,13 @@ def cbed_patterns(
     binning: int,
     device: Device,
     engine: Engine = "stemdl",
+    multislice_gpts: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """(P, H, W) float32 CBED patterns, rows = ky, columns = kx (see module docstring)."""
+    """(P, H, W) float32 CBED patterns, rows = ky, columns = kx (see module docstring).
+
+    `multislice_gpts`: propagate on this coarser grid of the same extent (stemdl engine only;
+    `simulation.reduced_grid_margin`); None: on the potential's grid.
+    """
     import abtem
 
     abtem_probe = abtem.Probe(
@@ -155,10 +160,14 @@ def cbed_patterns(
         device=device,
     )
     height, width = pattern_px[0] * binning, pattern_px[1] * binning
+    if multislice_gpts is not None and engine != "stemdl":
+        raise ValueError("a reduced multislice grid (simulation.reduced_grid_margin) needs engine 'stemdl'")
     if engine == "stemdl":
         from simulate.multislice import diffraction_window, probe_waves
 
         abtem_probe.grid.match(potential_array)
+        if multislice_gpts is not None:
+            abtem_probe.gpts = multislice_gpts  # same extent, coarser grid
         probes = probe_waves(abtem_probe, positions_xy_a, device)
         window = diffraction_window(probes, potential_array, (width, height), device)
         array = np.asarray(to_numpy(window), dtype=np.float32)  # (P, kx, ky)

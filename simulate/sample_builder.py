@@ -13,7 +13,8 @@ whether the zone axis fell back, l* (d_hkl planes per base period), for `semiang
 touching` the |g| and (h, k) of the reflection whose disks touch, the multislice engine
 (`engine_code`, `physics.ENGINE_CODES`: 0 abTEM, 1 stemdl; same patterns to float32
 rounding), and with `slice_thickness_a: d_hkl` the z shift already applied to the recorded
-positions (`slice_z_shift_a`, informational: the record's positions are the simulated ones).
+positions (`slice_z_shift_a`, informational: the record's positions are the simulated ones),
+and with `reduced_grid_margin` the margin and the multislice grid (`multislice_gpts_x/y`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from simulate.crystallography import (
 )
 from simulate.device import configure_abtem, resolve_device
 from simulate.draws import draw_sample
-from simulate.geometry import centre_planes_in_slices, plan_geometry, specimen_atoms
+from simulate.geometry import (
+    centre_planes_in_slices,
+    plan_geometry,
+    reduced_gpts,
+    specimen_atoms,
+)
 from simulate.orientation import OrientedCell
 from simulate.physics import (
     ENGINE_CODES,
@@ -115,6 +121,21 @@ def simulate_sample(
     probe = ProbeSettings(draws.energy_ev, semiangle, draws.defocus_a, draws.c30_a)
     configure_abtem()
     potential = build_potential(atoms, potential_settings, device)
+    multislice_gpts = None
+    if config.reduced_grid_margin is not None:  # approximate: see SimulationConfig
+        window_xy = (
+            config.detector.pattern_px[1] * config.detector.binning,
+            config.detector.pattern_px[0] * config.detector.binning,
+        )
+        aperture_inv_a = semiangle * 1e-3 / wavelength
+        multislice_gpts = reduced_gpts(
+            geometry.gpts, geometry.extent_a, window_xy, aperture_inv_a, config.reduced_grid_margin
+        )
+        extra.update(
+            reduced_grid_margin=config.reduced_grid_margin,
+            multislice_gpts_x=float(multislice_gpts[0]),
+            multislice_gpts_y=float(multislice_gpts[1]),
+        )
     cbed = cbed_patterns(
         potential,
         probe,
@@ -123,6 +144,7 @@ def simulate_sample(
         config.detector.binning,
         device,
         config.engine,
+        multislice_gpts,
     )
     extra["engine_code"] = ENGINE_CODES[config.engine]
     sections = projected_potential_sections(potential, config.target.depth_sections)

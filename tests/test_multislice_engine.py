@@ -172,3 +172,23 @@ def test_no_atom_wraps_through_the_thickness() -> None:
     z = plain.positions[:, 2] + rng.normal(scale=0.08, size=len(plain))
     jumps = np.abs(_slice_of(z, d, thickness) - _slice_of(plain.positions[:, 2], d, thickness))
     assert jumps.max() == num_slices - 1
+
+
+def test_reduced_grid_is_coarser_keeps_the_target_and_approximates_the_patterns() -> None:
+    full_config = _config(2.0, phonons={"num_configs": 1, "sigma_a": 0.0})
+    full = simulate_sample(full_config, 2)
+    reduced = simulate_sample(full_config.model_copy(update={"reduced_grid_margin": 1.5}), 2)
+    gpts = (reduced.record.extra["multislice_gpts_x"], reduced.record.extra["multislice_gpts_y"])
+    assert gpts[0] * gpts[1] < full.record.gpts[0] * full.record.gpts[1]
+    assert np.array_equal(reduced.potential, full.potential)
+    error = np.max(np.abs(reduced.cbed - full.cbed)) / np.max(full.cbed)
+    assert 0 < error < 0.2
+    wide = simulate_sample(full_config.model_copy(update={"reduced_grid_margin": 8.0}), 2)
+    assert np.array_equal(wide.cbed, full.cbed)  # a margin beyond the full band changes nothing
+
+
+def test_reduced_grid_refuses_the_abtem_engine() -> None:
+    from configs import ConfigError
+
+    with pytest.raises(ConfigError, match="reduced_grid_margin needs engine: stemdl"):
+        _config(2.0, reduced_grid_margin=2.0, engine="abtem")
