@@ -4,6 +4,7 @@ Usage (from the repository root, so that this checkout's packages are imported):
 
     taskset -c 1 python -m benchmarks.simulate_speed [--samples 4] [--rounds 3] [--chunks]
     python -m benchmarks.simulate_speed --presets tiny small   # the older per-preset table
+    python -m benchmarks.simulate_speed --engines-on gpu --presets small --samples 4
 
 Default table (issue 12): on the same `--samples` samples of the `small` preset, in one
 process, single-threaded FFTs, each variant timed once per round with the variants interleaved
@@ -284,6 +285,37 @@ def chunk_table(samples: int, rounds: int) -> None:
         print(f"| {name} | {min(values):.2f} | {min(values) / min(totals['1 MiB']):.2f} |")
 
 
+def device_engines(presets: list[str], device: str, samples: int) -> None:
+    """Seconds per sample of `simulate_sample` with each engine on `device` (the GPU check).
+
+    The catalogue is cut to two materials a family: the samples keep the preset's size.
+    """
+    print(f"| preset ({device}) | samples | grid/slices of the first | engine=abtem s/sample | "
+          "engine=stemdl s/sample | abtem ÷ stemdl | max error vs abtem |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for preset in presets:
+        config = load_config(preset).simulation.model_copy(update={"device": device})
+        config = config.model_copy(update={"structures": config.structures.model_copy(
+            update={"materials_per_family": min(2, config.structures.materials_per_family)})})
+        reference = config.model_copy(update={"engine": "abtem"})
+        catalogue = build_catalogue(config)
+        if preset != "paper":  # warm-up (CUDA context, plans); a paper sample is too dear
+            simulate_sample(config, samples, catalogue)
+            simulate_sample(reference, samples, catalogue)
+        seconds = {"abtem": 0.0, "stemdl": 0.0}
+        error, first = 0.0, ""
+        for index in range(samples):
+            elapsed_abtem, theirs = _sample_timed(reference, index, catalogue)
+            elapsed_stemdl, ours = _sample_timed(config, index, catalogue)
+            seconds["abtem"] += elapsed_abtem
+            seconds["stemdl"] += elapsed_stemdl
+            error = max(error, _error(ours.cbed, theirs.cbed))
+            first = first or f"{ours.record.gpts[0]}×{ours.record.gpts[1]}/{ours.record.num_slices}"
+        print(f"| {preset} | {samples} | {first} | {seconds['abtem'] / samples:.3f} | "
+              f"{seconds['stemdl'] / samples:.3f} | {seconds['abtem'] / seconds['stemdl']:.2f} | "
+              f"{error:.1e} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", help="print the per-preset table instead")
@@ -292,11 +324,16 @@ def main() -> None:
     parser.add_argument("--margins", type=float, nargs="*", default=[1.5, 2.0],
                         help="reduced_grid_margin values to time and score")
     parser.add_argument("--chunks", action="store_true", help="add the probe-chunk table")
+    parser.add_argument("--engines-on", choices=["cpu", "gpu"],
+                        help="time both engines' simulate_sample on this device for --presets")
     args = parser.parse_args()
     start = time.perf_counter()
     import abtem  # noqa: F401  - imported once per process; not part of any timing below
 
     print(f"<!-- import abtem: {time.perf_counter() - start:.1f} s -->")
+    if args.engines_on:
+        device_engines(args.presets or ["small"], args.engines_on, args.samples)
+        return
     if args.presets:
         preset_table(args.presets, args.samples)
         return

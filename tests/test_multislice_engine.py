@@ -23,6 +23,7 @@ from conftest_simulate import simulation_config
 
 from simulate import build_catalogue, simulate_sample
 from simulate.config import ALL_FAMILIES, SimulationConfig
+from simulate.device import cuda_device_count
 from simulate.draws import draw_sample
 from simulate.fft_plans import clear_plans
 from simulate.geometry import centre_planes_in_slices, specimen_atoms
@@ -192,3 +193,19 @@ def test_reduced_grid_refuses_the_abtem_engine() -> None:
 
     with pytest.raises(ConfigError, match="reduced_grid_margin needs engine: stemdl"):
         _config(2.0, reduced_grid_margin=2.0, engine="abtem")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cuda_device_count() == 0, reason="needs CUDA and CuPy")
+def test_stemdl_engine_on_the_gpu_equals_abtem_and_the_cpu_and_repeats_its_bits() -> None:
+    config = _config("d_hkl", device="gpu")
+    catalogue = build_catalogue(config)
+    for index in sorted(_one_index_per_family(config).values())[:4]:
+        ours = simulate_sample(config, index, catalogue)
+        theirs = simulate_sample(config.model_copy(update={"engine": "abtem"}), index, catalogue)
+        on_cpu = simulate_sample(config.model_copy(update={"device": "cpu"}), index, catalogue)
+        assert ours.record.device == "gpu"
+        scale = np.max(theirs.cbed)
+        assert np.max(np.abs(ours.cbed - theirs.cbed)) <= TOLERANCE * scale
+        assert np.max(np.abs(ours.cbed - on_cpu.cbed)) <= TOLERANCE * scale
+        assert np.array_equal(simulate_sample(config, index, catalogue).cbed, ours.cbed)
