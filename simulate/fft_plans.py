@@ -1,4 +1,4 @@
-"""Batched, in-place 2D FFTs with plans made once per (shape, dtype) and reused: FFTW on CPU, cuFFT on GPU.
+"""Batched, in-place 2D FFTs with plans made once per shape and reused: pocketfft or FFTW on CPU, cuFFT on GPU.
 
 Why a module of our own: stemdl's multislice (`simulate/multislice.py`) spends nearly all of
 its time in FFTs of one fixed batch shape, thousands of times a sample. Planning once per
@@ -10,16 +10,21 @@ engine folds 1/N into its propagator) removes every per-call allocation and chec
 * `plan(shape, device)` returns a cached `FFTPlan`: `plan.buffer` is the array to fill,
   `plan.forward()` / `plan.backward()` transform it in place over its last two axes;
   `backward` is unnormalized (the sum without 1/N).
-* Determinism: FFTW plans are made with `FFTW_ESTIMATE` and no wisdom (the planner's choice
-  is a fixed function of the shape and the buffer's alignment, which the plan owns), on one
-  thread. `FFTW_MEASURE` times candidate algorithms and may pick another one in another
-  process, which changes the last bits; `benchmarks/RESULTS.md` gives what ESTIMATE costs.
-  Wisdom accumulated by other code in the process (abTEM with FFTW_MEASURE, say) is
-  forgotten before each new plan, so it cannot steer ours; plans already made are unaffected.
+* Determinism, and the CPU library (`CPU_FFT_LIBRARY`): the same input must give the same
+  bits in every process. FFTW_MEASURE (abTEM's default) times candidate algorithms at run
+  time and may pick another one in another process, which changes the last bits; FFTW_ESTIMATE
+  picks by a fixed heuristic (deterministic, with wisdom forgotten before planning so that no
+  MEASURE plan made elsewhere in the process steers it) but picks slowly-running algorithms
+  for these grids. pocketfft (`scipy.fft`, one worker) has no planner at all: its algorithm is
+  a fixed function of the shape. Measured on the engine's own work (4 `small` samples, one
+  core, `benchmarks/RESULTS.md`): pocketfft ≈ 0.65–0.8× the time of FFTW_ESTIMATE and
+  ≈ 1.2× that of FFTW_MEASURE, so pocketfft is the default; "fftw" (ESTIMATE) stays available.
   cuFFT picks its algorithm from the shape and the device, so a GPU gives the same bits for
   the same (shape, device) run after run.
-* The cache is small (`MAX_PLANS`, least recently used first out): a sample needs two shapes
-  at most (full probe batches and the remainder), and a worker sees a handful of grids.
+* The cache is small (`MAX_PLANS` plans and `MAX_PLAN_BYTES` of buffers per device, least
+  recently used out first): a sample needs three or four shapes (probe chunks, their
+  remainder, the slices of its transmission functions), and samples of one material share
+  them; a paper-scale GPU buffer is gigabytes, so the byte cap is what binds there.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from typing import Any, Protocol
 import numpy as np
 
 MAX_PLANS = 8
+CPU_FFT_LIBRARY = "pocketfft"  # or "fftw"; see the module docstring
+MAX_PLAN_BYTES = {"cpu": 1 << 30, "gpu": 16 << 30}
 FFTW_FLAGS = ("FFTW_ESTIMATE", "FFTW_DESTROY_INPUT")
 
 
@@ -74,6 +81,28 @@ class _FFTWPlan:
         self._backward.execute()
 
 
+class _PocketFFTPlan:
+    """scipy.fft (pocketfft) transforms of the last two axes of `buffer`, in place, one worker.
+
+    pocketfft has no planner: its algorithm is a fixed function of the shape, so it is
+    deterministic with nothing to forget or to fix.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        import scipy.fft
+
+        self._fft = scipy.fft
+        self.buffer = np.zeros(shape, dtype=np.complex64)
+        if not np.shares_memory(self._fft.fft2(self.buffer, overwrite_x=True), self.buffer):
+            raise RuntimeError("scipy.fft did not transform in place; set CPU_FFT_LIBRARY = 'fftw'")
+
+    def forward(self) -> None:
+        self._fft.fft2(self.buffer, overwrite_x=True, workers=1)
+
+    def backward(self) -> None:  # norm="forward" leaves the inverse unnormalized
+        self._fft.ifft2(self.buffer, overwrite_x=True, workers=1, norm="forward")
+
+
 class _CuFFTPlan:
     """A cuFFT plan of the last two axes of `buffer`, run in place (not verified on a GPU)."""
 
@@ -104,17 +133,29 @@ def plan(shape: tuple[int, ...], device: str, threads: int = 1) -> FFTPlan:
     A plan owns its buffer, so two threads must not use one plan at once: the key includes
     the thread, and a Dask worker running samples in several threads gets a plan per thread.
     """
-    key = (tuple(int(n) for n in shape), device, threads, threading.get_ident())
+    key = (tuple(int(n) for n in shape), device, threads, CPU_FFT_LIBRARY, threading.get_ident())
     with _LOCK:
         found = _PLANS.get(key)
         if found is not None:
             _PLANS.move_to_end(key)
             return found
-        made: FFTPlan = _CuFFTPlan(key[0]) if device == "gpu" else _FFTWPlan(key[0], threads)
+        made: FFTPlan
+        if device == "gpu":
+            made = _CuFFTPlan(key[0])
+        elif CPU_FFT_LIBRARY == "fftw":
+            made = _FFTWPlan(key[0], threads)
+        else:
+            made = _PocketFFTPlan(key[0])
         _PLANS[key] = made
-        while len(_PLANS) > MAX_PLANS:
+        while len(_PLANS) > 1 and (
+            len(_PLANS) > MAX_PLANS or _cached_bytes(device) > MAX_PLAN_BYTES[device]
+        ):
             _PLANS.popitem(last=False)
         return made
+
+
+def _cached_bytes(device: str) -> int:
+    return sum(int(p.buffer.nbytes) for k, p in _PLANS.items() if k[1] == device)
 
 
 def clear_plans() -> None:

@@ -209,3 +209,15 @@ def test_stemdl_engine_on_the_gpu_equals_abtem_and_the_cpu_and_repeats_its_bits(
         assert np.max(np.abs(ours.cbed - theirs.cbed)) <= TOLERANCE * scale
         assert np.max(np.abs(ours.cbed - on_cpu.cbed)) <= TOLERANCE * scale
         assert np.array_equal(simulate_sample(config, index, catalogue).cbed, ours.cbed)
+
+
+def test_both_cpu_fft_libraries_agree_and_are_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    from simulate import fft_plans
+
+    config = _config(2.0)
+    pocket = simulate_sample(config, 3).cbed
+    monkeypatch.setattr(fft_plans, "CPU_FFT_LIBRARY", "fftw")
+    fftw = simulate_sample(config, 3).cbed
+    clear_plans()
+    assert np.array_equal(simulate_sample(config, 3).cbed, fftw)
+    assert np.max(np.abs(fftw - pocket)) <= TOLERANCE * np.max(pocket)
