@@ -29,6 +29,7 @@ engine folds 1/N into its propagator) removes every per-call allocation and chec
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from types import ModuleType
@@ -92,15 +93,24 @@ class _PocketFFTPlan:
         import scipy.fft
 
         self._fft = scipy.fft
-        self.buffer = np.zeros(shape, dtype=np.complex64)
-        if not np.shares_memory(self._fft.fft2(self.buffer, overwrite_x=True), self.buffer):
-            raise RuntimeError("scipy.fft did not transform in place; set CPU_FFT_LIBRARY = 'fftw'")
+        self.buffer = np.empty(shape, dtype=np.complex64)
+        _check_pocketfft_in_place()
 
     def forward(self) -> None:
         self._fft.fft2(self.buffer, overwrite_x=True, workers=1)
 
     def backward(self) -> None:  # norm="forward" leaves the inverse unnormalized
         self._fft.ifft2(self.buffer, overwrite_x=True, workers=1, norm="forward")
+
+
+@functools.cache
+def _check_pocketfft_in_place() -> None:
+    """The engine relies on `overwrite_x=True` transforming a C-contiguous complex64 buffer in place."""
+    import scipy.fft
+
+    probe = np.ones((2, 6, 10), dtype=np.complex64)
+    if not np.shares_memory(scipy.fft.fft2(probe, overwrite_x=True, workers=1), probe):
+        raise RuntimeError("scipy.fft did not transform in place; set CPU_FFT_LIBRARY = 'fftw'")
 
 
 class _CuFFTPlan:
