@@ -273,7 +273,7 @@ def chunk_table(samples: int, rounds: int) -> None:
     saved = dict(multislice.CHUNK_BYTES)
     totals: dict[str, list[float]] = {name: [] for name in budgets}
     try:
-        for _ in range(rounds):
+        for _ in range(rounds):  # interleaved: every budget once a round
             for name, budget in budgets.items():
                 multislice.CHUNK_BYTES["cpu"] = budget
                 fft_plans.clear_plans()
