@@ -204,6 +204,22 @@ class SimulationConfig(StrictModel):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    reduced_grid_margin: float | None = Field(
+        None,
+        ge=1.0,
+        le=8.0,
+        description="Off (null) by default. A number m: run multislice on the smallest grid "
+        "whose antialiased band reaches m times the largest stored angle (and the probe "
+        "aperture), with the potential Fourier-cropped onto it; faster, approximate (error "
+        "against the full grid in benchmarks/RESULTS.md). The target is always computed on "
+        "the full grid.",
+    )
+    engine: Literal["stemdl", "abtem"] = Field(
+        "stemdl",
+        description="Multislice propagation: stemdl's own loop over abTEM's physics arrays "
+        "(simulate/multislice.py), or abTEM's Probe.multislice (the reference); the same "
+        "patterns to float32 rounding.",
+    )
 
     @field_validator("thickness_a")
     @classmethod
@@ -284,6 +300,11 @@ class SimulationConfig(StrictModel):
                     f"target.target_px[{axis}]={px} is more than 4x the {scanned_px:.0f} grid "
                     f"points of the scanned region; allowed range [2, {int(4 * scanned_px)}]"
                 )
+        if self.reduced_grid_margin is not None and self.engine != "stemdl":
+            raise ValueError(
+                "reduced_grid_margin needs engine: stemdl (abTEM's multislice runs on the "
+                "potential's grid); set engine: stemdl or reduced_grid_margin: null"
+            )
         if self.phonons.num_configs > 1 and self.phonons.sigma_a == 0:
             raise ValueError(
                 "phonons.num_configs > 1 with phonons.sigma_a = 0 repeats the same configuration; "

@@ -27,6 +27,7 @@ import numpy as np
 from ase import Atoms
 
 from simulate.config import SimulationConfig
+from simulate.units import ANTIALIAS_FRACTION
 
 _ROUNDING = 1e-9  # a length within this many Å of a whole multiple counts as that multiple
 
@@ -124,6 +125,47 @@ def plan_geometry(
     return Geometry(
         reps, extent, thickness, gpts, sampling, slice_thickness, num_slices, positions, region
     )
+
+
+def reduced_gpts(
+    gpts: tuple[int, int],
+    extent_a: tuple[float, float],
+    window_px: tuple[int, int],
+    aperture_inv_a: float,
+    margin: float,
+) -> tuple[int, int]:
+    """The multislice grid of `simulation.reduced_grid_margin` (never finer than `gpts`).
+
+    A pattern pixel is 1/extent Å⁻¹ whatever the grid, so the stored window (`window_px`, x and
+    y, binning included) reaches (window/2)/extent; abTEM keeps frequencies below
+    ANTIALIAS_FRACTION·n/(2·extent). The grid per axis is the smallest FFT-friendly n whose band
+    reaches `margin` times the larger of the window's edge and the probe aperture
+    (`aperture_inv_a` = α/λ), so scattering up to `margin` × the stored angles is simulated and
+    everything beyond it is cut, as the antialiasing aperture cuts beyond the full grid's band.
+    """
+    reduced = []
+    for n, extent, window in zip(gpts, extent_a, window_px, strict=True):
+        needed = margin * max(window / 2 / extent, aperture_inv_a)  # Å⁻¹
+        size = fast_fft_size(math.ceil(2 * needed * extent / ANTIALIAS_FRACTION - _ROUNDING))
+        reduced.append(min(n, size))
+    return reduced[0], reduced[1]
+
+
+def centre_planes_in_slices(
+    positions_a: np.ndarray, period_a: float, slice_thickness_a: float
+) -> np.ndarray:
+    """Base-cell positions shifted by half a slice along z (wrapped into the period).
+
+    With d_hkl slices the atomic planes sit at multiples of the slice thickness, exactly on
+    slice boundaries: frozen-phonon displacements would then put about half of each plane's
+    atoms in the slice above and half in the slice below. Shifted by half a slice, every plane
+    sits mid-slice, d/2 from either boundary. The record stores the shifted positions, so a
+    reader rebuilds exactly what was simulated.
+    """
+    shifted = np.array(positions_a, dtype=np.float64, copy=True)
+    shifted[:, 2] = np.mod(shifted[:, 2] + slice_thickness_a / 2, period_a)
+    shifted[np.isclose(shifted[:, 2], period_a, rtol=0, atol=_ROUNDING), 2] = 0.0
+    return shifted
 
 
 def specimen_atoms(

@@ -17,12 +17,24 @@ averaged (incoherent sum), as is the projected potential.
 
 The potential is built once (`Potential.build`) and used both for multislice and for the target,
 so the target is exactly the potential the electrons saw.
+
+Engines (`simulation.engine`): "stemdl" (default) propagates abTEM's transmission functions,
+probe and propagator with stemdl's own loop (`simulate/multislice.py`, at the FFT floor);
+"abtem" runs `Probe.multislice`, the reference the tests compare against. Both give the same
+patterns to float32 rounding.
+
+Frozen phonons: abTEM's `FrozenPhonons` draws the displacements (its seeds, its generator),
+and `specimen` then keeps every displaced atom inside the specimen's thickness (z clamped to
+[0, thickness)) instead of letting abTEM's periodic wrap move an atom displaced above the
+entrance face to the exit face, a jump of the whole thickness. With infinite projection an
+atom's z matters only through its slice index, so the clamp puts it in the first or last
+slice, next to where it was.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from ase import Atoms
@@ -30,7 +42,7 @@ from ase import Atoms
 from simulate.device import Device, to_numpy
 
 if TYPE_CHECKING:  # abTEM is imported lazily: importing simulate/ must not pay for it
-    from abtem import FrozenPhonons
+    from abtem import AtomsEnsemble
     from abtem.potentials.iam import PotentialArray
 
 
@@ -53,18 +65,37 @@ class PotentialSettings:
     phonon_seed: int
 
 
-def specimen(atoms: Atoms, settings: PotentialSettings) -> Atoms | FrozenPhonons:
-    """The atoms as abTEM sees them: plain, or a frozen-phonon ensemble seeded per sample."""
+# Largest z kept, as a margin below the thickness: abTEM snaps z within 1e-10 Å of the exit
+# face to 0 (the entrance), which is the very wrap `keep_within_thickness` prevents.
+_EXIT_FACE_MARGIN_A = 1e-6
+
+
+def keep_within_thickness(atoms: Atoms) -> Atoms:
+    """A copy of `atoms` with z clamped to [0, thickness): no atom wraps through the specimen."""
+    clamped = atoms.copy()
+    thickness = float(atoms.cell[2, 2])
+    clamped.positions[:, 2] = np.clip(atoms.positions[:, 2], 0.0, thickness - _EXIT_FACE_MARGIN_A)
+    return clamped
+
+
+def specimen(atoms: Atoms, settings: PotentialSettings) -> Atoms | AtomsEnsemble:
+    """The atoms as abTEM sees them: plain, or the frozen-phonon configurations of this sample.
+
+    The displacements are abTEM's (`FrozenPhonons(...).to_atoms_ensemble()`, seeded per
+    sample); each configuration is then kept within the thickness (see the module docstring).
+    """
     if settings.num_phonon_configs == 1 and settings.phonon_sigma_a == 0:
         return atoms
     import abtem
 
-    return abtem.FrozenPhonons(
+    phonons = abtem.FrozenPhonons(
         atoms,
         num_configs=settings.num_phonon_configs,
         sigmas=settings.phonon_sigma_a,
         seed=settings.phonon_seed,
     )
+    configurations = phonons.to_atoms_ensemble().trajectory
+    return abtem.AtomsEnsemble([keep_within_thickness(c) for c in configurations])
 
 
 def build_potential(atoms: Atoms, settings: PotentialSettings, device: Device) -> PotentialArray:
@@ -99,6 +130,11 @@ def sum_pool(patterns: np.ndarray, binning: int) -> np.ndarray:
     return pooled.sum(axis=(-3, -1))
 
 
+Engine = Literal["stemdl", "abtem"]
+# `SampleRecord.extra["engine_code"]`: the engine as a number (extra holds floats only).
+ENGINE_CODES: dict[str, float] = {"abtem": 0.0, "stemdl": 1.0}
+
+
 def cbed_patterns(
     potential_array: PotentialArray,
     probe: ProbeSettings,
@@ -106,8 +142,14 @@ def cbed_patterns(
     pattern_px: tuple[int, int],
     binning: int,
     device: Device,
+    engine: Engine = "stemdl",
+    multislice_gpts: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """(P, H, W) float32 CBED patterns, rows = ky, columns = kx (see module docstring)."""
+    """(P, H, W) float32 CBED patterns, rows = ky, columns = kx (see module docstring).
+
+    `multislice_gpts`: propagate on this coarser grid of the same extent (stemdl engine only;
+    `simulation.reduced_grid_margin`); None: on the potential's grid.
+    """
     import abtem
 
     abtem_probe = abtem.Probe(
@@ -117,14 +159,29 @@ def cbed_patterns(
         Cs=probe.c30_a,
         device=device,
     )
-    exit_waves = abtem_probe.multislice(potential_array, scan=abtem.CustomScan(positions_xy_a))
-    patterns = exit_waves.diffraction_patterns(max_angle=None)  # (..., P, kx, ky), fftshifted
-    nx, ny = patterns.shape[-2:]
     height, width = pattern_px[0] * binning, pattern_px[1] * binning
-    cropped = patterns.array[..., central_crop(nx, width), central_crop(ny, height)]
-    array = np.asarray(to_numpy(cropped.compute(scheduler="synchronous")), dtype=np.float32)
-    if array.ndim == 4:  # frozen-phonon ensemble first: incoherent average
-        array = array.mean(axis=0, dtype=np.float64).astype(np.float32)
+    if multislice_gpts is not None and engine != "stemdl":
+        raise ValueError("a reduced multislice grid (simulation.reduced_grid_margin) needs engine 'stemdl'")
+    if engine == "stemdl":
+        from simulate.multislice import diffraction_window, probe_waves
+
+        abtem_probe.grid.match(potential_array)
+        if multislice_gpts is not None:
+            abtem_probe.gpts = multislice_gpts  # same extent, coarser grid
+        probes = probe_waves(abtem_probe, positions_xy_a, device)
+        window = diffraction_window(probes, potential_array, (width, height), device)
+        array = np.asarray(to_numpy(window), dtype=np.float32)  # (P, kx, ky)
+    elif engine == "abtem":
+        scan = abtem.CustomScan(positions_xy_a)
+        exit_waves = abtem_probe.multislice(potential_array, scan=scan)
+        patterns = exit_waves.diffraction_patterns(max_angle=None)  # (..., P, kx, ky), fftshifted
+        nx, ny = patterns.shape[-2:]
+        cropped = patterns.array[..., central_crop(nx, width), central_crop(ny, height)]
+        array = np.asarray(to_numpy(cropped.compute(scheduler="synchronous")), dtype=np.float32)
+        if array.ndim == 4:  # frozen-phonon ensemble first: incoherent average
+            array = array.mean(axis=0, dtype=np.float64).astype(np.float32)
+    else:
+        raise ValueError(f"simulation.engine must be 'stemdl' or 'abtem', got {engine!r}")
     array = sum_pool(np.swapaxes(array, -1, -2), binning)  # (P, ky, kx)
     return np.ascontiguousarray(array, dtype=np.float32)
 

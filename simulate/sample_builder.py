@@ -9,8 +9,12 @@ rebuild the sample with plain abTEM calls from the record alone.
 `extra` carries the target smoothing σ (`target_smoothing_px`, needed to recompute the target;
 the pattern and target sizes and the number of depth sections are the array shapes) and what is
 useful but not needed to recompute: the requested (unrounded) thickness, the orientation strain,
-whether the zone axis fell back, l* (d_hkl planes per base period), and for `semiangle_mrad:
-touching` the |g| and (h, k) of the reflection whose disks touch.
+whether the zone axis fell back, l* (d_hkl planes per base period), for `semiangle_mrad:
+touching` the |g| and (h, k) of the reflection whose disks touch, the multislice engine
+(`engine_code`, `physics.ENGINE_CODES`: 0 abTEM, 1 stemdl; same patterns to float32
+rounding), and with `slice_thickness_a: d_hkl` the z shift already applied to the recorded
+positions (`slice_z_shift_a`, informational: the record's positions are the simulated ones),
+and with `reduced_grid_margin` the margin and the multislice grid (`multislice_gpts_x/y`).
 """
 
 from __future__ import annotations
@@ -26,9 +30,15 @@ from simulate.crystallography import (
 )
 from simulate.device import configure_abtem, resolve_device
 from simulate.draws import draw_sample
-from simulate.geometry import plan_geometry, specimen_atoms
+from simulate.geometry import (
+    centre_planes_in_slices,
+    plan_geometry,
+    reduced_gpts,
+    specimen_atoms,
+)
 from simulate.orientation import OrientedCell
 from simulate.physics import (
+    ENGINE_CODES,
     PotentialSettings,
     ProbeSettings,
     build_potential,
@@ -95,6 +105,9 @@ def simulate_sample(
     cell = np.array(base.atoms.cell.array, dtype=np.float64)
     numbers = np.array(base.atoms.numbers, dtype=np.int64)
     positions = np.array(base.atoms.positions, dtype=np.float64)
+    if config.slice_thickness_a == "d_hkl":  # atomic planes mid-slice, not on slice boundaries
+        positions = centre_planes_in_slices(positions, base.lengths_a[2], geometry.slice_thickness_a)
+        extra["slice_z_shift_a"] = geometry.slice_thickness_a / 2
     atoms = specimen_atoms(cell, numbers, positions, geometry.repetitions)
     potential_settings = PotentialSettings(
         gpts=geometry.gpts,
@@ -108,6 +121,21 @@ def simulate_sample(
     probe = ProbeSettings(draws.energy_ev, semiangle, draws.defocus_a, draws.c30_a)
     configure_abtem()
     potential = build_potential(atoms, potential_settings, device)
+    multislice_gpts = None
+    if config.reduced_grid_margin is not None:  # approximate: see SimulationConfig
+        window_xy = (
+            config.detector.pattern_px[1] * config.detector.binning,
+            config.detector.pattern_px[0] * config.detector.binning,
+        )
+        aperture_inv_a = semiangle * 1e-3 / wavelength
+        multislice_gpts = reduced_gpts(
+            geometry.gpts, geometry.extent_a, window_xy, aperture_inv_a, config.reduced_grid_margin
+        )
+        extra.update(
+            reduced_grid_margin=config.reduced_grid_margin,
+            multislice_gpts_x=float(multislice_gpts[0]),
+            multislice_gpts_y=float(multislice_gpts[1]),
+        )
     cbed = cbed_patterns(
         potential,
         probe,
@@ -115,7 +143,10 @@ def simulate_sample(
         config.detector.pattern_px,
         config.detector.binning,
         device,
+        config.engine,
+        multislice_gpts,
     )
+    extra["engine_code"] = ENGINE_CODES[config.engine]
     sections = projected_potential_sections(potential, config.target.depth_sections)
     target = resample_region(
         sections,

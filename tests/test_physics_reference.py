@@ -24,16 +24,24 @@ from simulate.sample import Sample, SampleRecord
 QUADRATURE_POINTS = 12
 
 
-def _specimen(record: SampleRecord) -> Atoms | abtem.FrozenPhonons:
+def _specimen(record: SampleRecord) -> Atoms | abtem.AtomsEnsemble:
     base = Atoms(
         numbers=record.atomic_numbers, positions=record.positions_a, cell=record.cell_a, pbc=True
     )
     atoms = base * record.repetitions
     if record.num_phonon_configs == 1 and record.phonon_sigma_a == 0:
         return atoms
-    return abtem.FrozenPhonons(
+    phonons = abtem.FrozenPhonons(
         atoms, num_configs=record.num_phonon_configs, sigmas=record.phonon_sigma_a, seed=record.seed
     )
+    # stemdl's documented rule: displaced atoms stay within the thickness (z clamped), rather
+    # than wrapping from the entrance face to the exit face.
+    configurations = []
+    for displaced in phonons.to_atoms_ensemble().trajectory:
+        displaced = displaced.copy()
+        displaced.positions[:, 2] = np.clip(displaced.positions[:, 2], 0, record.thickness_a - 1e-6)
+        configurations.append(displaced)
+    return abtem.AtomsEnsemble(configurations)
 
 
 def _potential(record: SampleRecord) -> abtem.Potential:
