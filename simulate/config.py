@@ -140,12 +140,17 @@ class ScanConfig(StrictModel):
 
     gpts: tuple[Annotated[int, Field(ge=1, le=256)], Annotated[int, Field(ge=1, le=256)]] = (8, 8)
     fraction: float = Field(
-        0.5, gt=0, le=1, description="Side of the scanned square as a fraction of the cell side."
+        0.5, gt=0, le=1, description="Side of the scanned square as a fraction of cell_xy_a: "
+        "every sample is scanned over the same square (in Å), centred in its supercell."
     )
 
     @property
     def num_positions(self) -> int:
         return self.gpts[0] * self.gpts[1]
+
+    def side_a(self, cell_xy_a: float) -> float:
+        """Side of the scanned square (Å)."""
+        return self.fraction * cell_xy_a
 
 
 class DetectorConfig(StrictModel):

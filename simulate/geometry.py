@@ -14,8 +14,13 @@ Choices (all recorded in the `SampleRecord`):
   the beam; a number gives ceil(thickness / value) equal slices. Slices are passed to abTEM as
   an explicit tuple so abTEM does not re-derive (and possibly round differently) the count.
 * Scan: `scan.gpts` = (rows, cols) = (n_y, n_x) probe positions at the centres of an n_y × n_x
-  grid of cells tiling the central square [x0, x1] × [y0, y1] of side `scan.fraction` of the
-  extent; position p = row · n_x + col, stored as (x, y). The target covers the same square.
+  grid of cells tiling the square [x0, x1] × [y0, y1] of side `scan.fraction` × `cell_xy_a`,
+  centred in the extent; position p = row · n_x + col, stored as (x, y). The target covers the
+  same square. Why a side in Å and not a fraction of each sample's extent: the extent varies
+  from sample to sample (whole base cells, up to twice `cell_xy_a`), and a scan step and target
+  pixel that varied with it would show the network the same crystal at different scales; a
+  fixed square gives every sample the same scan step and target pixel size, like a microscope
+  scan does. The square fits: the extent is at least `cell_xy_a` along both axes.
 """
 
 from __future__ import annotations
@@ -85,12 +90,15 @@ def slicing(
 
 
 def scan_grid(
-    extent_a: tuple[float, float], fraction: float, scan_gpts: tuple[int, int]
+    extent_a: tuple[float, float], side_a: float, scan_gpts: tuple[int, int]
 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Probe positions (P, 2) in (x, y) and the scanned square (x0, y0, x1, y1)."""
+    """Probe positions (P, 2) in (x, y) and the scanned square (x0, y0, x1, y1) of side
+    `side_a`, centred in the extent."""
+    if not 0 < side_a <= min(extent_a) + _ROUNDING:
+        raise ValueError(f"a scanned square of {side_a} Å does not fit an extent of {extent_a} Å")
     rows, cols = scan_gpts
-    x0, x1 = extent_a[0] * (1 - fraction) / 2, extent_a[0] * (1 + fraction) / 2
-    y0, y1 = extent_a[1] * (1 - fraction) / 2, extent_a[1] * (1 + fraction) / 2
+    x0, x1 = (extent_a[0] - side_a) / 2, (extent_a[0] + side_a) / 2
+    y0, y1 = (extent_a[1] - side_a) / 2, (extent_a[1] + side_a) / 2
     xs = x0 + (np.arange(cols) + 0.5) * (x1 - x0) / cols
     ys = y0 + (np.arange(rows) + 0.5) * (y1 - y0) / rows
     grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")  # (rows, cols)
@@ -121,7 +129,7 @@ def plan_geometry(
     slice_thickness, num_slices = slicing(
         thickness, period, config.slice_thickness_a, planes_per_period
     )
-    positions, region = scan_grid(extent, config.scan.fraction, config.scan.gpts)
+    positions, region = scan_grid(extent, config.scan.side_a(config.cell_xy_a), config.scan.gpts)
     return Geometry(
         reps, extent, thickness, gpts, sampling, slice_thickness, num_slices, positions, region
     )

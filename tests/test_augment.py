@@ -40,7 +40,7 @@ def _transformed_atoms(record: SampleRecord, op: int) -> tuple[Atoms, tuple[floa
 
 def _simulate_directly(record: SampleRecord, atoms: Atoms, extent: tuple[float, float],
                        gpts: tuple[int, int], pattern_px: int, scan_gpts: tuple[int, int],
-                       fraction: float, target_px: tuple[int, int], smoothing_px: float
+                       side_a: float, target_px: tuple[int, int], smoothing_px: float
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(P, ky, kx) patterns and (1, H, W) target of `atoms` with plain abTEM calls."""
     potential = abtem.Potential(
@@ -48,7 +48,7 @@ def _simulate_directly(record: SampleRecord, atoms: Atoms, extent: tuple[float, 
         parametrization=record.parametrization, projection=record.projection).build(lazy=False)
     probe = abtem.Probe(energy=record.energy_ev, semiangle_cutoff=record.semiangle_mrad,
                         defocus=record.defocus_a, Cs=record.c30_a)
-    positions, region = scan_grid(extent, fraction, scan_gpts)
+    positions, region = scan_grid(extent, side_a, scan_gpts)
     waves = probe.multislice(potential, scan=abtem.CustomScan(positions))
     patterns = np.asarray(waves.diffraction_patterns(max_angle=None).compute().array)
     nx, ny = patterns.shape[-2:]
@@ -77,7 +77,8 @@ def test_d4_equals_simulating_the_transformed_specimen(op: int) -> None:
         atoms, extent = _transformed_atoms(record, op)
         gpts = tuple(record.gpts) if op == MIRROR_X else (record.gpts[1], record.gpts[0])
         cbed, target = _simulate_directly(record, atoms, extent, gpts, 25, config.scan.gpts,
-                                          config.scan.fraction, config.target.target_px, 1.0)
+                                          config.scan.side_a(config.cell_xy_a),
+                                          config.target.target_px, 1.0)
         scale, target_scale = float(np.abs(cbed).max()), float(np.abs(target).max())
         assert np.abs(augmented_cbed - cbed).max() / scale < 1e-4, (index, record.zone_axis)
         assert np.abs(augmented_target - target).max() / target_scale < 1e-4

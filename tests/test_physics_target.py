@@ -105,12 +105,14 @@ def test_fast_fft_sizes() -> None:
 
 
 def test_scan_grid_is_row_major_and_centred() -> None:
-    positions, region = scan_grid((20.0, 10.0), 0.5, (2, 4))  # 2 rows (y) x 4 columns (x)
-    assert region == (5.0, 2.5, 15.0, 7.5)
+    positions, region = scan_grid((20.0, 12.0), 8.0, (2, 4))  # 2 rows (y) x 4 columns (x)
+    assert region == (6.0, 2.0, 14.0, 10.0)  # a square of 8 Å centred in the extent
     assert positions.shape == (8, 2)
-    assert np.allclose(positions[:4, 1], 3.75) and np.allclose(positions[4:, 1], 6.25)
-    assert np.allclose(positions[:4, 0], [6.25, 8.75, 11.25, 13.75])
-    assert np.allclose(positions.mean(axis=0), (10.0, 5.0))
+    assert np.allclose(positions[:4, 1], 4.0) and np.allclose(positions[4:, 1], 8.0)
+    assert np.allclose(positions[:4, 0], [7.0, 9.0, 11.0, 13.0])
+    assert np.allclose(positions.mean(axis=0), (10.0, 6.0))
+    with pytest.raises(ValueError, match="does not fit"):
+        scan_grid((20.0, 12.0), 13.0, (2, 2))
 
 
 def test_slicing_rules() -> None:
@@ -121,7 +123,7 @@ def test_slicing_rules() -> None:
 
 
 def test_geometry_tiles_at_least_the_cell_and_rounds_thickness() -> None:
-    config = simulation_config("small")  # cell 24 Å, sampling 0.12 Å
+    config = simulation_config("small", cell_xy_a=24.0)  # sampling 0.12 Å
     geometry = plan_geometry(config, (5.43, 7.68, 7.68), thickness_a=35.0, planes_per_period=2)
     assert geometry.repetitions == (5, 4, 5)
     assert geometry.extent_a == pytest.approx((27.15, 30.72))
