@@ -179,7 +179,7 @@ def test_touching_semiangle_of_rocksalt_001_is_lambda_over_a() -> None:
 
 
 def test_catalogue_is_deterministic_and_ids_are_readable() -> None:
-    config = simulation_config("small")
+    config = simulation_config("small", structures__materials_per_family=3)
     first = make_catalogue(config.structures, config.seed)
     second = make_catalogue(config.structures, config.seed)
     assert [m.material_id for m in first] == [m.material_id for m in second]
