@@ -19,7 +19,7 @@ round, in the same processes, on the same data:
   negotiates every `--cycle-ms`).
 
 Also measured in every run, for the model: an allreduce sweep over message sizes (α–β fit
-per world size), the time of each variant's collectives alone (so `hidden` = 1 − wait after
+per run, so a check compares a step time with a sweep made under the same machine load), the time of each variant's collectives alone (so `hidden` = 1 − wait after
 backward / collectives alone), and the cost of one bare coordinator cycle (gather + broadcast
 of the ready bits) vs one bit-vector MIN-allreduce.
 
@@ -335,6 +335,27 @@ def format_table(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_summary(runs: list[dict[str, Any]]) -> str:
+    """All recorded runs as one Markdown table (for RESULTS.md)."""
+    lines = ["| ranks | model | variant | step s | vs DDP | wait after backward s | "
+             "collectives alone s | hidden | data colls/step | control colls/step | "
+             "control B through rank 0/step |", "|---:|---|---|---:|---:|---:|---:|---:|---:|"
+             "---:|---:|"]
+    for run in sorted(runs, key=lambda r: (r["meta"]["workload"] != "small",
+                                           r["meta"]["workload"], r["meta"]["world"])):
+        meta, ddp = run["meta"], run["ddp"]["step_s"]
+        for name in ("per-tensor", "ddp", "grouped", "coordinator"):
+            row = run[name]
+            hidden = "–" if name == "ddp" else f"{1 - row['wait_s'] / row['comm_alone_s']:.2f}"
+            wait = "–" if name == "ddp" else f"{row['wait_s']:.4f}"
+            lines.append(
+                f"| {meta['world']} | {meta['workload']} | {name} | {row['step_s']:.3f} | "
+                f"{row['step_s'] / ddp:.2f} | {wait} | {row['comm_alone_s']:.4f} | {hidden} | "
+                f"{row['data_collectives']:.0f} | {row['control_collectives']:.1f} | "
+                f"{row['control_bytes_rank0']:,.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -347,14 +368,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--append", action="store_true",
                         help="keep --out's runs of other (world, workload) pairs")
+    parser.add_argument("--report", action="store_true",
+                        help="measure nothing: print --out's runs as one Markdown table")
     args = parser.parse_args()
+    if args.report:
+        print(markdown_summary(json.loads(args.out.read_text())["runs"]))
+        return
     runs = []
     for world in args.worlds:
-        for k, workload in enumerate(args.workloads):
+        for workload in args.workloads:
             began = time.perf_counter()
             per_rank = run_local_ranks(
                 bench_rank, world, (workload, args.steps, args.batch, args.group_kib,
-                                    args.cycle_ms / 1e3, k == 0), timeout_s=600)
+                                    args.cycle_ms / 1e3, True), timeout_s=600)
             run = merge_ranks(per_rank)
             run["meta"]["wall_s"] = time.perf_counter() - began
             runs.append(run)
