@@ -174,9 +174,9 @@ class SoftwareCosts:
     """Software constants; defaults are the fit of benchmarks/control_plane.json recorded in
     RESULTS.md (`fit_software` recomputes them from the JSON)."""
 
-    launch_s: float = 20e-6  # issuing one collective (CPU side)
-    coordinator_fixed_s: float = 0.3e-3  # one negotiation cycle, rank 0, P = 1 extrapolated
-    coordinator_per_rank_s: float = 0.1e-3  # rank 0's cost per other rank per cycle
+    launch_s: float = 63e-6  # issuing one collective (CPU side)
+    coordinator_fixed_s: float = 0.0  # one negotiation cycle, rank 0, P = 1 extrapolated
+    coordinator_per_rank_s: float = 1.27e-3  # rank 0's cost per other rank per cycle
     cycle_time_s: float = 0.005  # Horovod's HOROVOD_CYCLE_TIME before v0.21.0
 
 
