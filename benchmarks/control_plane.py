@@ -36,7 +36,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,8 @@ def _median_time(fn: Callable[[], None], reps: int) -> float:
     return statistics.median(times)
 
 
-def allreduce_sweep(reps: int, burst: int = 20) -> dict[int, float]:
+def allreduce_sweep(reps: int, burst: int = 20,
+                    sizes: Sequence[int] = tuple(SWEEP_BYTES)) -> dict[int, float]:
     """Median seconds of one blocking fp32 allreduce per message size (bytes).
 
     Timed as bursts of `burst` back-to-back allreduces of *distinct* tensors after a
@@ -155,7 +156,7 @@ def allreduce_sweep(reps: int, burst: int = 20) -> dict[int, float]:
     collective carries.
     """
     out = {}
-    for nbytes in SWEEP_BYTES:
+    for nbytes in sizes:
         bufs = [torch.ones(nbytes // 4) for _ in range(burst)]
         dist.all_reduce(bufs[0])  # warm the connection pair for this size
 

@@ -42,6 +42,8 @@ RESULTS_JSON = REPO / "benchmarks" / "control_plane.json"
 LIVE_TOLERANCE = 0.5
 # Recorded runs (benchmarks/control_plane.json, 2-8 ranks): see RESULTS.md for the figures.
 RECORDED_TOLERANCE = 0.40
+# Fit sizes for the live check: none is a size of DeepMLP's tensors (512 B and 64 KiB).
+HELD_OUT_SWEEP_BYTES = (256, 4096, 16384, 262144, 1048576)
 
 
 # ---------------------------------------------------------------------------- 1. fairness
@@ -110,7 +112,7 @@ def _fit_then_predict(rank: int, world: int) -> dict[str, object]:
     sizes = [p.numel() * 4 for p in DeepMLP().parameters()]
     sweeps, measured = [], []
     for _ in range(3):
-        sweeps.append(allreduce_sweep(reps=3))
+        sweeps.append(allreduce_sweep(reps=3, sizes=HELD_OUT_SWEEP_BYTES))
         measured.append(collectives_alone(sizes, blocking=True, reps=1))
     sweep = {str(k): statistics.median(s[k] for s in sweeps) for k in sweeps[0]}
     return {"sweep": sweep, "sizes": sizes, "measured": statistics.median(measured)}
