@@ -18,7 +18,7 @@ the loader's steps timed one by one over all shards (single-threaded, millisecon
 
 If `--store` (default `benchmarks/cache/small-v<schema version>.zarr`) does not exist it is
 generated first with the real simulator for `--config`
-(the `small` preset by default: 96 samples of 64 × 64 × 64 float16 patterns).
+(the `small` preset by default; the figures in RESULTS.md were measured on the earlier `small`: 96 samples of 64 × 64 × 64 float16 patterns).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_run_all_scores_models_and_baselines(store: Path, tmp_path: Path,
         "dose_1e+05_e_per_a2"] or free != noisy
     text = outcome.report.read_text()
     assert "| baseline `nearest_neighbour` |" in text and "## Per held-out material" in text
-    assert "Test metrics at dose 1e+05 e per a2" in text
+    assert "Test metrics at 1e+05 e/Å² (Poisson noise)" in text
     for picture in ("curves.png", "materials.png"):
         assert (tmp_path / picture).stat().st_size > 10_000
     log = (tmp_path / "run.log").read_text()
