@@ -14,7 +14,9 @@ Modules, one concept each: `prototypes` (prototype crystals), `cif_source` (read
 strongest reflection, d_hkl, touching disks), `orientation` (zone axis → orthogonal base cell),
 `catalogue` (materials, ids, skips), `splits` (train/validation/test by material), `draws`
 (per-sample random choices), `geometry` (supercell, grid, slices, scan), `device`, `physics`
-(abTEM multislice), `target` (projected potential → target map), `sample_builder` (all of it).
+(abTEM's potential and probe, the choice of multislice engine), `multislice` (stemdl's own
+propagation over abTEM's physics arrays), `fft_plans` (cached in-place FFTs, CPU and GPU),
+`target` (projected potential → target map), `sample_builder` (all of it).
 """
 
 from __future__ import annotations
