@@ -221,3 +221,24 @@ def test_both_cpu_fft_libraries_agree_and_are_deterministic(monkeypatch: pytest.
     clear_plans()
     assert np.array_equal(simulate_sample(config, 3).cbed, fftw)
     assert np.max(np.abs(fftw - pocket)) <= TOLERANCE * np.max(pocket)
+
+
+def test_kept_frequencies_resample_a_band_limited_signal_exactly() -> None:
+    from simulate.multislice import kept_frequencies
+
+    rng = np.random.default_rng(5)
+    n, m = 30, 12  # a coarse grid that does not share the fine grid's points
+    frequencies = np.arange(-((m - 1) // 2), (m - 1) // 2 + 1)  # |f| < m/2
+    coefficients = rng.normal(size=len(frequencies)) + 1j * rng.normal(size=len(frequencies))
+
+    def signal(x: np.ndarray) -> np.ndarray:
+        return (coefficients[None, :] * np.exp(2j * np.pi * np.outer(x, frequencies))).sum(axis=1)
+
+    spectrum = np.fft.fft(signal(np.arange(n) / n)) / n
+    coarse = np.zeros(m, dtype=complex)
+    for old, new in kept_frequencies(n, m):
+        coarse[new] = spectrum[old]
+    resampled = np.fft.ifft(coarse) * m
+    assert np.allclose(resampled, signal(np.arange(m) / m), atol=1e-12)
+    with pytest.raises(ValueError, match="finer"):
+        kept_frequencies(8, 9)
