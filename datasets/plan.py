@@ -31,6 +31,7 @@ from datasets.schema import (
 from datasets.storage import (
     StoreError,
     create_array,
+    file_url,
     group_exists,
     normalize_store_url,
     open_group,
@@ -40,6 +41,10 @@ from datasets.storage import (
 
 BYTE_DETERMINING_SECTIONS: tuple[str, ...] = ("simulation", "dataset")
 _SOFTWARE = ("stemdl", "abtem", "ase", "numpy", "zarr", "numcodecs", "dask", "distributed", "torch")
+
+
+class ArrayMetadataError(StoreError):
+    """An array's `zarr.json` is missing or cannot be parsed; the message names the file."""
 
 
 class ConfigMismatchError(StoreError):
@@ -73,9 +78,18 @@ class StoreInfo:
         return self.config.dataset.num_shards
 
     def array(self, name: str) -> zarr.Array:
-        """The array `name`, opened once (opening reads its zarr.json)."""
+        """The array `name`, opened once (opening reads its zarr.json); a missing or unreadable
+        `zarr.json` is a `StoreError` naming that file (`verify --repair` rebuilds it)."""
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]  # type: ignore[assignment]
+            try:
+                self._arrays[name] = self.group[name]  # type: ignore[assignment]
+            except Exception as error:
+                path = file_url(self.url, f"{name}/zarr.json")
+                reason = ("missing" if isinstance(error, KeyError)
+                          else f"unreadable ({type(error).__name__}: {error})")
+                raise ArrayMetadataError(
+                    f"{path}: metadata of array {name!r} {reason}; `stemdl verify {self.url} "
+                    "--repair` rebuilds it from the config in the store's attributes") from None
         return self._arrays[name]
 
 
