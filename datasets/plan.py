@@ -20,6 +20,7 @@ from typing import Any
 
 import zarr
 
+from datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
 from datasets.schema import (
     CHECKSUM_DEFINITION,
     SCHEMA_VERSION,
@@ -155,6 +156,7 @@ def _group_attributes(config: Any, catalogue: Any, schema: dict[str, ArraySpec])
         "shard_size": config.dataset.shard_size,
         "num_shards": config.dataset.num_shards,
         "splits": splits,
+        ATTRIBUTE: catalogue_fingerprint(catalogue),
         "split_rule": "by composition: materials of one reduced formula (polymorphs) share a split, "
                       "and every sample of a material has that material's split",
         "catalogue_skipped": [[str(source), str(reason)] for source, reason in catalogue.skipped],
@@ -189,9 +191,9 @@ def open_stemdl_store(store_url: str, *, mode: str = "r") -> StoreInfo:
 def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
     """Create the store for `config` at `store_url`, or check that the existing one matches.
 
-    `catalogue` is simulate's `Catalogue`, or a function returning it: it is needed only to
-    plan a new store (its split table and skipped sources become group attributes), so an
-    existing store is checked without building it.
+    `catalogue` is simulate's `Catalogue`, or a function returning it: a new store records
+    its split table, skipped sources and fingerprint; an existing one is resumed only with a
+    catalogue of the same fingerprint (`CatalogueMismatchError` otherwise).
     """
     url = normalize_store_url(store_url)
     config = _as_config(config)
@@ -217,6 +219,10 @@ def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
             raise StoreError(f"{url!r} is a node-local staged copy of {attrs['staged']['source']!r}; "
                              "generate into the full store and stage again")
         if attrs.get("planning_complete"):
+            # Resuming: the CIF directory may have changed since (the config names only it).
+            if callable(catalogue):
+                catalogue = catalogue()
+            check_catalogue(attrs, catalogue, split_table(catalogue), url)
             return open_stemdl_store(url, mode="r+")
     elif store_has_content(url):
         raise StoreError(f"{url!r} exists, is not empty and is not a Zarr store; refusing to "
