@@ -170,3 +170,21 @@ def test_unreadable_checkpoint_is_described(store: Path, tmp_path: Path, content
     result = stemdl("evaluate", str(path), "--data", str(store))
     assert_refused(result, str(path), "not a readable checkpoint")
     assert "could run code" not in result.stderr
+
+
+@pytest.mark.slow
+def test_one_rank_refusing_its_data_stops_every_rank(store: Path, quick_config: Path,
+                                                     tmp_path: Path) -> None:
+    """Rank 1 of 2 reads shards 1, 3, 5: without its file it refuses, and rank 0, whose data
+    is intact, stops too, saying why, instead of waiting for rank 1 in the next collective
+    (torchrun's agent would kill it; srun, jsrun or mpirun would leave it waiting)."""
+    lost = store / "cbed" / "c" / "1" / "0" / "0" / "0"
+    lost.unlink()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", str(REPO / "pipeline.py"), "train", str(quick_config),
+               "--data", str(store), "--out", str(tmp_path / "run")]
+    result = subprocess.run(command, cwd=tmp_path, env=tf.clean_env(), text=True,
+                            capture_output=True, timeout=240)
+    assert result.returncode != 0
+    assert f"{lost}" in result.stderr and "missing" in result.stderr, result.stderr[-3000:]
+    assert "rank 0: another rank refused its data" in result.stderr, result.stderr[-3000:]

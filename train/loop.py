@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     from configs import StemdlConfig
 
 
+class DataRefusedError(ValueError):
+    """Another rank refused its share of the data; this rank stops with it."""
+
+
 class EmptySplitError(ValueError):
     """The store holds no sample of a split the run needs; a metric of nothing is no metric."""
 
@@ -165,10 +169,22 @@ class Trainer:
         self.ema = ExponentialMovingAverage(self.model, cfg.ema_decay) if cfg.ema_decay else None
         common = {"batch_size": cfg.batch_size, "rank": part.reader,
                   "world_size": part.readers, "seed": cfg.seed, "allow_partial": allow_partial}
-        self.train_loader = make_dataloader(part.store_url, config.loader, split="train",
-                                            shuffle=True, drop_last=True, **common)
-        self.val_loader = make_dataloader(part.store_url, config.loader, split="validation",
-                                          shuffle=False, drop_last=False, **common)
+        # Ranks read different shards, so one may refuse its data (a missing file) while the
+        # others go on: every rank learns of it here, so none waits in the next collective.
+        failure: Exception | None = None
+        try:
+            self.train_loader = make_dataloader(part.store_url, config.loader, split="train",
+                                                shuffle=True, drop_last=True, **common)
+            self.val_loader = make_dataloader(part.store_url, config.loader, split="validation",
+                                              shuffle=False, drop_last=False, **common)
+        except (ValueError, OSError) as error:  # StoreError and its kin: bad data, not a bug
+            failure = error
+        some_failed, _ = all_agree(failure is not None)
+        if failure is not None:
+            raise failure
+        if some_failed:
+            raise DataRefusedError(f"rank {context.rank}: another rank refused its data and "
+                                   "stopped (its message says why)")
         note = self.train_loader.dataset.partial_note
         if note:
             self.log.info("%s", note)
