@@ -95,7 +95,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_stage(args: argparse.Namespace) -> int:
     from datasets.stage import stage_node
 
-    report = stage_node(args.store, args.to, node=args.node, nodes=args.nodes)
+    report = stage_node(args.store, args.to, node=args.node, nodes=args.nodes,
+                        allow_partial=args.allow_partial)
     print(report.summary())
     return 0
 
@@ -111,6 +112,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out_dir=Path(args.out),
         stage_dir=Path(args.stage_dir) if args.stage_dir else None,
         resume=args.resume,
+        allow_partial=args.allow_partial,
     )
     if result.rank == 0:  # every rank returns the same global numbers; print them once
         print(result.summary())
@@ -120,7 +122,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate_main
 
-    metrics = evaluate_main(Path(args.checkpoint), args.data, split=args.split)
+    metrics = evaluate_main(Path(args.checkpoint), args.data, split=args.split,
+                            allow_partial=args.allow_partial)
     for name, value in metrics.items():
         print(f"{name:>14}: {value:.6g}")
     return 0
@@ -136,6 +139,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       doses=tuple(args.dose) if args.dose else DEFAULT_DOSES_E_PER_A2)
     print(outcome.headline())
     return 0
+
+
+def _add_allow_partial(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--allow-partial", action="store_true",
+                     help="use a store whose generation did not finish (only its done shards; "
+                     "the run says which are left out); refused by default")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--to", required=True, metavar="DIR", help="node-local directory")
     cmd.add_argument("--node", type=int, required=True, metavar="K", help="this node, 0-based")
     cmd.add_argument("--nodes", type=int, required=True, metavar="N", help="number of nodes")
+    _add_allow_partial(cmd)
 
     cmd = add(
         "train",
@@ -196,11 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--stage-dir", default=None, metavar="DIR", help="stage this node's shards here first")
     cmd.add_argument("--out", default="runs/latest", metavar="DIR", help="checkpoints, logs, TensorBoard")
     cmd.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    _add_allow_partial(cmd)
 
     cmd = add("evaluate", _cmd_evaluate, "metrics of a checkpoint on a split (MSE, PSNR, SSIM, ...)")
     cmd.add_argument("checkpoint", metavar="CHECKPOINT")
     cmd.add_argument("--data", required=True, metavar="STORE")
     cmd.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    _add_allow_partial(cmd)
 
     cmd = add(
         "run",
@@ -250,7 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError, *_stemdl_runtime_errors()) as error:
         if args.verbose:
             raise
-        print(f"stemdl {args.command}: error: {error}", file=sys.stderr)
+        message = str(error)
+        if "Original Traceback" in message:  # re-raised from a DataLoader worker process:
+            message = message.strip().splitlines()[-1]  # its own message is the last line
+        print(f"stemdl {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"stemdl {args.command}: interrupted", file=sys.stderr)

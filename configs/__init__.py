@@ -82,9 +82,17 @@ def load_config(name_or_path: str | Path = DEFAULT_PRESET) -> StemdlConfig:
     """Load and validate a preset or a YAML file (never executes YAML tags)."""
     path = resolve_config_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"invalid config {path}: not UTF-8 text (byte {error.start}: "
+                          f"{error.reason}); save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"invalid config {path}: not valid YAML ({error})") from None
     if data is None:
-        data = {}
+        # An empty file (or only comments) is almost always a mistake (a wrong path, a file
+        # not saved yet); running all the defaults silently would hide it.
+        raise ConfigError(f"invalid config {path}: the file is empty (no sections); start "
+                          "from a preset: `stemdl config small > my.yaml`")
     return config_from_dict(data, str(path))

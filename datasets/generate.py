@@ -11,8 +11,14 @@ writes the same bytes an uninterrupted run would have.
 
 Failures: a task that raises is retried by Dask (`retries`). If it still fails, it runs once
 more with `record_failures=True`, which stores the failing samples as failed (with the reason)
-and completes the shard. A shard that cannot be completed even then (a crashing worker, a store
-that cannot be written) stays not done and is listed in the report; the run goes on.
+and completes the shard. A shard that cannot be completed even then (a crashing worker) stays
+not done and is listed in the report; the run goes on. A failure that retrying cannot fix
+(disk full, permission denied, a store of another config or catalogue: see
+`datasets.shard.deterministic_failure`) is not retried: the run stops at the first one,
+cancels the shards not started, and reports it once.
+
+Refused up front: a `memory://` store (the workers are other processes and cannot reach it),
+and a store another client is generating into (`datasets/store_lock.py`).
 
 Cluster: by default a `distributed.LocalCluster` with one single-threaded worker process per
 core; `scheduler_address` or `scheduler_file` joins an existing cluster instead (dask-jobqueue,
@@ -34,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, LocalCluster, as_completed, wait
 from tqdm.auto import tqdm
 
 from datasets.plan import as_config, plan_store
@@ -43,9 +49,10 @@ from datasets.shard import (
     ShardResult,
     catalogue_for,
     read_done_mask,
-    simulate_shard,
+    simulate_shard_task,
 )
 from datasets.storage import StoreError, normalize_store_url
+from datasets.store_lock import store_lock
 
 
 @dataclass
@@ -62,10 +69,12 @@ class GenerationReport:
     catalogue_skipped: list[tuple[str, str]] = field(default_factory=list)
     samples_simulated: int = 0
     elapsed_s: float = 0.0
+    stopped: str | None = None  # a deterministic failure that stopped the run (reported once)
+    shards_not_attempted: list[int] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        return not self.shards_failed and (
+        return not self.shards_failed and not self.stopped and (
             self.shards_already_done + len(self.shards_written) == self.num_shards
         )
 
@@ -83,12 +92,30 @@ class GenerationReport:
         ]
         for index, reason in self.failed_samples:
             lines.append(f"  failed sample {index}: {reason}")
-        for shard, reason in sorted(self.shards_failed.items()):
-            lines.append(f"  shard {shard} NOT done: {reason}")
+        if self.stopped:
+            not_done = sorted([*self.shards_failed, *self.shards_not_attempted])
+            lines.append(f"  STOPPED: {self.stopped}")
+            lines.append(f"  shards NOT done: {_shard_list(not_done)} (a failure that retrying "
+                         "cannot fix: the shards were not retried)")
+        else:
+            for shard, reason in sorted(self.shards_failed.items()):
+                lines.append(f"  shard {shard} NOT done: {reason}")
         for source, reason in self.catalogue_skipped:
             lines.append(f"  skipped structure {source}: {reason}")
-        lines.append("  complete" if self.complete else "  INCOMPLETE: run the same command again")
+        if self.complete:
+            lines.append("  complete")
+        elif self.stopped:
+            lines.append("  INCOMPLETE: fix the cause above (free space, permissions, the store "
+                         "URL), then run the same command again: done shards are kept")
+        else:
+            lines.append("  INCOMPLETE: run the same command again (it retries the shards not "
+                         "done and keeps the rest)")
         return "\n".join(lines)
+
+
+def _shard_list(shards: list[int], shown: int = 20) -> str:
+    more = f" … and {len(shards) - shown} more" if len(shards) > shown else ""
+    return ", ".join(map(str, shards[:shown])) + more
 
 
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting any glibc malloc
@@ -131,7 +158,7 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
                shard_size: int, num_samples: int) -> None:
     futures = {}
     for k in todo:
-        future = client.submit(simulate_shard, config_dict, url, k, simulator=simulator,
+        future = client.submit(simulate_shard_task, config_dict, url, k, simulator=simulator,
                                retries=retries, pure=False, key=f"simulate_shard-{k}-{time.time_ns()}")
         futures[future] = (k, False)
     began = time.perf_counter()
@@ -146,7 +173,7 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
                 result: ShardResult = future.result()
             except Exception as error:
                 if not last_chance:
-                    retry = client.submit(simulate_shard, config_dict, url, shard,
+                    retry = client.submit(simulate_shard_task, config_dict, url, shard,
                                           record_failures=True, simulator=simulator, pure=False,
                                           key=f"simulate_shard-final-{shard}-{time.time_ns()}")
                     futures[retry] = (shard, True)
@@ -155,6 +182,14 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
                 report.shards_failed[shard] = f"{type(error).__name__}: {error}"
                 bar.update(1)
                 continue
+            if result.fatal is not None:
+                # The same on every shard (a full disk, an unwritable store): stop here, say
+                # it once, and leave the rest for a run after the cause is fixed.
+                report.shards_failed[shard] = result.fatal
+                report.stopped = report.stopped or result.fatal
+                bar.update(1)
+                samples_done += _drain_after_stop(client, futures, report)
+                break
             report.failed_samples.extend(result.failures)
             if result.already_done:
                 report.shards_already_done += 1
@@ -168,6 +203,37 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
     report.failed_samples.sort()
 
 
+def _drain_after_stop(client: Client, futures: dict[Any, tuple[int, bool]],
+                      report: GenerationReport) -> int:
+    """After a deterministic failure: cancel the tasks not started, and wait for the running
+    ones (a worker closed mid-task logs a traceback per heartbeat), keeping what they did.
+    Returns the samples they wrote."""
+    processing = {key for keys in client.processing().values() for key in keys}
+    running = [future for future in futures if future.key in processing]
+    queued = [future for future in futures if future.key not in processing]
+    client.cancel(queued)
+    report.shards_not_attempted = sorted(futures[future][0] for future in queued)
+    wait(running)
+    written = 0
+    for future in running:
+        shard = futures[future][0]
+        try:
+            result: ShardResult = future.result()
+        except Exception as error:
+            report.shards_failed[shard] = f"{type(error).__name__}: {error}"
+            continue
+        if result.fatal is not None:
+            report.shards_failed[shard] = result.fatal
+        elif result.already_done:
+            report.shards_already_done += 1
+        else:
+            report.shards_written.append(shard)
+            report.failed_samples.extend(result.failures)
+            written += result.num_samples
+    futures.clear()
+    return written
+
+
 def generate(config: Any, store_url: str, *, scheduler_address: str | None = None,
              scheduler_file: str | None = None, n_workers: int | None = None,
              progress: bool = True, retries: int = 2,
@@ -178,19 +244,28 @@ def generate(config: Any, store_url: str, *, scheduler_address: str | None = Non
     url = normalize_store_url(store_url)
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
-    info = plan_store(config, url, lambda: catalogue_for(config, simulator))
-    done = read_done_mask(info)
-    todo = [k for k in range(info.num_shards) if not done[k]]
-    skipped = info.attrs.get("catalogue_skipped", [])
-    report = GenerationReport(url, info.num_samples, info.num_shards,
-                              shards_already_done=int(done.sum()),
-                              catalogue_skipped=[(str(s), str(r)) for s, r in skipped])
-    if todo:
-        with dask_client(scheduler_address, scheduler_file, n_workers) as client:
-            if progress:
-                print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-            _run_tasks(client, todo, config.to_dict(), url, retries, simulator, report,
-                       progress, info.shard_size, info.num_samples)
+    if url.startswith("memory://"):
+        # An in-memory filesystem lives in one process; Dask workers (processes of a
+        # LocalCluster, or other machines) would each write into their own, and no shard
+        # would ever reach this one. Re-running cannot help, so refuse before any work.
+        raise StoreError(
+            f"{url!r}: a memory:// store lives in this process's memory, and Dask workers are "
+            "other processes that cannot reach it; generate into a local path or a shared "
+            "URL (file://, s3://, ...)")
+    with store_lock(url):  # one generating client per store (see datasets/store_lock.py)
+        info = plan_store(config, url, lambda: catalogue_for(config, simulator))
+        done = read_done_mask(info)
+        todo = [k for k in range(info.num_shards) if not done[k]]
+        skipped = info.attrs.get("catalogue_skipped", [])
+        report = GenerationReport(url, info.num_samples, info.num_shards,
+                                  shards_already_done=int(done.sum()),
+                                  catalogue_skipped=[(str(s), str(r)) for s, r in skipped])
+        if todo:
+            with dask_client(scheduler_address, scheduler_file, n_workers) as client:
+                if progress:
+                    print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+                _run_tasks(client, todo, config.to_dict(), url, retries, simulator, report,
+                           progress, info.shard_size, info.num_samples)
     report.shards_written.sort()
     report.elapsed_s = time.perf_counter() - began
     return report

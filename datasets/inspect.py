@@ -14,10 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from datasets.checksum import sample_crc32c
+from datasets.integrity import IncompleteStoreError, MissingDataError, require_files, shard_file
 from datasets.partition import available_shards, sample_indices
 from datasets.plan import open_stemdl_store
 from datasets.records import read_fields, record_from_columns
 from datasets.schema import FIELDS, STATUS_FAILED, STATUS_OK
+from datasets.shard import read_done_mask
 from datasets.storage import filesystem
 from simulate.sample import SPLITS
 
@@ -34,6 +37,7 @@ def summarize(store_url: str) -> dict[str, Any]:
     """Counts per split, materials, shards, bytes on disk and compression ratio per array."""
     info = open_stemdl_store(store_url)
     shards = available_shards(info)
+    require_files(info, shards)  # a lost file would be summarized as fill values
     indices = sample_indices(info, shards)
     columns = read_fields(info, ["status", "split", "material_id"], indices)
     status, split, material = columns["status"], columns["split"], columns["material_id"]
@@ -118,11 +122,21 @@ def read_sample(store_url: str, index: int) -> dict[str, Any]:
     info = open_stemdl_store(store_url)
     if not 0 <= index < info.num_samples:
         raise IndexError(f"sample {index} out of range: the store has {info.num_samples} samples")
+    shard = index // info.shard_size
+    if not read_done_mask(info)[shard]:
+        raise IncompleteStoreError(f"{info.url}: sample {index} is in shard {shard}, which is "
+                                   "not done (not generated yet, or not staged here)")
+    require_files(info, [shard])
     columns = read_fields(info, FIELDS, slice(index, index + 1))
     status = int(columns["status"][0])
+    arrays = {name: np.asarray(info.array(name)[index]) for name in ("cbed", "potential")}
+    for name, values in arrays.items():
+        if status == STATUS_OK and sample_crc32c(values) != int(columns[f"{name}_crc32c"][0]):
+            raise MissingDataError(f"{shard_file(info, name, shard)}: sample {index} of {name} "
+                                   "does not match its recorded CRC-32C (lost or overwritten); "
+                                   f"`stemdl verify {info.url} --repair` re-simulates it")
     return {
-        "cbed": np.asarray(info.array("cbed")[index]),
-        "potential": np.asarray(info.array("potential")[index]),
+        **arrays,
         "status": status,
         "failure_reason": str(columns["failure_reason"][0]),
         "record": record_from_columns(columns, 0) if status == STATUS_OK else None,

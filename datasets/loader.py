@@ -41,7 +41,9 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datasets.augment import D4_SIZE, apply_d4_inplace, check_d4
+from datasets.checksum import sample_crc32c
 from datasets.config import LoaderConfig
+from datasets.integrity import partial_note, require_complete, require_files
 from datasets.partition import (
     available_shards,
     check_split,
@@ -54,7 +56,7 @@ from datasets.partition import (
 from datasets.plan import StoreInfo, open_stemdl_store
 from datasets.records import read_fields
 from datasets.schema import shard_range
-from datasets.shard_files import ShardFileDecoder, ShardFileReader
+from datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
 from datasets.storage import file_url, filesystem, shard_key
 from datasets.transforms import (
     electrons_per_pattern,
@@ -128,12 +130,16 @@ class ShardStream(IterableDataset):
     def __init__(self, store_url: str, loader_cfg: LoaderConfig | None = None, *,
                  split: str | None = "train", rank: int = 0, world_size: int = 1,
                  seed: int = 0, shuffle: bool = True, batch_size: int | None = None,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, allow_partial: bool = False) -> None:
         super().__init__()
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         check_split(split)
         info = open_stemdl_store(store_url)
+        # Trust nothing: an unfinished store is refused (unless allowed, and then said), and
+        # so is a done shard whose file is gone (Zarr would read it as zeros).
+        missing = require_complete(info, allow_partial=allow_partial)
+        self.partial_note = partial_note(info, missing) if missing else None
         self.store_url = info.url
         self.cfg = loader_cfg or LoaderConfig()
         self.split = split
@@ -151,6 +157,8 @@ class ShardStream(IterableDataset):
             check_d4(self.scan_gpts, tuple(sim.detector.pattern_px), sim.detector.binning,
                      tuple(sim.target.target_px))
         self._rows = shard_rows(info, self.shards, split)
+        require_files(info, [shard for shard, rows in self._rows.items() if rows.size])
+        self._crc = self._checksums(info)
         self._regions = self._target_regions(info)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.batch_size, self.drop_last = batch_size, drop_last
@@ -175,6 +183,23 @@ class ShardStream(IterableDataset):
         indices = sample_indices(info, self.shards)
         regions = read_fields(info, ["target_region_a"], indices)["target_region_a"]
         return {int(index): region for index, region in zip(indices, regions, strict=True)}
+
+    def _checksums(self, info: StoreInfo) -> dict[str, dict[int, int]]:
+        """The recorded CRC-32C of `cbed` and `potential` by global sample index, for the
+        samples this rank reads: every decoded sample is checked against them, so lost or
+        overwritten data stops the run instead of being trained on."""
+        indices = sample_indices(info, self.shards)
+        if indices.size == 0:
+            return {"cbed": {}, "potential": {}}
+        values = read_fields(info, ["cbed_crc32c", "potential_crc32c"], indices)
+        return {name: dict(zip(indices.tolist(), values[f"{name}_crc32c"].tolist(), strict=True))
+                for name in ("cbed", "potential")}
+
+    def _checked(self, name: str, index: int, sample: np.ndarray, path: str) -> np.ndarray:
+        if sample_crc32c(sample) != self._crc[name][index]:
+            raise ShardDecodeError(f"{path}: sample {index} of {name} does not match its recorded "
+                                   "CRC-32C (lost or overwritten); run `stemdl verify --repair`")
+        return sample
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shard order and noise of `epoch` (seen by persistent workers too)."""
@@ -213,8 +238,14 @@ class ShardStream(IterableDataset):
         makes network inputs of them when they are batched."""
         start, _ = shard_range(shard, reader.info.shard_size, reader.info.num_samples)
         cbed, potential = reader.open("cbed", shard), reader.open("potential", shard)
+        where = {name: file_url(reader.info.url, shard_key(reader.info.array(name), shard))
+                 for name in ("cbed", "potential")}
         for row in rows:
-            item = {"cbed": cbed(row), "potential": potential(row), "index": start + int(row)}
+            index = start + int(row)
+            item = {"cbed": self._checked("cbed", index, cbed(row), where["cbed"]),
+                    "potential": self._checked("potential", index, potential(row),
+                                               where["potential"]),
+                    "index": index}
             if self.noisy:
                 item[ELECTRONS_KEY] = electrons_per_pattern(
                     self.cfg.dose_e_per_a2,  # type: ignore[arg-type]
@@ -462,14 +493,17 @@ class _RingLoader(DataLoader):
 
 def make_dataloader(store_url: str, loader_cfg: LoaderConfig | None = None, *,
                     split: str | None, batch_size: int, rank: int = 0, world_size: int = 1,
-                    seed: int = 0, shuffle: bool = True, drop_last: bool = True) -> DataLoader:
+                    seed: int = 0, shuffle: bool = True, drop_last: bool = True,
+                    allow_partial: bool = False) -> DataLoader:
     """A DataLoader over `ShardStream`: worker processes, prefetch, persistent workers, and
-    pinned memory when CUDA is available and `loader_cfg.pin_memory` is set."""
+    pinned memory when CUDA is available and `loader_cfg.pin_memory` is set. An incomplete
+    store is refused unless `allow_partial` (then `loader.dataset.partial_note` says so)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     cfg = loader_cfg or LoaderConfig()
     dataset = ShardStream(store_url, cfg, split=split, rank=rank, world_size=world_size,
-                          seed=seed, shuffle=shuffle, batch_size=batch_size, drop_last=drop_last)
+                          seed=seed, shuffle=shuffle, batch_size=batch_size, drop_last=drop_last,
+                          allow_partial=allow_partial)
     workers = cfg.num_workers
     extra: dict[str, Any] = {}
     if workers > 0:

@@ -20,6 +20,7 @@ from typing import Any
 
 import zarr
 
+from datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
 from datasets.schema import (
     CHECKSUM_DEFINITION,
     SCHEMA_VERSION,
@@ -31,6 +32,7 @@ from datasets.schema import (
 from datasets.storage import (
     StoreError,
     create_array,
+    file_url,
     group_exists,
     normalize_store_url,
     open_group,
@@ -40,6 +42,10 @@ from datasets.storage import (
 
 BYTE_DETERMINING_SECTIONS: tuple[str, ...] = ("simulation", "dataset")
 _SOFTWARE = ("stemdl", "abtem", "ase", "numpy", "zarr", "numcodecs", "dask", "distributed", "torch")
+
+
+class ArrayMetadataError(StoreError):
+    """An array's `zarr.json` is missing or cannot be parsed; the message names the file."""
 
 
 class ConfigMismatchError(StoreError):
@@ -73,9 +79,18 @@ class StoreInfo:
         return self.config.dataset.num_shards
 
     def array(self, name: str) -> zarr.Array:
-        """The array `name`, opened once (opening reads its zarr.json)."""
+        """The array `name`, opened once (opening reads its zarr.json); a missing or unreadable
+        `zarr.json` is a `StoreError` naming that file (`verify --repair` rebuilds it)."""
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]  # type: ignore[assignment]
+            try:
+                self._arrays[name] = self.group[name]  # type: ignore[assignment]
+            except Exception as error:
+                path = file_url(self.url, f"{name}/zarr.json")
+                reason = ("missing" if isinstance(error, KeyError)
+                          else f"unreadable ({type(error).__name__}: {error})")
+                raise ArrayMetadataError(
+                    f"{path}: metadata of array {name!r} {reason}; `stemdl verify {self.url} "
+                    "--repair` rebuilds it from the config in the store's attributes") from None
         return self._arrays[name]
 
 
@@ -141,6 +156,7 @@ def _group_attributes(config: Any, catalogue: Any, schema: dict[str, ArraySpec])
         "shard_size": config.dataset.shard_size,
         "num_shards": config.dataset.num_shards,
         "splits": splits,
+        ATTRIBUTE: catalogue_fingerprint(catalogue),
         "split_rule": "by composition: materials of one reduced formula (polymorphs) share a split, "
                       "and every sample of a material has that material's split",
         "catalogue_skipped": [[str(source), str(reason)] for source, reason in catalogue.skipped],
@@ -175,9 +191,9 @@ def open_stemdl_store(store_url: str, *, mode: str = "r") -> StoreInfo:
 def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
     """Create the store for `config` at `store_url`, or check that the existing one matches.
 
-    `catalogue` is simulate's `Catalogue`, or a function returning it: it is needed only to
-    plan a new store (its split table and skipped sources become group attributes), so an
-    existing store is checked without building it.
+    `catalogue` is simulate's `Catalogue`, or a function returning it: a new store records
+    its split table, skipped sources and fingerprint; an existing one is resumed only with a
+    catalogue of the same fingerprint (`CatalogueMismatchError` otherwise).
     """
     url = normalize_store_url(store_url)
     config = _as_config(config)
@@ -203,6 +219,10 @@ def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
             raise StoreError(f"{url!r} is a node-local staged copy of {attrs['staged']['source']!r}; "
                              "generate into the full store and stage again")
         if attrs.get("planning_complete"):
+            # Resuming: the CIF directory may have changed since (the config names only it).
+            if callable(catalogue):
+                catalogue = catalogue()
+            check_catalogue(attrs, catalogue, split_table(catalogue), url)
             return open_stemdl_store(url, mode="r+")
     elif store_has_content(url):
         raise StoreError(f"{url!r} exists, is not empty and is not a Zarr store; refusing to "

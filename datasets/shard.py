@@ -15,11 +15,16 @@ bytes, because a sample is a pure function of (config, index).
 A sample whose simulation raises makes the task raise (`SampleSimulationError`), so Dask
 retries it. When the retries are used up, generation runs the task once more with
 `record_failures=True`: the failing samples are then stored as failed (zero arrays,
-`status = 2`, `failure_reason`), the shard is completed and the run goes on.
+`status = 2`, `failure_reason`), the shard is completed and the run goes on. Dask runs the
+task as `simulate_shard_task`, which returns a failure that no retry can fix (disk full,
+permission denied, an unusable store) instead of raising it, so it is neither retried nor
+logged by every worker. Every task also checks that its catalogue is the store's
+(`datasets/fingerprint.py`): a worker that sees another CIF directory refuses to write.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import json
@@ -32,10 +37,11 @@ from typing import Any
 import numpy as np
 
 from datasets.checksum import block_crc32c, stored_bytes
-from datasets.plan import StoreInfo, as_config, config_differences, open_stemdl_store
+from datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
+from datasets.plan import StoreInfo, as_config, config_differences, open_stemdl_store, split_table
 from datasets.records import empty_columns, pack, put_record
 from datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
-from datasets.storage import delete_objects, shard_key
+from datasets.storage import StoreError, delete_objects, shard_key
 
 DEFAULT_SIMULATOR = "simulate"
 _MAX_REASON = 1000
@@ -57,6 +63,7 @@ class ShardResult:
     elapsed_s: float = 0.0
     host: str = ""
     pid: int = 0
+    fatal: str | None = None  # a failure that running the task again cannot fix (see below)
 
     @property
     def num_samples(self) -> int:
@@ -87,6 +94,20 @@ def _catalogue(module_name: str, simulation_json: str) -> Any:
 
 def catalogue_for(config: Any, simulator: str = DEFAULT_SIMULATOR) -> Any:
     return _catalogue(simulator, config.simulation.model_dump_json())
+
+
+@functools.lru_cache(maxsize=4)
+def _fingerprint(module_name: str, simulation_json: str) -> tuple[str, dict[str, list[str]]]:
+    catalogue = _catalogue(module_name, simulation_json)
+    return catalogue_fingerprint(catalogue), split_table(catalogue)
+
+
+def check_worker_catalogue(info: StoreInfo, config: Any, simulator: str) -> None:
+    """This worker's catalogue must be the store's (a worker elsewhere may see another CIF
+    directory than the client that planned the store)."""
+    fingerprint, table = _fingerprint(simulator, config.simulation.model_dump_json())
+    if info.attrs.get(ATTRIBUTE) not in (None, fingerprint):
+        check_catalogue(info.attrs, catalogue_for(config, simulator), table, info.url)
 
 
 def read_done_mask(info: StoreInfo) -> np.ndarray:
@@ -188,10 +209,56 @@ def write_block(info: StoreInfo, start: int, block: dict[str, np.ndarray]) -> No
         info.array(spec.name)[start:stop] = block[spec.name]
 
 
+class TaskConfigError(StoreError):
+    """A task was given another config than the store's (deterministic: never retried)."""
+
+
 def _check_task_config(info: StoreInfo, config: Any) -> None:
     differences = config_differences(info.attrs["config"], config.to_dict())
     if differences:
-        raise ValueError(f"store {info.url!r} was made with another config: {differences[:5]}")
+        raise TaskConfigError(f"store {info.url!r} was made with another config: {differences[:5]}")
+
+
+# errno values of failures that are the same on every attempt: the disk is full, the store is
+# not writable. Retrying them only simulates the shard again (minutes at scale) to fail again.
+DETERMINISTIC_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,
+                                  errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EFBIG})
+
+
+def deterministic_failure(error: BaseException) -> str | None:
+    """A one-line description if `error` (or an error it was raised from) is one that a
+    retry cannot fix: a full disk, a permission or read-only error, a store that cannot be
+    used (`StoreError`: another config or catalogue, not a stemdl store); None otherwise."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DETERMINISTIC_ERRNOS:
+            where = f": {current.filename}" if current.filename else ""
+            return f"{type(current).__name__}: [Errno {current.errno}] {current.strerror}{where}"
+        if isinstance(current, StoreError):
+            return f"{type(current).__name__}: {current}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def simulate_shard_task(config: Any, store_url: str, shard_index: int, *,
+                        record_failures: bool = False,
+                        simulator: str = DEFAULT_SIMULATOR) -> ShardResult:
+    """`simulate_shard` as Dask runs it: a failure that a retry cannot fix
+    (`deterministic_failure`: disk full, permission denied, a store that cannot be used) is
+    returned as `ShardResult.fatal` instead of raised, so that Dask does not retry it (each
+    retry would simulate the shard again, only to fail again) and no worker logs a traceback
+    for it; the client reports it once. Anything else raises and is retried."""
+    try:
+        return simulate_shard(config, store_url, shard_index, record_failures=record_failures,
+                              simulator=simulator)
+    except Exception as error:
+        fatal = deterministic_failure(error)
+        if fatal is None:
+            raise
+        return ShardResult(shard_index, 0, 0, host=socket.gethostname(), pid=os.getpid(),
+                           fatal=fatal)
 
 
 def simulate_shard(config: Any, store_url: str, shard_index: int, *,
@@ -207,6 +274,7 @@ def simulate_shard(config: Any, store_url: str, shard_index: int, *,
     config = as_config(config)
     info = open_stemdl_store(store_url, mode="r+")
     _check_task_config(info, config)
+    check_worker_catalogue(info, config, simulator)
     start, stop = shard_range(shard_index, info.shard_size, info.num_samples)
     result = ShardResult(shard_index, start, stop, host=socket.gethostname(), pid=os.getpid())
     if shard_is_done(info, shard_index):

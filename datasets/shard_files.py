@@ -14,8 +14,10 @@ Scope, checked before use (`ShardFileDecoder.supports`): the sharding codec as w
 `bytes(little)`, then zstd or blosc or nothing, then `crc32c`. This is the Zarr v3 sharding
 format (ZEP 2): the index is (offset, nbytes) uint64 pairs per chunk in C order, followed by
 its CRC-32C; an empty chunk is (2⁶⁴−1, 2⁶⁴−1). Every index and chunk checksum is verified, so
-a damaged file raises `ShardDecodeError` naming it, never returns wrong numbers. Any other
-layout falls back to Zarr.
+a damaged file raises `ShardDecodeError` naming it, never returns wrong numbers. A missing file
+or an empty chunk raises too: stores are written with `write_empty_chunks`, so a reader only
+opens files of shards marked done, and there an absent byte is lost data, not fill values.
+Any other layout falls back to Zarr.
 """
 
 from __future__ import annotations
@@ -119,8 +121,9 @@ class ShardFileReader:
 
     A file of at most `WHOLE_FILE_BYTES` of samples is fetched in one request when opened;
     a larger one as its index now and one byte-range request per sample later, so memory
-    stays at one sample whatever the shard size. A file that does not exist was never written:
-    every sample reads as the fill value, as Zarr would read it."""
+    stays at one sample whatever the shard size. A file that does not exist raises
+    `ShardDecodeError` saying it is missing (Zarr would read it as fill values: four all-zero
+    samples that train silently)."""
 
     def __init__(self, decoder: ShardFileDecoder, fs: Any, path: str) -> None:
         self.decoder, self.fs, self.path = decoder, fs, path
@@ -132,17 +135,18 @@ class ShardFileReader:
             else:
                 tail = memoryview(fs.cat_file(path, start=-decoder.index_bytes))
         except FileNotFoundError:
-            self.index = None
-            return
+            raise ShardDecodeError(f"{path}: shard file missing (deleted or lost; its shard is "
+                                   "marked done)") from None
         self.index = decoder.read_index(tail, path)
 
     def sample(self, row: int) -> np.ndarray:
         return self.decoder.decode_chunk(self._chunk(row), row, self.path)
 
-    def _chunk(self, row: int) -> bytes | memoryview | None:
-        """Chunk `row`'s stored bytes (from memory or a byte-range read); None if empty."""
-        if self.index is None or self.index[row][0] == _EMPTY:
-            return None
+    def _chunk(self, row: int) -> bytes | memoryview:
+        """Chunk `row`'s stored bytes (from memory or a byte-range read)."""
+        if self.index[row][0] == _EMPTY:
+            raise ShardDecodeError(f"{self.path}: chunk {row} missing from the shard index "
+                                   "(every chunk of a done shard is written)")
         offset, length = (int(v) for v in self.index[row])
         chunk = (self._data[offset: offset + length] if self._data is not None
                  else self.fs.cat_file(self.path, start=offset, end=offset + length))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from datasets.integrity import IncompleteStoreError, listing
 from datasets.plan import StoreInfo, config_differences, open_stemdl_store
 from datasets.schema import coordinate_arrays, shard_range, sharded_arrays
 from datasets.shard import read_done_mask, set_done
@@ -73,6 +74,8 @@ class StageReport:
             f"{len(self.shards_already_present)} already present, "
             f"{len(self.shards_missing_in_source)} not done in the source, "
             f"{self.elapsed_s:.1f} s → {self.local_dir}"
+            + (f"\nPARTIAL: shards {listing(self.shards_missing_in_source)} are not done in the "
+               "source and were left out" if self.shards_missing_in_source else "")
         )
 
 
@@ -165,13 +168,24 @@ def _copy_shard(source: StoreInfo, local: StoreInfo, shard: int) -> int:
     return copied
 
 
-def stage_node(store_url: str, local_dir: str | os.PathLike[str], node: int, nodes: int
-               ) -> StageReport:
-    """Copy node `node`'s shards (of `nodes`) of the store at `store_url` into `local_dir`."""
+def stage_node(store_url: str, local_dir: str | os.PathLike[str], node: int, nodes: int, *,
+               allow_partial: bool = False) -> StageReport:
+    """Copy node `node`'s shards (of `nodes`) of the store at `store_url` into `local_dir`.
+
+    Shards of this node that are not done in the source are refused (`IncompleteStoreError`,
+    naming them) before anything is copied, unless `allow_partial`: then they are left out
+    and listed in the report."""
     began = time.perf_counter()
     source = open_stemdl_store(store_url, mode="r")
     if source.attrs.get("staged"):
         raise StoreError(f"{source.url} is itself a staged store; stage from the full store")
+    source_mask = read_done_mask(source)
+    not_done = [k for k in shards_for_node(source.num_shards, node, nodes) if not source_mask[k]]
+    if not_done and not allow_partial:
+        raise IncompleteStoreError(
+            f"{source.url} is incomplete: shards {listing(not_done)} of node {node}/{nodes} are "
+            "not done; finish it with the same `stemdl simulate` command (it resumes), or pass "
+            "--allow-partial to stage only the shards that are done")
     local_url = normalize_store_url(str(local_dir))
     if not is_local(local_url):
         raise StoreError(f"local_dir must be a local path, got {local_dir!r}")

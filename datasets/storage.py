@@ -169,7 +169,8 @@ def open_group(url: str, *, mode: str = "r") -> zarr.Group:
     try:
         return zarr.open_group(store=store, mode="r" if mode == "r" else "r+", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError) as error:
-        raise StoreError(f"no Zarr v3 group at {url!r} ({type(error).__name__}: {error})") from None
+        raise StoreError(f"no Zarr v3 group at {url!r}: {file_url(url, 'zarr.json')} is missing "
+                         f"or unreadable ({type(error).__name__}: {error})") from None
 
 
 def store_has_content(url: str) -> bool:

@@ -12,7 +12,10 @@
 
 `repair=True` marks each bad shard not done, re-simulates it from the config recorded in the
 store (deterministic, so the bytes are what they should have been) and verifies it again; it
-also simulates shards not yet generated (in a staged store: its local shards only). Repair runs
+also simulates shards not yet generated (in a staged store: its local shards only). An
+array whose `zarr.json` is missing or unreadable is named; `repair=True` rebuilds it from the
+config in the root attributes (`datasets/metadata_repair.py`) and then checks the data files.
+A done shard whose file is missing is reported as missing (Zarr would read fill values). Repair runs
 in this process; to finish a large incomplete store, run `generate` again instead.
 """
 
@@ -26,7 +29,9 @@ import numpy as np
 import zarr
 
 from datasets.checksum import sample_crc32c
-from datasets.plan import StoreInfo, open_stemdl_store
+from datasets.integrity import missing_files, shard_file
+from datasets.metadata_repair import rebuild_array_metadata
+from datasets.plan import ArrayMetadataError, StoreInfo, open_stemdl_store
 from datasets.records import unpack
 from datasets.schema import (
     FIELDS,
@@ -40,7 +45,8 @@ from datasets.schema import (
 from datasets.shard import DEFAULT_SIMULATOR, read_done_mask, set_done, simulate_shard
 from datasets.storage import StoreError, file_url, shard_key, zarr_dtype
 
-CBED_RANGE_TOLERANCE = 1e-2  # float16 rounding of values near the bounds
+CBED_RANGE_TOLERANCE = 1e-2
+METADATA_PREFIX = "metadata of array"  # float16 rounding of values near the bounds
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     failed_samples: list[tuple[int, str]] = field(default_factory=list)
     repaired: list[int] = field(default_factory=list)
+    metadata_rebuilt: list[str] = field(default_factory=list)
 
     @property
     def bad_shards(self) -> list[int]:
@@ -94,6 +101,8 @@ class VerifyReport:
             lines.append(f"  not yet generated: shards {_ranges(self.shards_incomplete)}")
         lines += [f"  PROBLEM {p}" for p in self.problems]
         lines += [f"  failed sample {i}: {r}" for i, r in self.failed_samples]
+        if self.metadata_rebuilt:
+            lines.append(f"  rebuilt array metadata {', '.join(self.metadata_rebuilt)}")
         if self.repaired:
             lines.append(f"  repaired shards {_ranges(self.repaired)}")
         lines.append("  OK" if self.ok else f"  {len(self.bad_shards)} bad shard(s)")
@@ -108,10 +117,12 @@ def _check_schema(info: StoreInfo) -> list[Problem]:
     problems = []
     ds = info.config.dataset
     for spec in info.schema.values():
-        if spec.name not in info.group:
-            problems.append(Problem(None, spec.name, None, "array missing"))
+        try:
+            array = info.array(spec.name)
+        except ArrayMetadataError as error:
+            path, _, message = str(error).partition(": ")
+            problems.append(Problem(None, spec.name, path, message.split(";")[0]))
             continue
-        array = info.array(spec.name)
         if spec.per == "coordinate":
             problems += _check_coordinate(spec, array)
             continue
@@ -152,11 +163,20 @@ def _check_coordinate(spec: ArraySpec, array: zarr.Array) -> list[Problem]:
 SAMPLE_ARRAYS = ("cbed", "potential")
 
 
+MISSING_FILE = "shard file missing (deleted or lost; the shard is marked done)"
+
+
 def _read_shard(info: StoreInfo, shard: int) -> tuple[dict[str, np.ndarray], list[Problem]]:
-    """The shard's record arrays (small), read whole through Zarr."""
+    """The shard's record arrays (small), read whole through Zarr; a missing file is reported
+    as missing (Zarr would read it as fill values) and not read."""
     start, stop = shard_range(shard, info.shard_size, info.num_samples)
     block, problems = {}, []
+    missing = set(missing_files(info, [shard]))
     for spec in sharded_arrays(info.schema):
+        path = shard_file(info, spec.name, shard)
+        if path in missing:
+            problems.append(Problem(shard, spec.name, path, MISSING_FILE))
+            continue
         if spec.name in SAMPLE_ARRAYS:
             continue
         array = info.array(spec.name)
@@ -176,7 +196,7 @@ def _undecodable(info: StoreInfo, name: str, shard: int, error: Exception,
 
 
 def _check_samples(info: StoreInfo, shard: int, records: dict[str, np.ndarray],
-                   problem: Callable[[str, str], None]) -> list[Problem]:
+                   problem: Callable[[str, str], None], missing: set[str]) -> list[Problem]:
     """Per sample of `cbed` and `potential`, read through Zarr one at a time: decodes, its
     CRC-32C equals the recorded one, finite (if simulated), and `cbed` within [0, 1]."""
     start, stop = shard_range(shard, info.shard_size, info.num_samples)
@@ -185,6 +205,8 @@ def _check_samples(info: StoreInfo, shard: int, records: dict[str, np.ndarray],
     undecodable: list[Problem] = []
     low, high = np.inf, -np.inf
     for name in SAMPLE_ARRAYS:
+        if name in missing:  # reported by _read_shard
+            continue
         array = info.array(name)
         stored = records.get(f"{name}_crc32c")
         for row in range(stop - start):
@@ -209,7 +231,8 @@ def _check_samples(info: StoreInfo, shard: int, records: dict[str, np.ndarray],
 
 
 def _check_values(info: StoreInfo, shard: int, arrays: dict[str, np.ndarray],
-                  material_split: dict[str, str]) -> tuple[list[Problem], list[tuple[int, str]]]:
+                  material_split: dict[str, str], missing: set[str] | None = None
+                  ) -> tuple[list[Problem], list[tuple[int, str]]]:
     start, stop = shard_range(shard, info.shard_size, info.num_samples)
     problems: list[Problem] = []
     failed: list[tuple[int, str]] = []
@@ -223,7 +246,7 @@ def _check_values(info: StoreInfo, shard: int, arrays: dict[str, np.ndarray],
             message = f"{name}: {message}"
         problems.append(Problem(shard, array, path, message))
 
-    problems += _check_samples(info, shard, block, problem)
+    problems += _check_samples(info, shard, block, problem, missing or set())
     if "index" in block and not np.array_equal(block["index"], np.arange(start, stop)):
         problem("index", f"index holds {block['index'].tolist()}, expected {start}..{stop - 1}")
     status = block.get("status")
@@ -261,7 +284,10 @@ def local_shards(info: StoreInfo) -> list[int] | None:
 def verify_shard(info: StoreInfo, shard: int, material_split: dict[str, str]
                  ) -> tuple[list[Problem], list[tuple[int, str]]]:
     block, problems = _read_shard(info, shard)
-    value_problems, failed = _check_values(info, shard, block, material_split)
+    missing = {p.array for p in problems if p.message == MISSING_FILE}
+    if missing & {"record_int", "record_str"}:  # no status or checksums to check against
+        return problems, []
+    value_problems, failed = _check_values(info, shard, block, material_split, missing)
     return problems + value_problems, failed
 
 
@@ -280,6 +306,14 @@ def verify_store(store_url: str, repair: bool = False, *,
         return report
     report = VerifyReport(info.url, num_shards=info.num_shards)
     report.problems += _check_schema(info)
+    if report.problems and repair and all(p.message.startswith(METADATA_PREFIX)
+                                          for p in report.problems):
+        # Array metadata is a pure function of the stored config: rebuild it, then verify the
+        # data files as usual (bad ones are re-simulated below).
+        names = [p.array for p in report.problems if p.array]
+        report.metadata_rebuilt = rebuild_array_metadata(info, names)
+        info = open_stemdl_store(info.url, mode="r+")
+        report.problems = _check_schema(info)
     if report.problems:
         return report
     split_of = material_splits(info.attrs)

@@ -118,6 +118,22 @@ def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "the file is empty"),
+    (b"# nothing but a comment\n", "the file is empty"),
+    ("name: Fe\u2082O\u2083\n".encode("utf-16"), "not UTF-8 text"),
+])
+def test_empty_or_undecodable_file_is_refused_naming_it(tmp_path: Path, content: bytes,
+                                                         message: str) -> None:
+    path = tmp_path / "my.yaml"
+    path.write_bytes(content)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "config", str(path)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2, result.stdout
+    assert str(path) in result.stderr and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_help_lists_every_command() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, check=True

@@ -45,10 +45,10 @@ def test_direct_decode_matches_zarr(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                 decoded = reader.sample(row)
                 np.testing.assert_array_equal(decoded, np.asarray(array[start + row]))
                 assert decoded.dtype == np.dtype(dtype)
-    # A shard file never written reads as the fill value, as through Zarr.
-    missing = ShardFileReader(decoder, fs, str(tmp_path / "nowhere" / "c" / "9"))
-    np.testing.assert_array_equal(missing.sample(0), np.full(array.shape[1:], array.fill_value,
-                                                             dtype=array.dtype))
+    # A missing shard file is lost data (a reader opens only done shards), never fill values.
+    nowhere = str(tmp_path / "nowhere" / "c" / "9")
+    with pytest.raises(ShardDecodeError, match=rf"{nowhere}: shard file missing"):
+        ShardFileReader(decoder, fs, nowhere)
 
 
 @pytest.mark.parametrize("whole_file_bytes", [shard_files.WHOLE_FILE_BYTES, 0])

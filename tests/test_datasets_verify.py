@@ -120,3 +120,21 @@ def test_repair_with_the_real_simulator_restores_the_reference(
     repaired = verify_store(str(store), repair=True)  # config from the store's attributes
     assert repaired.repaired == [3] and repaired.complete, repaired.summary()
     assert fx.store_files(store) == fx.store_files(reference)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "deleted"])
+def test_array_metadata_is_named_and_rebuilt_from_the_stored_config(store: Path,
+                                                                     damage: str) -> None:
+    original = fx.store_files(store)
+    document = store / "cbed" / "zarr.json"
+    if damage == "garbage":
+        document.write_text('{"zarr_format": 3, "node_type": "arr')
+    else:
+        document.unlink()
+    result = fx.run_python(["-m", "pipeline", "verify", str(store)])
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"array cbed ({document}): metadata of array 'cbed'" in result.stdout, result.stdout
+    repaired = fx.run_python(["-m", "pipeline", "verify", str(store), "--repair"])
+    assert repaired.returncode == 0, (repaired.stdout, repaired.stderr[-3000:])
+    assert f"rebuilt array metadata {document}" in repaired.stdout, repaired.stdout
+    assert fx.store_files(store) == original  # the same bytes: no data file was touched

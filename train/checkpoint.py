@@ -56,21 +56,35 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type when it has none (EOFError())."""
+    lines = str(error).splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`; `CheckpointError` if it is not one."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    # `save_checkpoint` always writes torch's zip format; anything else (an empty file, a cut
+    # copy, another format) is named for what it is before the unpickler says something
+    # misleading about it.
+    size = path.stat().st_size
+    if size == 0 or not zipfile.is_zipfile(path):
+        what = "empty (0 bytes)" if size == 0 else f"not a torch zip archive ({size} bytes)"
+        raise CheckpointError(f"{path} is not a readable checkpoint: the file is {what}; it was "
+                              "cut short or is not a stemdl checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain data, so it is refused "
-            f"(loading it could run code): {str(error).splitlines()[0]}"
+            f"(loading it could run code): {_first_line(error)}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch "
-                              f"file?): {str(error).splitlines()[0]}") from None
+                              f"file?): {_first_line(error)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a stemdl checkpoint")
     if state.get("version") != VERSION:

@@ -8,6 +8,7 @@ evaluated (they are what validation reported during training).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,10 +18,13 @@ from torch import nn
 from train.arrangements import SampleShape, build_model
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.precision import resolve_precision
+from train.store_fit import check_store_fits
 from train.validation import evaluate_split
 
 if TYPE_CHECKING:
     from configs import StemdlConfig
+
+log = logging.getLogger(__name__)
 
 
 def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Module, StemdlConfig]:
@@ -38,22 +42,30 @@ def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Modul
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"{checkpoint}: weights do not fit the stored model config: "
-                              f"{str(error).splitlines()[0]}") from None
+                              f"{(str(error).splitlines() or [type(error).__name__])[0]}") from None
     return model.eval(), config
 
 
 def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
-                  device: str | torch.device | None = None) -> dict[str, float]:
-    """MSE, PSNR, SSIM, relative L2, Pearson r (means over the split) and the sample count."""
+                  device: str | torch.device | None = None,
+                  allow_partial: bool = False) -> dict[str, float]:
+    """MSE, PSNR, SSIM, relative L2, Pearson r (means over the split) and the sample count.
+
+    The store must fit the checkpoint's model (`StoreShapeError` naming both shapes) and be
+    complete (unless `allow_partial`, which is then logged)."""
     from datasets.loader import make_dataloader
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = load_trained_model(checkpoint, device)
+    check_store_fits(str(data_url), SampleShape.from_config(config), f"checkpoint {checkpoint}")
     loader = make_dataloader(str(data_url), config.loader, split=split,
                              batch_size=config.train.batch_size, shuffle=False, drop_last=False,
-                             seed=config.train.seed)
+                             seed=config.train.seed, allow_partial=allow_partial)
+    note = loader.dataset.partial_note  # type: ignore[attr-defined]
+    if note:
+        log.warning("%s", note)
+    if loader.dataset.num_samples() == 0:  # type: ignore[attr-defined]
+        raise ValueError(f"{data_url} has no samples of split {split!r}"
+                         + (" in the shards that are done" if note else ""))
     precision = resolve_precision(config.train.precision, device)
-    metrics = evaluate_split(model, loader, device, precision)
-    if metrics["samples"] == 0:
-        raise ValueError(f"{data_url} has no samples of split {split!r}")
-    return metrics
+    return evaluate_split(model, loader, device, precision)

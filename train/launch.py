@@ -133,10 +133,11 @@ def launch(env: DistributedEnv | None = None, timeout: timedelta = COLLECTIVE_TI
                          layout=node_layout(env.world_size), owns_group=True)
 
 
-def partition_data(context: LaunchContext, store_url: str, stage_dir: Path | None
-                   ) -> DataPartition:
+def partition_data(context: LaunchContext, store_url: str, stage_dir: Path | None, *,
+                   allow_partial: bool = False) -> DataPartition:
     """Step 5: stage this node's shards (lowest local rank), wait for every node, then say
-    which store this rank reads and as which reader."""
+    which store this rank reads and as which reader. Staging refuses shards of this node that
+    are not done in the source unless `allow_partial`."""
     if stage_dir is None:
         return DataPartition(store_url, context.rank, context.world_size, staged=False)
     layout = context.layout
@@ -146,11 +147,9 @@ def partition_data(context: LaunchContext, store_url: str, stage_dir: Path | Non
         from datasets.stage import stage_node
 
         try:
-            report = stage_node(store_url, local_dir, layout.node, layout.nodes)
+            report = stage_node(store_url, local_dir, layout.node, layout.nodes,
+                                allow_partial=allow_partial)
             log.info("staged: %s", report.summary())
-            if not report.complete:
-                error = (f"node {layout.node}: shards {report.shards_missing_in_source} are not "
-                         f"complete in {store_url}; finish generating the store first")
         except Exception as failure:  # reported to every rank below, then raised everywhere
             error = f"node {layout.node}: staging failed: {failure}"
     if context.backend is not None:
@@ -160,5 +159,7 @@ def partition_data(context: LaunchContext, store_url: str, stage_dir: Path | Non
         errors = [v for v in verdicts if v]
         error = errors[0] if errors else None
     if error:
-        raise RuntimeError(error)
+        from datasets.stage import StageError  # a message the CLI shows without a traceback
+
+        raise StageError(error)
     return DataPartition(str(local_dir), layout.local_index, layout.local_size, staged=True)

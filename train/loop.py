@@ -47,6 +47,14 @@ if TYPE_CHECKING:
     from configs import StemdlConfig
 
 
+class DataRefusedError(ValueError):
+    """Another rank refused its share of the data; this rank stops with it."""
+
+
+class EmptySplitError(ValueError):
+    """The store holds no sample of a split the run needs; a metric of nothing is no metric."""
+
+
 @dataclass
 class TrainResult:
     """What `train_main` returns (on every rank; the numbers are global)."""
@@ -119,12 +127,15 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def train_main(config: StemdlConfig, data_url: str, out_dir: Path, stage_dir: Path | None = None,
-               resume: bool = False, progress: bool = False) -> TrainResult:
+               resume: bool = False, progress: bool = False,
+               allow_partial: bool = False) -> TrainResult:
     """Train `config` on the store at `data_url`; checkpoints and logs go to `out_dir`.
-    `progress` shows a progress bar of the steps on rank 0 (stderr)."""
+    `progress` shows a progress bar of the steps on rank 0 (stderr). An incomplete store is
+    refused unless `allow_partial` (then the log says which shards were left out)."""
     context = launch()
     try:
-        trainer = Trainer(config, context, str(data_url), Path(out_dir), stage_dir)
+        trainer = Trainer(config, context, str(data_url), Path(out_dir), stage_dir,
+                          allow_partial=allow_partial)
         return trainer.run(resume, progress=progress)
     finally:
         context.close()
@@ -134,18 +145,21 @@ class Trainer:
     """Owns the model, reducer, optimizer, loaders and position of one rank."""
 
     def __init__(self, config: StemdlConfig, context: LaunchContext, data_url: str,
-                 out_dir: Path, stage_dir: Path | None) -> None:
+                 out_dir: Path, stage_dir: Path | None, allow_partial: bool = False) -> None:
         from datasets.loader import make_dataloader
+        from train.store_fit import check_store_fits
 
         self.config, self.cfg, self.context = config, config.train, context
         self.device = context.device
         self.out_dir = out_dir
+        shape = SampleShape.from_config(config)
+        # Before any work (staging, model, loaders): the data must be what the model takes.
+        check_store_fits(data_url, shape, f"config {config.name!r}")
         self.log = RunLogger(out_dir, enabled=context.is_main)
-        self.partition = partition_data(context, data_url, stage_dir)
+        self.partition = partition_data(context, data_url, stage_dir, allow_partial=allow_partial)
         cfg, part = self.cfg, self.partition
 
         torch.manual_seed(cfg.seed)
-        shape = SampleShape.from_config(config)
         self.model = build_model(config.model, shape).to(self.device)
         self.cost = count_flops(self.model, shape.input_shape)
         self.reducer = GroupedAllreduce(self.model, group_bytes=cfg.group_bytes,
@@ -154,11 +168,38 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.ema = ExponentialMovingAverage(self.model, cfg.ema_decay) if cfg.ema_decay else None
         common = {"batch_size": cfg.batch_size, "rank": part.reader,
-                  "world_size": part.readers, "seed": cfg.seed}
-        self.train_loader = make_dataloader(part.store_url, config.loader, split="train",
-                                            shuffle=True, drop_last=True, **common)
-        self.val_loader = make_dataloader(part.store_url, config.loader, split="validation",
-                                          shuffle=False, drop_last=False, **common)
+                  "world_size": part.readers, "seed": cfg.seed, "allow_partial": allow_partial}
+        # Ranks read different shards, so one may refuse its data (a missing file) while the
+        # others go on: every rank learns of it here, so none waits in the next collective.
+        failure: Exception | None = None
+        try:
+            self.train_loader = make_dataloader(part.store_url, config.loader, split="train",
+                                                shuffle=True, drop_last=True, **common)
+            self.val_loader = make_dataloader(part.store_url, config.loader, split="validation",
+                                              shuffle=False, drop_last=False, **common)
+        except (ValueError, OSError) as error:  # StoreError and its kin: bad data, not a bug
+            failure = error
+        some_failed, _ = all_agree(failure is not None)
+        if failure is not None:
+            raise failure
+        if some_failed:
+            raise DataRefusedError(f"rank {context.rank}: another rank refused its data and "
+                                   "stopped (its message says why)")
+        note = self.train_loader.dataset.partial_note
+        if note:
+            self.log.info("%s", note)
+        # A split without samples is an error, not a NaN metric (counted over all ranks:
+        # a rank's shards may hold none of a split while another's do).
+        counts = all_sum(torch.tensor([self.train_loader.dataset.num_samples(),
+                                       self.val_loader.dataset.num_samples()],
+                                      dtype=torch.int64, device=self.device))
+        for split, count in zip(("train", "validation"), counts.tolist(), strict=True):
+            if count == 0:
+                raise EmptySplitError(
+                    f"{data_url} has no {split} samples"
+                    + (" in the shards that are done" if note else "")
+                    + "; training needs both a train and a validation split (see the store's "
+                    "`splits` attribute: `stemdl inspect`)")
         # Every rank takes the same number of steps each epoch: the fewest full batches any
         # rank's loader yields in any epoch of the run (its workers each drop a short batch);
         # a rank with more stops its epoch early.

@@ -1,0 +1,37 @@
+"""Does a store hold what a model takes? Checked before any work, with both shapes named.
+
+Why: a `small` model given the `tiny` store failed deep inside the first convolution with a
+PyTorch RuntimeError about weight sizes, after staging and loader start-up; a checkpoint
+trained on other patterns did the same in `evaluate`. The store's schema (per-sample shapes of
+`cbed` and `potential`, from the config recorded in it) and the model's `SampleShape` are both
+known up front, so the mismatch is refused at once, in words that say which is which.
+"""
+
+from __future__ import annotations
+
+from train.arrangements import SampleShape
+
+
+class StoreShapeError(ValueError):
+    """The store's samples are not the shape the model was built for."""
+
+
+def check_store_fits(store_url: str, shape: SampleShape, model_from: str) -> None:
+    """`StoreShapeError` unless the store's per-sample `cbed` is (P, H, W) = `shape.input_shape`
+    and `potential` is (C, H', W'); `model_from` says where the model's shape came from."""
+    from datasets.plan import open_stemdl_store
+
+    info = open_stemdl_store(str(store_url))
+    store = {name: tuple(info.schema[name].shape) for name in ("cbed", "potential")}
+    model = {"cbed": tuple(shape.input_shape),
+             "potential": (shape.out_channels, *shape.target_px)}
+    if store != model:
+        sim = info.config.simulation
+        raise StoreShapeError(
+            f"{info.url} does not fit the model of {model_from}: the store holds cbed "
+            f"{store['cbed']} and potential {store['potential']} per sample (its config "
+            f"{info.config.name!r}: scan {tuple(sim.scan.gpts)}, pattern_px "
+            f"{tuple(sim.detector.pattern_px)}, target_px {tuple(sim.target.target_px)}), the "
+            f"model takes cbed {model['cbed']} and gives potential {model['potential']} (scan "
+            f"{shape.scan_gpts}, pattern_px {shape.pattern_px}, target_px {shape.target_px}); "
+            "use the config the store was made with, or a store made with this config")
