@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = add(
         "run",
         _cmd_run,
-        "simulate, verify, train and evaluate on one machine, and write a report with pictures",
+        "simulate, verify, train both arrangements and score them against baselines on "
+        "held-out compositions, on one machine; writes metrics.json, report.md and run.log",
     )
     cmd.add_argument("config", nargs="?", default="small", metavar="CONFIG", help="default: small")
     cmd.add_argument("--out", default="stemdl-run", metavar="DIR", help="default: ./stemdl-run")
@@ -226,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train each arrangement on N local torch.distributed (gloo) processes "
                      "through the grouped allreduce; 1 trains in this process (default: 2)")
     cmd.add_argument("--dose", type=float, action="append", metavar="E_PER_A2",
-                     help="also score at this electron dose (e/Å², Poisson noise); repeatable "
-                     "(default: 1e5 and 1e4)")
+                     help="score at this electron dose (e/Å², Poisson noise on the test "
+                     "patterns) besides noise-free; repeatable; replaces the default 1e5 and 1e4")
     return parser
 
 

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from train.scoring import NOISE_FREE, dose_label
+
 HEADING = "## Default run (`python benchmarks/default_run.py`)"
 METRICS = ("pearson_r", "rel_l2", "ssim", "psnr_db", "mse")
 
@@ -69,8 +71,9 @@ def section(wall: float, metrics: dict, before: str, after: str) -> str:
         *[f"| {k} | {v:.0f} |" for k, v in metrics["wall_s"].items()],
         "",
     ]
-    for key in ("noise_free", *metrics["doses"]):
-        lines += [f"Test metrics, {key.replace('_', ' ')} (relative L2 = "
+    for key in (NOISE_FREE, *metrics["doses"]):
+        label = "noise-free" if key == NOISE_FREE else f"at {dose_label(key)}"
+        lines += [f"Test metrics, {label} (relative L2 = "
                   "‖pred − true‖ / ‖true − mean(true)‖ per sample):", "",
                   "| predictor | " + " | ".join(METRICS) + " |",
                   "|---|" + "---:|" * len(METRICS)]

@@ -40,6 +40,8 @@ from train.scoring import (
     RELATIVE_L2_DEFINITION,
     SplitArrays,
     by_material,
+    dose_key,
+    dose_label,
     load_split,
     mean_target_prediction,
     nearest_neighbour_prediction,
@@ -60,10 +62,6 @@ DEFAULT_DOSES_E_PER_A2 = (1e5, 1e4)
 # Local training processes of `stemdl run` (benchmarks/default_run.py measured 1 and 2).
 DEFAULT_RANKS = 2
 LOG_NAME = "run.log"
-
-
-def dose_key(dose: float | None) -> str:
-    return NOISE_FREE if dose is None else f"dose_{dose:.0e}_e_per_a2"
 
 
 @dataclass
@@ -94,7 +92,7 @@ class RunOutcome:
                          f"relative L2 {free_b['rel_l2']:.3f}")
         for key in m["doses"]:
             noisy = m["models"][best][key]
-            lines.append(f"  at {key}: Pearson r {noisy['pearson_r']:.3f}, relative L2 "
+            lines.append(f"  at {dose_label(key)}: Pearson r {noisy['pearson_r']:.3f}, relative L2 "
                          f"{noisy['rel_l2']:.3f}")
         lines.append(f"wall time {self.wall_s.get('total', 0.0):.0f} s ("
                      + ", ".join(f"{k} {v:.0f} s" for k, v in self.wall_s.items()

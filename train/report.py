@@ -16,7 +16,7 @@ import torch
 
 from train.metrics import METRIC_NAMES
 from train.run_log import read_metrics
-from train.scoring import NOISE_FREE
+from train.scoring import NOISE_FREE, dose_label
 
 if TYPE_CHECKING:
     from configs import StemdlConfig
@@ -95,11 +95,6 @@ def _pearson(prediction: torch.Tensor, truth: torch.Tensor) -> float:
     return float(((p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1)).clamp_min(1e-12)).mean())
 
 
-def _dose_label(key: str) -> str:
-    """'dose_1e+05_e_per_a2' → '1e+05 e/Å²'."""
-    return key.removeprefix("dose_").replace("_e_per_a2", " e/Å²")
-
-
 def _metric_table(metrics: dict[str, Any], key: str) -> list[str]:
     rows = {**{f"model `{n}`": v for n, v in metrics["models"].items()},
             **{f"baseline `{n}`": v for n, v in metrics["baselines"].items()}}
@@ -161,7 +156,7 @@ def render_report(config: StemdlConfig, metrics: dict[str, Any], generation: Any
         "",
     ]
     for key in metrics["doses"]:
-        lines += [f"## Test metrics at {_dose_label(key)} (Poisson noise)", "",
+        lines += [f"## Test metrics at {dose_label(key)} (Poisson noise)", "",
                   *_metric_table(metrics, key), ""]
     lines += [
         "## Per held-out material",

@@ -37,6 +37,16 @@ from train.metrics import METRIC_NAMES, per_sample_metrics
 
 BASELINES = ("mean_target", "nearest_neighbour")
 NOISE_FREE = "noise_free"  # the key of the metrics without electron-dose noise
+
+
+def dose_key(dose: float | None) -> str:
+    """The metrics key of a dose: 'noise_free' or e.g. 'dose_1e+05_e_per_a2'."""
+    return NOISE_FREE if dose is None else f"dose_{dose:.0e}_e_per_a2"
+
+
+def dose_label(key: str) -> str:
+    """For people: 'dose_1e+05_e_per_a2' → '1e+05 e/Å²'."""
+    return key.removeprefix("dose_").replace("_e_per_a2", " e/Å²")
 RELATIVE_L2_DEFINITION = ("‖pred − true‖ / ‖true − mean(true)‖ per sample (targets standardized "
                           "per sample and channel), averaged over samples")
 
