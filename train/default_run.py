@@ -241,6 +241,7 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
             generation = generate(config, store, n_workers=n_workers, progress=True)
         if not generation.complete:
             raise RuntimeError(f"the store is incomplete:\n{generation.summary()}")
+        print("verifying the store (checksums, NaN/inf, ranges)", file=sys.stderr)
         with clock.stage("verify"):
             verification = verify_store(store)
         if not verification.ok:
