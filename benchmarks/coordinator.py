@@ -86,10 +86,12 @@ class CoordinatorAllreduce:
         self.cycle_time_s = cycle_time_s
         seen: set[int] = set()
         self._params: list[nn.Parameter] = []
-        for param in model.parameters():
+        self._names: list[str] = []
+        for name, param in model.named_parameters():
             if param.requires_grad and id(param) not in seen:
                 seen.add(id(param))
                 self._params.append(param)
+                self._names.append(name)
         with torch.no_grad():  # start from rank 0's weights, as GroupedAllreduce and DDP do
             for tensor in [*self._params, *model.buffers()]:
                 dist.broadcast(tensor.data, src=dist.get_global_rank(self._group, 0),
@@ -246,14 +248,7 @@ class CoordinatorAllreduce:
     def _launch(self, g: int) -> None:
         assert self.groups is not None
         group, flat = self.groups[g], self._buffers[g]
-        with torch.no_grad():
-            for p, offset in zip(group.members, group.offsets, strict=True):
-                param = self._params[p]
-                view = flat[offset:offset + param.numel()].view(param.shape)
-                if param.grad is None:
-                    view.zero_()
-                else:
-                    view.copy_(param.grad)
+        group.pack(flat, self._params, self._names)
         self._works[g] = dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self._group,
                                          async_op=True)
         self.stats.data_collectives += 1
@@ -263,9 +258,7 @@ class CoordinatorAllreduce:
         assert self.groups is not None
         group, flat = self.groups[g], self._buffers[g]
         flat.div_(self.world_size)
-        for p, offset in zip(group.members, group.offsets, strict=True):
-            param = self._params[p]
-            average = flat[offset:offset + param.numel()].view(param.shape)
+        for _, param, average in group.views(flat, self._params):
             if param.grad is None:
                 param.grad = average.clone()
             else:

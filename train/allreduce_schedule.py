@@ -14,7 +14,7 @@ Two agreements, each made once per reducer, so that no step ever talks to a coor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,27 @@ class Group:
     offsets: tuple[int, ...]
     numel: int
     dtype: torch.dtype
+
+    def views(self, flat: torch.Tensor, params: Sequence[torch.Tensor]
+              ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(parameter index, parameter, its slice of the group's flat buffer shaped like it)
+        for every member: the one place that maps the fused buffer onto the parameters."""
+        for p, offset in zip(self.members, self.offsets, strict=True):
+            param = params[p]
+            yield p, param, flat[offset:offset + param.numel()].view(param.shape)
+
+    @torch.no_grad()
+    def pack(self, flat: torch.Tensor, params: Sequence[torch.Tensor],
+             names: Sequence[str]) -> None:
+        """Copy the members' gradients into `flat` (zeros where a parameter has none)."""
+        for p, param, view in self.views(flat, params):
+            if param.grad is None:
+                view.zero_()
+            elif param.grad.is_sparse:
+                raise RuntimeError(f"GroupedAllreduce: sparse gradient of {names[p]!r} "
+                                   "is not supported")
+            else:
+                view.copy_(param.grad)
 
 
 def _split_by_bytes(items: list[int], sizes: list[int], group_bytes: int) -> list[list[int]]:

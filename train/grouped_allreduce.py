@@ -302,17 +302,8 @@ class GroupedAllreduce:
         """Flatten the group's gradients (zeros where none) and start one async allreduce."""
         assert self.groups is not None
         group, flat = self.groups[g], self._buffers[g]
+        group.pack(flat, self._params, self._names)
         with torch.no_grad():
-            for p, offset in zip(group.members, group.offsets, strict=True):
-                param = self._params[p]
-                view = flat[offset:offset + param.numel()].view(param.shape)
-                if param.grad is None:
-                    view.zero_()
-                elif param.grad.is_sparse:
-                    raise RuntimeError(f"GroupedAllreduce: sparse gradient of {self._names[p]!r} "
-                                       "is not supported")
-                else:
-                    view.copy_(param.grad)
             wire = self.compression.compress(flat, self.world_size)
         work = dist.all_reduce(wire, op=dist.ReduceOp.SUM, group=self._group, async_op=True)
         self._in_flight[g] = _InFlight(work, wire)
@@ -340,11 +331,9 @@ class GroupedAllreduce:
         assert self.groups is not None
         group, flat = self.groups[g], self._buffers[g]
         self.compression.decompress(flight.wire, flat, self.world_size)
-        for p, offset in zip(group.members, group.offsets, strict=True):
+        for p, param, average in group.views(flat, self._params):
             if unused_everywhere[p]:
                 continue  # no rank produced a gradient: leave .grad as it is (DDP does the same)
-            param = self._params[p]
-            average = flat[offset:offset + param.numel()].view(param.shape)
             if param.grad is None:
                 param.grad = torch.empty_like(param).copy_(average)
             else:
