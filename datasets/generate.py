@@ -147,8 +147,9 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
             client.close()
         return
     workers = n_workers or os.cpu_count() or 1
-    with dask.config.set(LOCAL_WORKER_ENVIRON), LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+    with dask.config.set(LOCAL_WORKER_ENVIRON), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client
 
@@ -190,12 +191,7 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
                 bar.update(1)
                 samples_done += _drain_after_stop(client, futures, report)
                 break
-            report.failed_samples.extend(result.failures)
-            if result.already_done:
-                report.shards_already_done += 1
-            else:
-                report.shards_written.append(shard)
-                samples_done += result.num_samples
+            samples_done += _record(report, shard, result)
             bar.update(1)
             rate = samples_done / max(time.perf_counter() - began, 1e-9)
             bar.set_postfix_str(f"{samples_done}/{num_samples} samples, {rate:.2f} samples/s")
@@ -224,14 +220,20 @@ def _drain_after_stop(client: Client, futures: dict[Any, tuple[int, bool]],
             continue
         if result.fatal is not None:
             report.shards_failed[shard] = result.fatal
-        elif result.already_done:
-            report.shards_already_done += 1
         else:
-            report.shards_written.append(shard)
-            report.failed_samples.extend(result.failures)
-            written += result.num_samples
+            written += _record(report, shard, result)
     futures.clear()
     return written
+
+
+def _record(report: GenerationReport, shard: int, result: ShardResult) -> int:
+    """Add a finished shard to the report; returns the samples it simulated now."""
+    report.failed_samples.extend(result.failures)
+    if result.already_done:
+        report.shards_already_done += 1
+        return 0
+    report.shards_written.append(shard)
+    return result.num_samples
 
 
 def generate(config: Any, store_url: str, *, scheduler_address: str | None = None,

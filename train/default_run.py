@@ -260,12 +260,12 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
             metrics, pictures = score_run(config, store,
                                           {n: d / "checkpoint.pt" for n, d in runs.items()},
                                           doses)
+        best = max(arrangements, key=lambda n: metrics["models"][n][NOISE_FREE]["pearson_r"])
         with clock.stage("report"):
             curves = plot_curves(runs, out_dir / "curves.png")
             materials_png = plot_materials(pictures["test"], pictures["predictions"],
-                                           list(arrangements), out_dir / "materials.png")
+                                           list(arrangements), best, out_dir / "materials.png")
     wall = clock.total()
-    best = max(arrangements, key=lambda n: metrics["models"][n][NOISE_FREE]["pearson_r"])
     metrics.update({
         "config": config.name,
         "best_arrangement": best,

@@ -49,7 +49,7 @@ def plot_curves(runs: dict[str, Path], png: Path) -> Path:
 
 
 def plot_materials(test: SplitArrays, predictions: dict[str, torch.Tensor],
-                   arrangements: list[str], png: Path) -> Path:
+                   arrangements: list[str], best: str, png: Path) -> Path:
     """One row per held-out material (its first test sample): mean CBED pattern, truth, each
     arrangement's prediction, the nearest-neighbour baseline, and the best model's error."""
     import matplotlib
@@ -63,7 +63,6 @@ def plot_materials(test: SplitArrays, predictions: dict[str, torch.Tensor],
     columns = 3 + len(names)
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.1 * columns, 2.1 * len(rows)),
                              squeeze=False)
-    best = max(arrangements, key=lambda n: _pearson(predictions[n], test.potential))
     for r, (row, material) in enumerate(zip(rows, materials, strict=True)):
         truth = test.potential[row, 0]
         limits = (float(truth.min()), float(truth.max()))
@@ -86,13 +85,6 @@ def plot_materials(test: SplitArrays, predictions: dict[str, torch.Tensor],
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return png
-
-
-def _pearson(prediction: torch.Tensor, truth: torch.Tensor) -> float:
-    p = prediction.reshape(prediction.shape[0], -1).double()
-    t = truth.reshape(truth.shape[0], -1).double()
-    p, t = p - p.mean(dim=1, keepdim=True), t - t.mean(dim=1, keepdim=True)
-    return float(((p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1)).clamp_min(1e-12)).mean())
 
 
 def _metric_table(metrics: dict[str, Any], key: str) -> list[str]:
