@@ -39,14 +39,14 @@ examples:
   stemdl simulate tiny --out tiny.zarr          make a dataset on a local Dask cluster
   stemdl simulate paper --out s3://bucket/p.zarr --scheduler-file sched.json
   stemdl verify tiny.zarr --repair              find and re-simulate corrupted shards
-  torchrun --nproc-per-node 2 -m pipeline train tiny --data tiny.zarr --out runs/tiny
+  torchrun --nproc-per-node 2 -m stemdl.pipeline train tiny --data tiny.zarr --out runs/tiny
 """
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from configs import load_config
+    from stemdl.configs import load_config
 
     config = load_config(args.config)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
@@ -54,8 +54,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from configs import load_config
-    from datasets.generate import generate
+    from stemdl.configs import load_config
+    from stemdl.datasets.generate import generate
 
     config = load_config(args.config)
     report = generate(
@@ -71,7 +71,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from datasets.verify import verify_store
+    from stemdl.datasets.verify import verify_store
 
     report = verify_store(args.store, repair=args.repair)
     print(report.summary())
@@ -82,7 +82,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from datasets.inspect import plot_sample, render_summary, summarize
+    from stemdl.datasets.inspect import plot_sample, render_summary, summarize
 
     Console().print(render_summary(summarize(args.store)))
     if args.sample is not None:
@@ -93,7 +93,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
-    from datasets.stage import stage_node
+    from stemdl.datasets.stage import stage_node
 
     report = stage_node(args.store, args.to, node=args.node, nodes=args.nodes,
                         allow_partial=args.allow_partial)
@@ -102,8 +102,8 @@ def _cmd_stage(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from configs import load_config
-    from train.loop import train_main
+    from stemdl.configs import load_config
+    from stemdl.train.loop import train_main
 
     config = load_config(args.config)
     result = train_main(
@@ -120,7 +120,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from train.evaluate import evaluate_main
+    from stemdl.train.evaluate import evaluate_main
 
     metrics = evaluate_main(Path(args.checkpoint), args.data, split=args.split,
                             allow_partial=args.allow_partial)
@@ -130,8 +130,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from configs import load_config
-    from train.default_run import DEFAULT_DOSES_E_PER_A2, DEFAULT_RANKS, run_all
+    from stemdl.configs import load_config
+    from stemdl.train.default_run import DEFAULT_DOSES_E_PER_A2, DEFAULT_RANKS, run_all
 
     config = load_config(args.config)
     outcome = run_all(config, Path(args.out), n_workers=args.workers,
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for noisy in ("distributed", "tornado", "fsspec", "numcodecs", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    from configs import ConfigError
+    from stemdl.configs import ConfigError
 
     try:
         return args.func(args)

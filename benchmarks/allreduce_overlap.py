@@ -32,10 +32,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from configs import load_config
-from train.arrangements import SampleShape, build_model
-from train.grouped_allreduce import GroupedAllreduce
-from train.local_ranks import run_local_ranks
+from stemdl.configs import load_config
+from stemdl.train.arrangements import SampleShape, build_model
+from stemdl.train.grouped_allreduce import GroupedAllreduce
+from stemdl.train.local_ranks import run_local_ranks
 
 WARMUP = 2
 

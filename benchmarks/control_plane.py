@@ -49,10 +49,10 @@ if __package__ in (None, ""):  # `python benchmarks/control_plane.py`: import th
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.coordinator import HOROVOD_CYCLE_TIME_S, CoordinatorAllreduce
-from configs import load_config
-from train.arrangements import SampleShape, build_model_from_config
-from train.grouped_allreduce import GroupedAllreduce
-from train.local_ranks import run_local_ranks
+from stemdl.configs import load_config
+from stemdl.train.arrangements import SampleShape, build_model_from_config
+from stemdl.train.grouped_allreduce import GroupedAllreduce
+from stemdl.train.local_ranks import run_local_ranks
 
 WARMUP = 2
 SWEEP_BYTES = [2**k for k in range(8, 23, 2)]  # 256 B … 4 MiB

@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from train.allreduce_schedule import (
+from stemdl.train.allreduce_schedule import (
     Group,
     broadcast_ready_order,
     complete_order,

@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python benchmarks/data_wait.py`: import this worktree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.run_log import read_metrics
+from stemdl.train.run_log import read_metrics
 
 
 @dataclass(frozen=True)

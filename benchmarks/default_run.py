@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train.scoring import NOISE_FREE, dose_label
+from stemdl.train.scoring import NOISE_FREE, dose_label
 
 HEADING = "## Default run (`python benchmarks/default_run.py`)"
 METRICS = ("pearson_r", "rel_l2", "ssim", "psnr_db", "mse")
@@ -35,7 +35,7 @@ def _load() -> str:
 
 
 def run(out: Path, ranks: int | None) -> tuple[float, dict, str, str]:
-    command = [sys.executable, "-m", "pipeline", "run", "--out", str(out)]
+    command = [sys.executable, "-m", "stemdl.pipeline", "run", "--out", str(out)]
     if ranks is not None:
         command += ["--ranks", str(ranks)]
     before = _load()

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from configs import config_from_dict, load_config
-from datasets.generate import generate
-from simulate import build_catalogue, simulate_sample
+from stemdl.configs import config_from_dict, load_config
+from stemdl.datasets.generate import generate
+from stemdl.simulate import build_catalogue, simulate_sample
 
 
 def in_process(config, samples: int) -> float:  # type: ignore[no-untyped-def]

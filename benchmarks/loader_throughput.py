@@ -36,12 +36,12 @@ from numcodecs import Zstd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from configs import load_config  # noqa: E402
-from datasets.loader import make_dataloader  # noqa: E402
-from datasets.partition import available_shards  # noqa: E402
-from datasets.plan import open_stemdl_store  # noqa: E402
-from datasets.schema import SCHEMA_VERSION, shard_range  # noqa: E402
-from datasets.storage import file_url, shard_key  # noqa: E402
+from stemdl.configs import load_config  # noqa: E402
+from stemdl.datasets.loader import make_dataloader  # noqa: E402
+from stemdl.datasets.partition import available_shards  # noqa: E402
+from stemdl.datasets.plan import open_stemdl_store  # noqa: E402
+from stemdl.datasets.schema import SCHEMA_VERSION, shard_range  # noqa: E402
+from stemdl.datasets.storage import file_url, shard_key  # noqa: E402
 
 INDEX_ENTRY = 16  # uint64 offset + uint64 length per chunk
 CRC = 4
@@ -73,8 +73,8 @@ def stage_times(store: str, cfg) -> dict[str, float]:  # type: ignore[no-untyped
     loader's own functions, called one step at a time."""
     import torch
 
-    from datasets.loader import _ShardReader
-    from datasets.transforms import normalize_inputs, normalize_targets, to_float32
+    from stemdl.datasets.loader import _ShardReader
+    from stemdl.datasets.transforms import normalize_inputs, normalize_targets, to_float32
 
     torch.set_num_threads(1)
     info = open_stemdl_store(store)
@@ -132,7 +132,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if not Path(args.store, "zarr.json").exists():
-        from datasets.generate import generate
+        from stemdl.datasets.generate import generate
 
         print(f"generating {args.store} with the {args.config} preset …", flush=True)
         report = generate(load_config(args.config), args.store, progress=False)

@@ -256,9 +256,9 @@ def paper_workload(preset: str = "paper") -> Workload:
     import torch
     from torch import nn
 
-    from configs import load_config
-    from train.arrangements import SampleShape, build_model_from_config
-    from train.flops import _COUNTED, _layer_flops, count_flops
+    from stemdl.configs import load_config
+    from stemdl.train.arrangements import SampleShape, build_model_from_config
+    from stemdl.train.flops import _COUNTED, _layer_flops, count_flops
 
     config = load_config(preset)
     shape = SampleShape.from_config(config)
@@ -533,8 +533,8 @@ def main() -> None:
     parser.add_argument("--ring", action="store_true", help="rings across nodes, not trees")
     args = parser.parse_args()
 
-    from configs import load_config
-    from datasets import storage_estimate
+    from stemdl.configs import load_config
+    from stemdl.datasets import storage_estimate
 
     software = SoftwareCosts()
     checks: list[Check] = []

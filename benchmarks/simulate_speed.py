@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from configs import load_config
-from simulate import build_catalogue, simulate_sample
-from simulate.device import configure_abtem, cuda_device_count
-from simulate.sample import Sample
+from stemdl.configs import load_config
+from stemdl.simulate import build_catalogue, simulate_sample
+from stemdl.simulate.device import configure_abtem, cuda_device_count
+from stemdl.simulate.sample import Sample
 
 
 def _devices() -> list[str]:
@@ -89,7 +89,7 @@ def preset_table(presets: list[str], samples: int) -> None:
 
 
 def _atoms(sample: Sample) -> Any:
-    from simulate.geometry import specimen_atoms
+    from stemdl.simulate.geometry import specimen_atoms
 
     r = sample.record
     return specimen_atoms(r.cell_a, r.atomic_numbers, r.positions_a, r.repetitions)
@@ -138,8 +138,13 @@ def fft_floor(sample: Sample, effort: str) -> Callable[[], None]:
 
 def engine_only(sample: Sample, config: Any) -> Callable[[], np.ndarray]:
     """A timed closure: the stemdl engine on a potential built beforehand (not timed)."""
-    from simulate.device import resolve_device
-    from simulate.physics import PotentialSettings, ProbeSettings, build_potential, cbed_patterns
+    from stemdl.simulate.device import resolve_device
+    from stemdl.simulate.physics import (
+        PotentialSettings,
+        ProbeSettings,
+        build_potential,
+        cbed_patterns,
+    )
 
     r = sample.record
     device = resolve_device(config.device)
@@ -167,7 +172,7 @@ def _timed(run: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def _with_fftw_flags(flags: tuple[str, ...], run: Callable[[], Any]) -> Callable[[], Any]:
-    from simulate import fft_plans
+    from stemdl.simulate import fft_plans
 
     def wrapped() -> Any:
         saved = fft_plans.FFTW_FLAGS, fft_plans.CPU_FFT_LIBRARY
@@ -262,7 +267,7 @@ def _sample_timed(config: Any, index: int, catalogue: Any) -> tuple[float, Sampl
 
 
 def chunk_table(samples: int, rounds: int) -> None:
-    from simulate import fft_plans, multislice
+    from stemdl.simulate import fft_plans, multislice
 
     config = load_config("small").simulation
     catalogue = build_catalogue(config)

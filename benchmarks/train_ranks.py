@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from configs import config_from_dict, load_config
-from train.default_run import ARRANGEMENTS, train_arrangement, with_arrangement
+from stemdl.configs import config_from_dict, load_config
+from stemdl.train.default_run import ARRANGEMENTS, train_arrangement, with_arrangement
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from datasets.config import DatasetConfig, LoaderConfig
-from simulate.config import SimulationConfig
-from train.config import ModelConfig, TrainConfig
+from stemdl.datasets.config import DatasetConfig, LoaderConfig
+from stemdl.simulate.config import SimulationConfig
+from stemdl.train.config import ModelConfig, TrainConfig
 
 PRESET_DIR = Path(__file__).resolve().parent
 PRESETS: tuple[str, ...] = ("tiny", "small", "paper")

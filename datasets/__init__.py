@@ -38,27 +38,27 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "GenerationReport": "datasets.generate",
-    "simulate_shard": "datasets.shard",
-    "ShardResult": "datasets.shard",
-    "verify_store": "datasets.verify",
-    "VerifyReport": "datasets.verify",
-    "summarize": "datasets.inspect",
-    "render_summary": "datasets.inspect",
-    "plot_sample": "datasets.inspect",
-    "read_sample": "datasets.inspect",
-    "stage_node": "datasets.stage",
-    "StageReport": "datasets.stage",
-    "ShardStream": "datasets.loader",
-    "make_dataloader": "datasets.loader",
-    "count_samples": "datasets.partition",
-    "storage_estimate": "datasets.estimate",
-    "read_field": "datasets.records",
-    "read_fields": "datasets.records",
-    "read_record": "datasets.records",
-    "StorageEstimate": "datasets.estimate",
-    "StoreError": "datasets.storage",
-    "ConfigMismatchError": "datasets.plan",
+    "GenerationReport": "stemdl.datasets.generate",
+    "simulate_shard": "stemdl.datasets.shard",
+    "ShardResult": "stemdl.datasets.shard",
+    "verify_store": "stemdl.datasets.verify",
+    "VerifyReport": "stemdl.datasets.verify",
+    "summarize": "stemdl.datasets.inspect",
+    "render_summary": "stemdl.datasets.inspect",
+    "plot_sample": "stemdl.datasets.inspect",
+    "read_sample": "stemdl.datasets.inspect",
+    "stage_node": "stemdl.datasets.stage",
+    "StageReport": "stemdl.datasets.stage",
+    "ShardStream": "stemdl.datasets.loader",
+    "make_dataloader": "stemdl.datasets.loader",
+    "count_samples": "stemdl.datasets.partition",
+    "storage_estimate": "stemdl.datasets.estimate",
+    "read_field": "stemdl.datasets.records",
+    "read_fields": "stemdl.datasets.records",
+    "read_record": "stemdl.datasets.records",
+    "StorageEstimate": "stemdl.datasets.estimate",
+    "StoreError": "stemdl.datasets.storage",
+    "ConfigMismatchError": "stemdl.datasets.plan",
 }
 
 __all__ = sorted(_LAZY)
@@ -67,4 +67,4 @@ __all__ = sorted(_LAZY)
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'datasets' has no attribute {name!r}")
+    raise AttributeError(f"module 'stemdl.datasets' has no attribute {name!r}")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.schema import coordinate_arrays, store_schema
+from stemdl.datasets.schema import coordinate_arrays, store_schema
 
 STRING_BYTES_ESTIMATE = 24  # a material id, formula, split, version string…
 SHARD_INDEX_BYTES_PER_CHUNK = 16  # offset + length, uint64 each

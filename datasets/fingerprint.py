@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.storage import StoreError
+from stemdl.datasets.storage import StoreError
 
 ATTRIBUTE = "catalogue_fingerprint"
 

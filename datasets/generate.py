@@ -24,7 +24,7 @@ Cluster: by default a `distributed.LocalCluster` with one single-threaded worker
 core; `scheduler_address` or `scheduler_file` joins an existing cluster instead (dask-jobqueue,
 dask-mpi, dask-cuda …), whose workers must be able to import stemdl and reach the store URL.
 
-Run as a module for a subprocess entry point: `python -m datasets.generate CONFIG STORE`.
+Run as a module for a subprocess entry point: `python -m stemdl.datasets.generate CONFIG STORE`.
 """
 
 from __future__ import annotations
@@ -43,16 +43,16 @@ import dask
 from distributed import Client, LocalCluster, as_completed, wait
 from tqdm.auto import tqdm
 
-from datasets.plan import as_config, plan_store
-from datasets.shard import (
+from stemdl.datasets.plan import as_config, plan_store
+from stemdl.datasets.shard import (
     DEFAULT_SIMULATOR,
     ShardResult,
     catalogue_for,
     read_done_mask,
     simulate_shard_task,
 )
-from datasets.storage import StoreError, normalize_store_url
-from datasets.store_lock import store_lock
+from stemdl.datasets.storage import StoreError, normalize_store_url
+from stemdl.datasets.store_lock import store_lock
 
 
 @dataclass
@@ -274,10 +274,10 @@ def generate(config: Any, store_url: str, *, scheduler_address: str | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m datasets.generate CONFIG STORE`: exit 0 when the store is complete."""
-    from configs import ConfigError, load_config
+    """`python -m stemdl.datasets.generate CONFIG STORE`: exit 0 when the store is complete."""
+    from stemdl.configs import ConfigError, load_config
 
-    parser = argparse.ArgumentParser(prog="python -m datasets.generate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m stemdl.datasets.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="preset name (tiny, small, paper) or YAML path")
     parser.add_argument("store", help="store path or fsspec URL")

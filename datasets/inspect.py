@@ -14,15 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from datasets.checksum import sample_crc32c
-from datasets.integrity import IncompleteStoreError, MissingDataError, require_files, shard_file
-from datasets.partition import available_shards, sample_indices
-from datasets.plan import open_stemdl_store
-from datasets.records import read_fields, record_from_columns
-from datasets.schema import FIELDS, STATUS_FAILED, STATUS_OK
-from datasets.shard import read_done_mask
-from datasets.storage import filesystem
-from simulate.sample import SPLITS
+from stemdl.datasets.checksum import sample_crc32c
+from stemdl.datasets.integrity import (
+    IncompleteStoreError,
+    MissingDataError,
+    require_files,
+    shard_file,
+)
+from stemdl.datasets.partition import available_shards, sample_indices
+from stemdl.datasets.plan import open_stemdl_store
+from stemdl.datasets.records import read_fields, record_from_columns
+from stemdl.datasets.schema import FIELDS, STATUS_FAILED, STATUS_OK
+from stemdl.datasets.shard import read_done_mask
+from stemdl.datasets.storage import filesystem
+from stemdl.simulate.sample import SPLITS
 
 
 def _bytes_on_disk(url: str, name: str) -> int:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from datasets.plan import StoreInfo
-from datasets.schema import sharded_arrays
-from datasets.shard import read_done_mask
-from datasets.storage import StoreError, file_url, filesystem, shard_key
+from stemdl.datasets.plan import StoreInfo
+from stemdl.datasets.schema import sharded_arrays
+from stemdl.datasets.shard import read_done_mask
+from stemdl.datasets.storage import StoreError, file_url, filesystem, shard_key
 
 SHOWN = 8  # names listed in a message before "… and N more"
 

@@ -40,11 +40,11 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from datasets.augment import D4_SIZE, apply_d4_inplace, check_d4
-from datasets.checksum import sample_crc32c
-from datasets.config import LoaderConfig
-from datasets.integrity import partial_note, require_complete, require_files
-from datasets.partition import (
+from stemdl.datasets.augment import D4_SIZE, apply_d4_inplace, check_d4
+from stemdl.datasets.checksum import sample_crc32c
+from stemdl.datasets.config import LoaderConfig
+from stemdl.datasets.integrity import partial_note, require_complete, require_files
+from stemdl.datasets.partition import (
     available_shards,
     check_split,
     epoch_order,
@@ -53,12 +53,12 @@ from datasets.partition import (
     shard_rows,
     worker_shards,
 )
-from datasets.plan import StoreInfo, open_stemdl_store
-from datasets.records import read_fields
-from datasets.schema import shard_range
-from datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
-from datasets.storage import file_url, filesystem, shard_key
-from datasets.transforms import (
+from stemdl.datasets.plan import StoreInfo, open_stemdl_store
+from stemdl.datasets.records import read_fields
+from stemdl.datasets.schema import shard_range
+from stemdl.datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
+from stemdl.datasets.storage import file_url, filesystem, shard_key
+from stemdl.datasets.transforms import (
     electrons_per_pattern,
     normalize_inputs,
     normalize_targets,

@@ -14,8 +14,8 @@ from __future__ import annotations
 import zarr
 from zarr.storage import MemoryStore
 
-from datasets.plan import StoreInfo
-from datasets.storage import create_array, filesystem
+from stemdl.datasets.plan import StoreInfo
+from stemdl.datasets.storage import create_array, filesystem
 
 
 def rebuild_array_metadata(info: StoreInfo, names: list[str]) -> list[str]:

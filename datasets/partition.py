@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets.plan import StoreInfo, open_stemdl_store
-from datasets.records import read_fields
-from datasets.schema import STATUS_OK, shard_range
-from datasets.shard import read_done_mask
-from simulate.sample import SPLITS
+from stemdl.datasets.plan import StoreInfo, open_stemdl_store
+from stemdl.datasets.records import read_fields
+from stemdl.datasets.schema import STATUS_OK, shard_range
+from stemdl.datasets.shard import read_done_mask
+from stemdl.simulate.sample import SPLITS
 
 
 def check_rank(rank: int, world_size: int) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 
 import zarr
 
-from datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
-from datasets.schema import (
+from stemdl.datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
+from stemdl.datasets.schema import (
     CHECKSUM_DEFINITION,
     SCHEMA_VERSION,
     STATUS_MEANINGS,
@@ -29,7 +29,7 @@ from datasets.schema import (
     store_schema,
     units_table,
 )
-from datasets.storage import (
+from stemdl.datasets.storage import (
     StoreError,
     create_array,
     file_url,
@@ -95,7 +95,7 @@ class StoreInfo:
 
 
 def _as_config(config: Any) -> Any:
-    from configs import StemdlConfig, config_from_dict
+    from stemdl.configs import StemdlConfig, config_from_dict
 
     if isinstance(config, StemdlConfig):
         return config

@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from datasets.schema import (
+from stemdl.datasets.schema import (
     FIELDS,
     TABLES,
     ArraySpec,
     FieldLayout,
     column_index,
 )
-from simulate.sample import SPLITS, SampleRecord
+from stemdl.simulate.sample import SPLITS, SampleRecord
 
 Columns = dict[str, np.ndarray]
 _MAX_INT = 2**63 - 1

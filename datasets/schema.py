@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from simulate.sample import SampleRecord
+from stemdl.simulate.sample import SampleRecord
 
 SCHEMA_VERSION = 2
 SAMPLE_DIM = "sample"

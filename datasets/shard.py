@@ -36,12 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from datasets.checksum import block_crc32c, stored_bytes
-from datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
-from datasets.plan import StoreInfo, as_config, config_differences, open_stemdl_store, split_table
-from datasets.records import empty_columns, pack, put_record
-from datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
-from datasets.storage import StoreError, delete_objects, shard_key
+from stemdl.datasets.checksum import block_crc32c, stored_bytes
+from stemdl.datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
+from stemdl.datasets.plan import (
+    StoreInfo,
+    as_config,
+    config_differences,
+    open_stemdl_store,
+    split_table,
+)
+from stemdl.datasets.records import empty_columns, pack, put_record
+from stemdl.datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
+from stemdl.datasets.storage import StoreError, delete_objects, shard_key
 
 DEFAULT_SIMULATOR = "simulate"
 _MAX_REASON = 1000
@@ -86,7 +92,7 @@ def _simulator(spec: str) -> Any:
 @functools.lru_cache(maxsize=4)
 def _catalogue(module_name: str, simulation_json: str) -> Any:
     """Build the catalogue once per worker process and config (it is deterministic)."""
-    from simulate.config import SimulationConfig
+    from stemdl.simulate.config import SimulationConfig
 
     simulation = SimulationConfig.model_validate(json.loads(simulation_json))
     return _simulator(module_name).build_catalogue(simulation)

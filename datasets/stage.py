@@ -30,18 +30,18 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from datasets.integrity import IncompleteStoreError, listing
-from datasets.plan import StoreInfo, config_differences, open_stemdl_store
-from datasets.schema import coordinate_arrays, shard_range, sharded_arrays
-from datasets.shard import read_done_mask, set_done
-from datasets.storage import (
+from stemdl.datasets.integrity import IncompleteStoreError, listing
+from stemdl.datasets.plan import StoreInfo, config_differences, open_stemdl_store
+from stemdl.datasets.schema import coordinate_arrays, shard_range, sharded_arrays
+from stemdl.datasets.shard import read_done_mask, set_done
+from stemdl.datasets.storage import (
     StoreError,
     filesystem,
     is_local,
     normalize_store_url,
     shard_key,
 )
-from datasets.verify import material_splits, verify_shard
+from stemdl.datasets.verify import material_splits, verify_shard
 
 
 class StageError(RuntimeError):

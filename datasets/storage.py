@@ -25,8 +25,8 @@ from zarr.abc.store import Store
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.storage import FsspecStore, LocalStore
 
-from datasets.config import ArrayStorage
-from datasets.schema import ArraySpec
+from stemdl.datasets.config import ArrayStorage
+from stemdl.datasets.schema import ArraySpec
 
 METADATA_CODEC = ArrayStorage(dtype="float32", codec="zstd", level=3)  # dtype unused for records
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from datasets.storage import StoreError, is_local
+from stemdl.datasets.storage import StoreError, is_local
 
 log = logging.getLogger(__name__)
 

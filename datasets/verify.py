@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import zarr
 
-from datasets.checksum import sample_crc32c
-from datasets.integrity import missing_files, shard_file
-from datasets.metadata_repair import rebuild_array_metadata
-from datasets.plan import ArrayMetadataError, StoreInfo, open_stemdl_store
-from datasets.records import unpack
-from datasets.schema import (
+from stemdl.datasets.checksum import sample_crc32c
+from stemdl.datasets.integrity import missing_files, shard_file
+from stemdl.datasets.metadata_repair import rebuild_array_metadata
+from stemdl.datasets.plan import ArrayMetadataError, StoreInfo, open_stemdl_store
+from stemdl.datasets.records import unpack
+from stemdl.datasets.schema import (
     FIELDS,
     STATUS_FAILED,
     STATUS_MISSING,
@@ -42,8 +42,8 @@ from datasets.schema import (
     shard_range,
     sharded_arrays,
 )
-from datasets.shard import DEFAULT_SIMULATOR, read_done_mask, set_done, simulate_shard
-from datasets.storage import StoreError, file_url, shard_key, zarr_dtype
+from stemdl.datasets.shard import DEFAULT_SIMULATOR, read_done_mask, set_done, simulate_shard
+from stemdl.datasets.storage import StoreError, file_url, shard_key, zarr_dtype
 
 CBED_RANGE_TOLERANCE = 1e-2
 METADATA_PREFIX = "metadata of array"  # float16 rounding of values near the bounds

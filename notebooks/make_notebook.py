@@ -23,9 +23,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from configs import load_config
-from datasets.generate import generate
-from datasets.inspect import read_sample
+from stemdl.configs import load_config
+from stemdl.datasets.generate import generate
+from stemdl.datasets.inspect import read_sample
 
 # Any store made by `stemdl simulate`; by default a fresh `tiny` one (about half a minute).
 STORE = os.environ.get("STEMDL_STORE", "tiny.zarr")

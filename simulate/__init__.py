@@ -24,17 +24,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulate.catalogue import Catalogue, CatalogueError, Material, build_catalogue
-    from simulate.sample_builder import simulate_sample
+    from stemdl.simulate.catalogue import Catalogue, CatalogueError, Material, build_catalogue
+    from stemdl.simulate.sample_builder import simulate_sample
 
 __all__ = ["Catalogue", "CatalogueError", "Material", "build_catalogue", "simulate_sample"]
 
 _LAZY = {
-    "simulate_sample": "simulate.sample_builder",
-    "build_catalogue": "simulate.catalogue",
-    "Catalogue": "simulate.catalogue",
-    "CatalogueError": "simulate.catalogue",
-    "Material": "simulate.catalogue",
+    "simulate_sample": "stemdl.simulate.sample_builder",
+    "build_catalogue": "stemdl.simulate.catalogue",
+    "Catalogue": "stemdl.simulate.catalogue",
+    "CatalogueError": "stemdl.simulate.catalogue",
+    "Material": "stemdl.simulate.catalogue",
 }
 
 
@@ -43,4 +43,4 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'simulate' has no attribute {name!r}")
+    raise AttributeError(f"module 'stemdl.simulate' has no attribute {name!r}")

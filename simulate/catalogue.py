@@ -33,14 +33,14 @@ from types import MappingProxyType
 import numpy as np
 from ase import Atoms
 
-from simulate.cif_source import list_cifs, read_cif
-from simulate.config import SimulationConfig, StructureConfig
-from simulate.crystallography import strongest_zone_axes
-from simulate.orientation import OrientationError, OrientedCell, orient, reduce_axis
-from simulate.prototypes import build_prototype, family_compositions, family_seed
-from simulate.sample import SPLITS
-from simulate.splits import assign_splits
-from simulate.structure_checks import InvalidStructure, check_structure
+from stemdl.simulate.cif_source import list_cifs, read_cif
+from stemdl.simulate.config import SimulationConfig, StructureConfig
+from stemdl.simulate.crystallography import strongest_zone_axes
+from stemdl.simulate.orientation import OrientationError, OrientedCell, orient, reduce_axis
+from stemdl.simulate.prototypes import build_prototype, family_compositions, family_seed
+from stemdl.simulate.sample import SPLITS
+from stemdl.simulate.splits import assign_splits
+from stemdl.simulate.structure_checks import InvalidStructure, check_structure
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from simulate.units import ANTIALIAS_FRACTION, wavelength_a
+from stemdl.simulate.units import ANTIALIAS_FRACTION, wavelength_a
 
 PrototypeFamily = Literal[
     "rocksalt",

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulate.config import Range, SimulationConfig
-from simulate.sample import SPLITS
+from stemdl.simulate.config import Range, SimulationConfig
+from stemdl.simulate.sample import SPLITS
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simulate.fft_plans import array_module, plan
+from stemdl.simulate.fft_plans import array_module, plan
 
 if TYPE_CHECKING:
     from abtem import Probe, Waves

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from ase import Atoms
 
-from simulate.device import Device, to_numpy
+from stemdl.simulate.device import Device, to_numpy
 
 if TYPE_CHECKING:  # abTEM is imported lazily: importing simulate/ must not pay for it
     from abtem import AtomsEnsemble
@@ -163,7 +163,7 @@ def cbed_patterns(
     if multislice_gpts is not None and engine != "stemdl":
         raise ValueError("a reduced multislice grid (simulation.reduced_grid_margin) needs engine 'stemdl'")
     if engine == "stemdl":
-        from simulate.multislice import diffraction_window, probe_waves
+        from stemdl.simulate.multislice import diffraction_window, probe_waves
 
         abtem_probe.grid.match(potential_array)
         if multislice_gpts is not None:

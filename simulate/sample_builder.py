@@ -21,23 +21,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulate.catalogue import Catalogue, build_catalogue
-from simulate.config import SimulationConfig
-from simulate.crystallography import (
+from stemdl.simulate.catalogue import Catalogue, build_catalogue
+from stemdl.simulate.config import SimulationConfig
+from stemdl.simulate.crystallography import (
     planes_per_period,
     strongest_zolz_reflection,
     touching_semiangle_mrad,
 )
-from simulate.device import configure_abtem, resolve_device
-from simulate.draws import draw_sample
-from simulate.geometry import (
+from stemdl.simulate.device import configure_abtem, resolve_device
+from stemdl.simulate.draws import draw_sample
+from stemdl.simulate.geometry import (
     centre_planes_in_slices,
     plan_geometry,
     reduced_gpts,
     specimen_atoms,
 )
-from simulate.orientation import OrientedCell
-from simulate.physics import (
+from stemdl.simulate.orientation import OrientedCell
+from stemdl.simulate.physics import (
     ENGINE_CODES,
     PotentialSettings,
     ProbeSettings,
@@ -45,9 +45,9 @@ from simulate.physics import (
     cbed_patterns,
     projected_potential_sections,
 )
-from simulate.sample import Sample, SampleRecord
-from simulate.target import resample_region
-from simulate.units import ANTIALIAS_FRACTION, wavelength_a
+from stemdl.simulate.sample import Sample, SampleRecord
+from stemdl.simulate.target import resample_region
+from stemdl.simulate.units import ANTIALIAS_FRACTION, wavelength_a
 
 
 def _touching(

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from configs import config_from_dict, load_config
-from simulate.config import SimulationConfig
+from stemdl.configs import config_from_dict, load_config
+from stemdl.simulate.config import SimulationConfig
 
 
 def simulation_config(preset: str = "tiny", **changes: Any) -> SimulationConfig:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from configs import StemdlConfig, config_from_dict, load_config
-from simulate.sample import Sample, SampleRecord
+from stemdl.configs import StemdlConfig, config_from_dict, load_config
+from stemdl.simulate.sample import Sample, SampleRecord
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -120,8 +120,8 @@ _BUILT: dict[tuple[str, int, int], Path] = {}
 
 def synthetic_store(root: Path, num_samples: int = 30, shard_size: int = 4) -> Path:
     """A complete store of synthetic samples (built once per test session and size)."""
-    from datasets.plan import plan_store
-    from datasets.shard import simulate_shard
+    from stemdl.datasets.plan import plan_store
+    from stemdl.datasets.shard import simulate_shard
 
     key = ("synthetic", num_samples, shard_size)
     if key not in _BUILT:
@@ -173,7 +173,7 @@ poisoned_real = _Poisoned("simulate")
 def real_tiny_store(root: Path) -> Path:
     """The `tiny` preset generated once per session by `generate` with the real simulator on
     a 2-worker LocalCluster: the reference for round-trip, resume and repair tests."""
-    from datasets.generate import generate
+    from stemdl.datasets.generate import generate
 
     key = ("real-tiny", 0, 0)
     if key not in _BUILT:

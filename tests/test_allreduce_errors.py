@@ -9,9 +9,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from train.allreduce_schedule import ModelMismatchError, cut_into_groups
-from train.grouped_allreduce import GroupedAllreduce
-from train.local_ranks import run_local_ranks
+from stemdl.train.allreduce_schedule import ModelMismatchError, cut_into_groups
+from stemdl.train.grouped_allreduce import GroupedAllreduce
+from stemdl.train.local_ranks import run_local_ranks
 
 
 def _model(width: int, extra: bool = False) -> nn.Module:

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from train.grouped_allreduce import GroupedAllreduce
-from train.local_ranks import run_local_ranks
+from stemdl.train.grouped_allreduce import GroupedAllreduce
+from stemdl.train.local_ranks import run_local_ranks
 
 BATCH = 4
 IN_FEATURES = 6

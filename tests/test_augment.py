@@ -9,11 +9,11 @@ import pytest
 from ase import Atoms
 from conftest_simulate import simulation_config
 
-from datasets.augment import D4_SIZE, apply_d4, check_d4
-from simulate import build_catalogue, simulate_sample
-from simulate.geometry import scan_grid
-from simulate.sample import SampleRecord
-from simulate.target import resample_region
+from stemdl.datasets.augment import D4_SIZE, apply_d4, check_d4
+from stemdl.simulate import build_catalogue, simulate_sample
+from stemdl.simulate.geometry import scan_grid
+from stemdl.simulate.sample import SampleRecord
+from stemdl.simulate.target import resample_region
 
 MIRROR_X, TRANSPOSE = 1, 4
 

@@ -10,8 +10,8 @@ import abtem
 import pytest
 import yaml
 
-from configs import PRESETS, ConfigError, config_from_dict, load_config
-from simulate.units import wavelength_a
+from stemdl.configs import PRESETS, ConfigError, config_from_dict, load_config
+from stemdl.simulate.units import wavelength_a
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -108,7 +108,7 @@ def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(_tiny_with(simulation__thickness_a=-1.0)))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "config", str(path)],
+        [sys.executable, "-m", "stemdl.pipeline", "config", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -127,7 +127,7 @@ def test_empty_or_undecodable_file_is_refused_naming_it(tmp_path: Path, content:
                                                          message: str) -> None:
     path = tmp_path / "my.yaml"
     path.write_bytes(content)
-    result = subprocess.run([sys.executable, "-m", "pipeline", "config", str(path)],
+    result = subprocess.run([sys.executable, "-m", "stemdl.pipeline", "config", str(path)],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2, result.stdout
     assert str(path) in result.stderr and message in result.stderr, result.stderr
@@ -136,7 +136,7 @@ def test_empty_or_undecodable_file_is_refused_naming_it(tmp_path: Path, content:
 
 def test_cli_help_lists_every_command() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "stemdl.pipeline", "--help"], capture_output=True, text=True, check=True
     )
     for command in ("simulate", "verify", "inspect", "stage", "train", "evaluate", "run"):
         assert command in result.stdout

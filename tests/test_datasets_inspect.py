@@ -8,7 +8,7 @@ import datasets_fixtures as fx
 import pytest
 from rich.console import Console
 
-from datasets.inspect import plot_sample, render_summary, summarize
+from stemdl.datasets.inspect import plot_sample, render_summary, summarize
 
 
 @pytest.fixture(scope="module")

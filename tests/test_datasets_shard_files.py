@@ -10,11 +10,11 @@ import datasets_fixtures as fx
 import numpy as np
 import pytest
 
-from datasets import shard_files
-from datasets.plan import open_stemdl_store, plan_store
-from datasets.shard import simulate_shard
-from datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
-from datasets.storage import file_url, filesystem, shard_key
+from stemdl.datasets import shard_files
+from stemdl.datasets.plan import open_stemdl_store, plan_store
+from stemdl.datasets.shard import simulate_shard
+from stemdl.datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
+from stemdl.datasets.storage import file_url, filesystem, shard_key
 
 
 @pytest.mark.parametrize(("dtype", "codec", "level"), [

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import zarr
 
-from datasets.checksum import sample_crc32c
-from datasets.plan import open_stemdl_store
-from datasets.schema import column_index
-from datasets.storage import file_url, shard_key
-from datasets.verify import verify_store
+from stemdl.datasets.checksum import sample_crc32c
+from stemdl.datasets.plan import open_stemdl_store
+from stemdl.datasets.schema import column_index
+from stemdl.datasets.storage import file_url, shard_key
+from stemdl.datasets.verify import verify_store
 
 SYNTHETIC = "datasets_fixtures"
 
@@ -131,10 +131,10 @@ def test_array_metadata_is_named_and_rebuilt_from_the_stored_config(store: Path,
         document.write_text('{"zarr_format": 3, "node_type": "arr')
     else:
         document.unlink()
-    result = fx.run_python(["-m", "pipeline", "verify", str(store)])
+    result = fx.run_python(["-m", "stemdl.pipeline", "verify", str(store)])
     assert result.returncode == 1, result.stderr[-3000:]
     assert f"array cbed ({document}): metadata of array 'cbed'" in result.stdout, result.stdout
-    repaired = fx.run_python(["-m", "pipeline", "verify", str(store), "--repair"])
+    repaired = fx.run_python(["-m", "stemdl.pipeline", "verify", str(store), "--repair"])
     assert repaired.returncode == 0, (repaired.stdout, repaired.stderr[-3000:])
     assert f"rebuilt array metadata {document}" in repaired.stdout, repaired.stdout
     assert fx.store_files(store) == original  # the same bytes: no data file was touched

@@ -16,13 +16,13 @@ import pytest
 import zarr
 from distributed import LocalCluster
 
-from configs import config_from_dict, load_config
-from datasets.generate import generate
-from datasets.inspect import read_sample
-from datasets.plan import ConfigMismatchError, open_stemdl_store
-from datasets.records import read_field
-from datasets.verify import verify_store
-from simulate import build_catalogue, simulate_sample
+from stemdl.configs import config_from_dict, load_config
+from stemdl.datasets.generate import generate
+from stemdl.datasets.inspect import read_sample
+from stemdl.datasets.plan import ConfigMismatchError, open_stemdl_store
+from stemdl.datasets.records import read_field
+from stemdl.datasets.verify import verify_store
+from stemdl.simulate import build_catalogue, simulate_sample
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_another_config_is_refused(reference: Path) -> None:
         generate(config_from_dict(data), str(reference), progress=False)
     # The same refusal through the subprocess entry point, with exit status 2.
     config_path = fx.write_config(config_from_dict(data), reference.parent / "seed8.yaml")
-    result = fx.run_python(["-m", "datasets.generate", str(config_path), str(reference)])
+    result = fx.run_python(["-m", "stemdl.datasets.generate", str(config_path), str(reference)])
     assert result.returncode == 2 and "simulation.seed" in result.stderr, result.stderr
     assert verify_store(str(reference)).complete
 
@@ -81,7 +81,7 @@ def test_sigkill_worker_then_client_then_resume_is_bit_identical(
     store = tmp_path / "killed.zarr"
     env = {**os.environ, "PYTHONPATH": f"{fx.TESTS}:{fx.REPO}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "datasets.generate", "tiny", str(store), "--n-workers", "2",
+        [sys.executable, "-m", "stemdl.datasets.generate", "tiny", str(store), "--n-workers", "2",
          "--no-progress"], cwd=fx.REPO, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

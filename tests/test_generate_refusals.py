@@ -16,17 +16,17 @@ import pytest
 from ase.build import bulk
 from conftest_simulate import write_cif
 
-from configs import config_from_dict
-from datasets import shard as shard_module
-from datasets.fingerprint import CatalogueMismatchError
-from datasets.plan import plan_store
-from datasets.shard import catalogue_for, simulate_shard
-from datasets.store_lock import store_lock
-from datasets.verify import verify_store
+from stemdl.configs import config_from_dict
+from stemdl.datasets import shard as shard_module
+from stemdl.datasets.fingerprint import CatalogueMismatchError
+from stemdl.datasets.plan import plan_store
+from stemdl.datasets.shard import catalogue_for, simulate_shard
+from stemdl.datasets.store_lock import store_lock
+from stemdl.datasets.verify import verify_store
 
 
 def test_memory_store_is_refused_before_any_work() -> None:
-    result = fx.run_python(["-m", "pipeline", "simulate", "tiny", "--out", "memory://x/s.zarr"])
+    result = fx.run_python(["-m", "stemdl.pipeline", "simulate", "tiny", "--out", "memory://x/s.zarr"])
     assert result.returncode == 2, result.stderr[-3000:]
     assert "memory://" in result.stderr and "cannot reach" in result.stderr, result.stderr
     assert "run the same command again" not in result.stdout + result.stderr
@@ -36,7 +36,7 @@ def test_memory_store_is_refused_before_any_work() -> None:
 def test_second_client_is_told_who_holds_the_store(tmp_path: Path) -> None:
     store = str(tmp_path / "store.zarr")
     with store_lock(store):  # this process is the first client
-        result = fx.run_python(["-m", "pipeline", "simulate", "tiny", "--out", store,
+        result = fx.run_python(["-m", "stemdl.pipeline", "simulate", "tiny", "--out", store,
                                 "--workers", "1", "--no-progress"])
     assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-3000:])
     assert f"{store} is locked" in result.stderr, result.stderr
@@ -58,7 +58,7 @@ def test_changed_cif_directory_is_refused_on_resume(tmp_path: Path) -> None:
     simulate_shard(config, store, 0)
     write_cif(cifs / "ni.cif", bulk("Ni", "fcc", a=3.52, cubic=True))
 
-    result = fx.run_python(["-m", "pipeline", "simulate", str(config_path), "--out", store,
+    result = fx.run_python(["-m", "stemdl.pipeline", "simulate", str(config_path), "--out", store,
                             "--workers", "1", "--no-progress"])
     assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-3000:])
     assert "catalogue differs" in result.stderr and "added: cif-ni-" in result.stderr, result.stderr
@@ -107,7 +107,7 @@ def test_full_disk_stops_once_without_retries(tmp_path: Path,
         plan_store(config, store, fx.build_catalogue(config.simulation))
         fill(disk)
         monkeypatch.setenv("STEMDL_TEST_COUNT_FILE", str(counts))
-        result = fx.run_python(["-m", "datasets.generate", str(config_path), store,
+        result = fx.run_python(["-m", "stemdl.datasets.generate", str(config_path), store,
                                 "--n-workers", "2", "--no-progress",
                                 "--simulator", "counting_simulator"], timeout=300)
     output = result.stdout + result.stderr

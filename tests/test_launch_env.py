@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from train.cluster_env import (
+from stemdl.train.cluster_env import (
     DEFAULT_PORT,
     LaunchEnvError,
     detect_distributed_env,

@@ -11,12 +11,12 @@ import pytest
 import torch
 import zarr
 
-from datasets.config import LoaderConfig
-from datasets.loader import ShardStream, make_dataloader, shuffle_buffer
-from datasets.partition import count_samples
-from datasets.plan import open_stemdl_store
-from datasets.records import read_field, read_fields
-from datasets.transforms import electrons_per_pattern
+from stemdl.datasets.config import LoaderConfig
+from stemdl.datasets.loader import ShardStream, make_dataloader, shuffle_buffer
+from stemdl.datasets.partition import count_samples
+from stemdl.datasets.plan import open_stemdl_store
+from stemdl.datasets.records import read_field, read_fields
+from stemdl.datasets.transforms import electrons_per_pattern
 
 
 @pytest.fixture(scope="module")

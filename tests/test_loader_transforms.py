@@ -8,11 +8,11 @@ import datasets_fixtures as fx
 import numpy as np
 import pytest
 
-from datasets import transforms
-from datasets.loader import ShardStream
-from datasets.plan import open_stemdl_store
-from datasets.shard_files import ShardDecodeError
-from datasets.storage import file_url, shard_key
+from stemdl.datasets import transforms
+from stemdl.datasets.loader import ShardStream
+from stemdl.datasets.plan import open_stemdl_store
+from stemdl.datasets.shard_files import ShardDecodeError
+from stemdl.datasets.storage import file_url, shard_key
 
 pytest.importorskip("numba")
 

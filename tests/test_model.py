@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from configs import load_config
-from train.arrangements import SampleShape, ScanPixelArrangement, build_model
-from train.config import ModelConfig
-from train.flops import count_flops
-from train.model import FCDenseNet, group_count
+from stemdl.configs import load_config
+from stemdl.train.arrangements import SampleShape, ScanPixelArrangement, build_model
+from stemdl.train.config import ModelConfig
+from stemdl.train.flops import count_flops
+from stemdl.train.model import FCDenseNet, group_count
 
 SHAPE = SampleShape(scan_gpts=(3, 4), pattern_px=(20, 24), target_px=(14, 10), out_channels=2)
 

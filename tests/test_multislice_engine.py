@@ -21,14 +21,14 @@ import pytest
 from ase import Atoms
 from conftest_simulate import simulation_config
 
-from simulate import build_catalogue, simulate_sample
-from simulate.config import ALL_FAMILIES, SimulationConfig
-from simulate.device import cuda_device_count
-from simulate.draws import draw_sample
-from simulate.fft_plans import clear_plans
-from simulate.geometry import centre_planes_in_slices, specimen_atoms
-from simulate.multislice import chunk_probes, window_indices
-from simulate.physics import PotentialSettings, specimen
+from stemdl.simulate import build_catalogue, simulate_sample
+from stemdl.simulate.config import ALL_FAMILIES, SimulationConfig
+from stemdl.simulate.device import cuda_device_count
+from stemdl.simulate.draws import draw_sample
+from stemdl.simulate.fft_plans import clear_plans
+from stemdl.simulate.geometry import centre_planes_in_slices, specimen_atoms
+from stemdl.simulate.multislice import chunk_probes, window_indices
+from stemdl.simulate.physics import PotentialSettings, specimen
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5  # max |stemdl − abTEM| / max(abTEM pattern)
@@ -189,7 +189,7 @@ def test_reduced_grid_is_coarser_keeps_the_target_and_approximates_the_patterns(
 
 
 def test_reduced_grid_refuses_the_abtem_engine() -> None:
-    from configs import ConfigError
+    from stemdl.configs import ConfigError
 
     with pytest.raises(ConfigError, match="reduced_grid_margin needs engine: stemdl"):
         _config(2.0, reduced_grid_margin=2.0, engine="abtem")
@@ -212,7 +212,7 @@ def test_stemdl_engine_on_the_gpu_equals_abtem_and_the_cpu_and_repeats_its_bits(
 
 
 def test_both_cpu_fft_libraries_agree_and_are_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
-    from simulate import fft_plans
+    from stemdl.simulate import fft_plans
 
     config = _config(2.0)
     pocket = simulate_sample(config, 3).cbed
@@ -224,7 +224,7 @@ def test_both_cpu_fft_libraries_agree_and_are_deterministic(monkeypatch: pytest.
 
 
 def test_kept_frequencies_resample_a_band_limited_signal_exactly() -> None:
-    from simulate.multislice import kept_frequencies
+    from stemdl.simulate.multislice import kept_frequencies
 
     rng = np.random.default_rng(5)
     n, m = 30, 12  # a coarse grid that does not share the fine grid's points

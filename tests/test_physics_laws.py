@@ -21,11 +21,11 @@ from ase import Atoms
 from ase.build import bulk
 from conftest_simulate import relative_error, simulation_config, write_cif
 
-from simulate import simulate_sample
-from simulate.device import configure_abtem
-from simulate.geometry import specimen_atoms
-from simulate.orientation import orient
-from simulate.physics import (
+from stemdl.simulate import simulate_sample
+from stemdl.simulate.device import configure_abtem
+from stemdl.simulate.geometry import specimen_atoms
+from stemdl.simulate.orientation import orient
+from stemdl.simulate.physics import (
     PotentialSettings,
     ProbeSettings,
     build_potential,

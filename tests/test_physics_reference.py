@@ -16,10 +16,10 @@ import pytest
 from ase import Atoms
 from conftest_simulate import relative_error, simulation_config
 
-from simulate import build_catalogue, simulate_sample
-from simulate.config import SimulationConfig
-from simulate.draws import draw_sample
-from simulate.sample import Sample, SampleRecord
+from stemdl.simulate import build_catalogue, simulate_sample
+from stemdl.simulate.config import SimulationConfig
+from stemdl.simulate.draws import draw_sample
+from stemdl.simulate.sample import Sample, SampleRecord
 
 QUADRATURE_POINTS = 12
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest_simulate import simulation_config
 
-from simulate.geometry import fast_fft_size, plan_geometry, scan_grid, slicing
-from simulate.physics import central_crop, sum_pool
-from simulate.target import resample_region
+from stemdl.simulate.geometry import fast_fft_size, plan_geometry, scan_grid, slicing
+from stemdl.simulate.physics import central_crop, sum_pool
+from stemdl.simulate.target import resample_region
 
 EXTENT = (12.0, 9.0)  # x, y (Å)
 GPTS = (48, 36)  # x, y

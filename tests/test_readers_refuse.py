@@ -12,16 +12,16 @@ import pytest
 import train_fixtures as tf
 import zarr
 
-from datasets.plan import StoreInfo, open_stemdl_store
-from datasets.records import read_field
-from datasets.shard import set_done
+from stemdl.datasets.plan import StoreInfo, open_stemdl_store
+from stemdl.datasets.records import read_field
+from stemdl.datasets.shard import set_done
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def stemdl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline ARGS` as one process (no launcher variables)."""
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO,
+    """`python -m stemdl.pipeline ARGS` as one process (no launcher variables)."""
+    return subprocess.run([sys.executable, "-m", "stemdl.pipeline", *args], cwd=REPO,
                           env=tf.clean_env(), text=True, capture_output=True, timeout=timeout)
 
 
@@ -93,8 +93,8 @@ def test_missing_shard_file_is_refused_by_every_reader(
 def test_overwritten_sample_is_refused_by_the_loader(store: Path) -> None:
     """The per-sample CRC-32C guards what the chunk checksums cannot: a sample rewritten
     (with valid chunk checksums) behind the store's back, or read as fill values."""
-    from datasets.loader import ShardStream
-    from datasets.shard_files import ShardDecodeError
+    from stemdl.datasets.loader import ShardStream
+    from stemdl.datasets.shard_files import ShardDecodeError
 
     group = zarr.open_group(str(store), mode="r+")
     group["cbed"][6] = group["cbed"][6] * 0.5  # decodes fine, but is not what was simulated

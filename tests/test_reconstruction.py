@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from configs import config_from_dict, load_config
-from datasets.generate import generate
-from train.default_run import score_run
-from train.loop import train_main
+from stemdl.configs import config_from_dict, load_config
+from stemdl.datasets.generate import generate
+from stemdl.train.default_run import score_run
+from stemdl.train.loop import train_main
 
 CHANGES = {
     "simulation": {

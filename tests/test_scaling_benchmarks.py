@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.grouped_allreduce import GroupedAllreduce
-from train.local_ranks import run_local_ranks
+from stemdl.train.grouped_allreduce import GroupedAllreduce
+from stemdl.train.local_ranks import run_local_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is not installed: plain `pytest` needs the root

@@ -8,8 +8,8 @@ import pytest
 from ase.build import bulk
 from conftest_simulate import simulation_config, write_cif
 
-from configs import ConfigError, config_from_dict, load_config
-from simulate import simulate_sample
+from stemdl.configs import ConfigError, config_from_dict, load_config
+from stemdl.simulate import simulate_sample
 
 
 def _tiny(**simulation_changes: object) -> dict:

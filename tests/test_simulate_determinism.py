@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest_simulate import simulation_config
 
-from simulate import build_catalogue, simulate_sample
-from simulate.catalogue import make_catalogue
-from simulate.draws import draw_sample
-from simulate.sample import SPLITS, SampleRecord
+from stemdl.simulate import build_catalogue, simulate_sample
+from stemdl.simulate.catalogue import make_catalogue
+from stemdl.simulate.draws import draw_sample
+from stemdl.simulate.sample import SPLITS, SampleRecord
 
 # The split of each of 14 materials, as a catalogue of that size might assign them.
 SPLITS14 = ("train",) * 11 + ("validation",) * 2 + ("test",)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest_simulate import relative_error, simulation_config
 
-from simulate import device as device_module
-from simulate.device import cuda_device_count, cupy_installed, resolve_device
+from stemdl.simulate import device as device_module
+from stemdl.simulate.device import cuda_device_count, cupy_installed, resolve_device
 
 HAS_CUDA = cuda_device_count() > 0  # does not import CuPy when it is not installed
 
@@ -82,7 +82,7 @@ def test_a_fresh_cpu_process_gives_the_same_bits_and_imports_no_cupy() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     digest, cupy_imported = result.stdout.split()[-2:]
-    from simulate import simulate_sample
+    from stemdl.simulate import simulate_sample
 
     here = simulate_sample(config, 1)
     assert digest == _digest(here.cbed, here.potential)
@@ -94,7 +94,7 @@ def test_a_fresh_cpu_process_gives_the_same_bits_and_imports_no_cupy() -> None:
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA and CuPy")
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_gpu_matches_cpu_and_reports_speed(preset: str) -> None:
-    from simulate import build_catalogue, simulate_sample
+    from stemdl.simulate import build_catalogue, simulate_sample
 
     cpu = simulation_config(preset, device="cpu")
     gpu = simulation_config(preset, device="gpu")

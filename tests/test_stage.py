@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import zarr
 
-from datasets.inspect import read_sample
-from datasets.partition import count_samples
-from datasets.plan import open_stemdl_store, plan_store
-from datasets.stage import StageError, shards_for_node, stage_node
-from datasets.storage import StoreError
-from datasets.verify import verify_store
+from stemdl.datasets.inspect import read_sample
+from stemdl.datasets.partition import count_samples
+from stemdl.datasets.plan import open_stemdl_store, plan_store
+from stemdl.datasets.stage import StageError, shards_for_node, stage_node
+from stemdl.datasets.storage import StoreError
+from stemdl.datasets.verify import verify_store
 
 _STAGE_SCRIPT = """
 import dataclasses, json, os, sys, time
-from datasets.stage import stage_node
+from stemdl.datasets.stage import stage_node
 open(sys.argv[6], "w").close()  # imported and ready
 while not os.path.exists(sys.argv[5]):  # start together: both ranks race for the node
     time.sleep(0.005)

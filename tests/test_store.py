@@ -11,17 +11,17 @@ import pytest
 import xarray as xr
 import zarr
 
-from configs import config_from_dict, load_config
-from datasets.checksum import sample_crc32c
-from datasets.estimate import storage_estimate
-from datasets.inspect import read_sample
-from datasets.plan import ConfigMismatchError, open_stemdl_store, plan_store
-from datasets.records import read_field, read_fields, read_record
-from datasets.schema import FIELDS, SCHEMA_VERSION, STATUS_OK, store_schema
-from datasets.shard import simulate_shard
-from datasets.storage import StoreError
-from datasets.verify import verify_store
-from simulate.sample import SampleRecord
+from stemdl.configs import config_from_dict, load_config
+from stemdl.datasets.checksum import sample_crc32c
+from stemdl.datasets.estimate import storage_estimate
+from stemdl.datasets.inspect import read_sample
+from stemdl.datasets.plan import ConfigMismatchError, open_stemdl_store, plan_store
+from stemdl.datasets.records import read_field, read_fields, read_record
+from stemdl.datasets.schema import FIELDS, SCHEMA_VERSION, STATUS_OK, store_schema
+from stemdl.datasets.shard import simulate_shard
+from stemdl.datasets.storage import StoreError
+from stemdl.datasets.verify import verify_store
+from stemdl.simulate.sample import SampleRecord
 
 SYNTHETIC = "datasets_fixtures"
 

@@ -11,8 +11,8 @@ from ase.build import bulk
 from ase.neighborlist import neighbor_list
 from conftest_simulate import simulation_config
 
-from simulate.catalogue import build_catalogue, make_catalogue
-from simulate.crystallography import (
+from stemdl.simulate.catalogue import build_catalogue, make_catalogue
+from stemdl.simulate.crystallography import (
     planes_per_period,
     ranked_reflections,
     strongest_zolz_reflection,
@@ -20,16 +20,16 @@ from simulate.crystallography import (
     structure_factors,
     touching_semiangle_mrad,
 )
-from simulate.orientation import OrientationError, orient
-from simulate.prototypes import (
+from stemdl.simulate.orientation import OrientationError, orient
+from stemdl.simulate.prototypes import (
     COMPOUND_FAMILIES,
     ELEMENT_FAMILIES,
     build_prototype,
     family_compositions,
 )
-from simulate.splits import assign_splits, split_counts
-from simulate.structure_checks import InvalidStructure, check_structure
-from simulate.units import wavelength_a
+from stemdl.simulate.splits import assign_splits, split_counts
+from stemdl.simulate.structure_checks import InvalidStructure, check_structure
+from stemdl.simulate.units import wavelength_a
 
 # Measured room-temperature lattice constants (Å) of real members of each family.
 MEASURED_A = {
@@ -251,8 +251,8 @@ def test_structure_checks_name_the_problem() -> None:
 
 def test_polymorphs_share_a_split() -> None:
     """Zincblende and wurtzite of one compound (e.g. CdS) are one composition: never split."""
-    from simulate.config import StructureConfig
-    from simulate.splits import composition_key
+    from stemdl.simulate.config import StructureConfig
+    from stemdl.simulate.splits import composition_key
 
     structures = StructureConfig(families=["zincblende", "wurtzite"], materials_per_family=40,
                                  zone_axes=[(0, 0, 1)])

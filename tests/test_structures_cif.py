@@ -9,8 +9,8 @@ import pytest
 from ase.build import bulk
 from conftest_simulate import simulation_config, write_cif
 
-from simulate.catalogue import Catalogue, CatalogueError, build_catalogue, make_catalogue
-from simulate.config import SimulationConfig
+from stemdl.simulate.catalogue import Catalogue, CatalogueError, build_catalogue, make_catalogue
+from stemdl.simulate.config import SimulationConfig
 
 FLAT_CIF = """data_flat
 _cell_length_a 0.0
@@ -52,7 +52,7 @@ def test_good_and_bad_cifs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
     (tmp_path / "notes.txt").write_text("not a CIF by name: ignored")
     config = _cif_config(tmp_path)
 
-    with caplog.at_level(logging.WARNING, logger="simulate.catalogue"):
+    with caplog.at_level(logging.WARNING, logger="stemdl.simulate.catalogue"):
         catalogue = make_catalogue(config.structures, config.seed)
 
     ids = [m.material_id for m in catalogue]

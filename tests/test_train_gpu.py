@@ -10,12 +10,12 @@ import torch
 import train_fixtures as tf
 from torch import nn
 
-from configs import config_from_dict
-from train.checkpoint import load_checkpoint
-from train.evaluate import evaluate_main
-from train.grouped_allreduce import GroupedAllreduce
-from train.local_ranks import run_local_ranks
-from train.loop import train_main
+from stemdl.configs import config_from_dict
+from stemdl.train.checkpoint import load_checkpoint
+from stemdl.train.evaluate import evaluate_main
+from stemdl.train.grouped_allreduce import GroupedAllreduce
+from stemdl.train.local_ranks import run_local_ranks
+from stemdl.train.loop import train_main
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

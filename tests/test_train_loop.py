@@ -9,12 +9,12 @@ import pytest
 import torch
 import train_fixtures as tf
 
-from configs import config_from_dict
-from train.checkpoint import load_checkpoint
-from train.evaluate import evaluate_main
-from train.local_ranks import run_local_ranks
-from train.loop import train_main
-from train.run_log import read_metrics
+from stemdl.configs import config_from_dict
+from stemdl.train.checkpoint import load_checkpoint
+from stemdl.train.evaluate import evaluate_main
+from stemdl.train.local_ranks import run_local_ranks
+from stemdl.train.loop import train_main
+from stemdl.train.run_log import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_epochs_with_loader_workers_that_drop_short_batches(store: Path, tmp_pat
     data = tf.tiny_config(batch_size=3, epochs=4, validate_at_start=False).to_dict()
     data["loader"].update(num_workers=2, shuffle_buffer=2)
     config = config_from_dict(data)
-    from datasets.loader import ShardStream
+    from stemdl.datasets.loader import ShardStream
 
     stream = ShardStream(str(store), config.loader, split="train", seed=config.train.seed,
                          batch_size=3, drop_last=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import train_fixtures as tf
 
-from train.default_run import run_all
-from train.metrics import METRIC_NAMES
+from stemdl.train.default_run import run_all
+from stemdl.train.metrics import METRIC_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ import pytest
 import torch
 import train_fixtures as tf
 
-from configs import config_from_dict
-from train.checkpoint import load_checkpoint
-from train.loop import train_main
-from train.run_log import read_metrics
+from stemdl.configs import config_from_dict
+from stemdl.train.checkpoint import load_checkpoint
+from stemdl.train.loop import train_main
+from stemdl.train.run_log import read_metrics
 
 SETTINGS = {"epochs": 3, "log_every": 1, "checkpoint_every": 3, "validate_every": 1000,
             "validate_at_start": False}

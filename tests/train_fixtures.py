@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from configs import StemdlConfig, config_from_dict, load_config
+from stemdl.configs import StemdlConfig, config_from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

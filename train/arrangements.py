@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.config import ModelConfig
-from train.model import FCDenseNet
+from stemdl.train.config import ModelConfig
+from stemdl.train.model import FCDenseNet
 
 if TYPE_CHECKING:
-    from configs import StemdlConfig
+    from stemdl.configs import StemdlConfig
 
 
 @dataclass(frozen=True)

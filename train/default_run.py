@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from train.evaluate import load_trained_model
-from train.loop import TrainResult, train_main
-from train.report import plot_curves, plot_materials, render_report
-from train.scoring import (
+from stemdl.train.evaluate import load_trained_model
+from stemdl.train.loop import TrainResult, train_main
+from stemdl.train.report import plot_curves, plot_materials, render_report
+from stemdl.train.scoring import (
     NOISE_FREE,
     RELATIVE_L2_DEFINITION,
     SplitArrays,
@@ -51,7 +51,7 @@ from train.scoring import (
 )
 
 if TYPE_CHECKING:
-    from configs import StemdlConfig
+    from stemdl.configs import StemdlConfig
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class StageClock:
 
 
 def with_arrangement(config: StemdlConfig, arrangement: str) -> StemdlConfig:
-    from configs import config_from_dict
+    from stemdl.configs import config_from_dict
 
     data = config.to_dict()
     data["model"]["arrangement"] = arrangement
@@ -156,7 +156,7 @@ def with_arrangement(config: StemdlConfig, arrangement: str) -> StemdlConfig:
 def _train_rank(rank: int, world_size: int, config_dict: dict[str, Any], store: str,
                 run_dir: str, log_path: str, threads: int) -> TrainResult:
     """One rank of a local multi-process training (module level: ranks are spawned)."""
-    from configs import config_from_dict
+    from stemdl.configs import config_from_dict
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, filename=log_path,
@@ -172,7 +172,7 @@ def train_arrangement(config: StemdlConfig, store: str, run_dir: Path, ranks: in
     """Train one arrangement on `ranks` local processes (or in this one for 1), resuming."""
     if ranks == 1:
         return train_main(config, store, run_dir, resume=True, progress=True)
-    from train.local_ranks import run_local_ranks
+    from stemdl.train.local_ranks import run_local_ranks
 
     threads = max(1, (os.cpu_count() or 1) // ranks)
     results = run_local_ranks(_train_rank, ranks,
@@ -224,8 +224,8 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
             ranks: int = 1, doses: tuple[float, ...] = DEFAULT_DOSES_E_PER_A2,
             arrangements: tuple[str, ...] = ARRANGEMENTS) -> RunOutcome:
     """Simulate → verify → train each arrangement → score → report (module docstring)."""
-    from datasets.generate import generate
-    from datasets.verify import verify_store
+    from stemdl.datasets.generate import generate
+    from stemdl.datasets.verify import verify_store
 
     if ranks < 1:
         raise ValueError(f"ranks must be >= 1, got {ranks}")

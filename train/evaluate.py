@@ -15,21 +15,21 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from train.arrangements import SampleShape, build_model
-from train.checkpoint import CheckpointError, load_checkpoint
-from train.precision import resolve_precision
-from train.store_fit import check_store_fits
-from train.validation import evaluate_split
+from stemdl.train.arrangements import SampleShape, build_model
+from stemdl.train.checkpoint import CheckpointError, load_checkpoint
+from stemdl.train.precision import resolve_precision
+from stemdl.train.store_fit import check_store_fits
+from stemdl.train.validation import evaluate_split
 
 if TYPE_CHECKING:
-    from configs import StemdlConfig
+    from stemdl.configs import StemdlConfig
 
 log = logging.getLogger(__name__)
 
 
 def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Module, StemdlConfig]:
     """The model of a checkpoint (EMA weights when present) in eval mode, and its config."""
-    from configs import ConfigError, config_from_dict
+    from stemdl.configs import ConfigError, config_from_dict
 
     state = load_checkpoint(Path(checkpoint), map_location=device)
     try:
@@ -53,7 +53,7 @@ def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
 
     The store must fit the checkpoint's model (`StoreShapeError` naming both shapes) and be
     complete (unless `allow_partial`, which is then logged)."""
-    from datasets.loader import make_dataloader
+    from stemdl.datasets.loader import make_dataloader
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = load_trained_model(checkpoint, device)

@@ -63,7 +63,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from train.allreduce_schedule import (
+from stemdl.train.allreduce_schedule import (
     Group,
     agree_on_model,
     broadcast_ready_order,
@@ -71,7 +71,7 @@ from train.allreduce_schedule import (
     cut_into_groups,
     fingerprint,
 )
-from train.compression import GradientCompression, get_compression
+from stemdl.train.compression import GradientCompression, get_compression
 
 DEFAULT_GROUP_BYTES = 8 * 2**20
 

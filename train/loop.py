@@ -31,20 +31,25 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from train.arrangements import SampleShape, build_model
-from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from train.collectives import all_agree, all_min, all_sum, average_buffers
-from train.flops import ModelCost, count_flops
-from train.grouped_allreduce import GroupedAllreduce
-from train.launch import LaunchContext, launch, partition_data
-from train.optim import ExponentialMovingAverage, LarcWeightDecay, apply_larc, build_optimizer
-from train.precision import resolve_precision
-from train.run_log import RunLogger
-from train.schedule import make_scheduler
-from train.validation import evaluate_split, evaluation_weights
+from stemdl.train.arrangements import SampleShape, build_model
+from stemdl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from stemdl.train.collectives import all_agree, all_min, all_sum, average_buffers
+from stemdl.train.flops import ModelCost, count_flops
+from stemdl.train.grouped_allreduce import GroupedAllreduce
+from stemdl.train.launch import LaunchContext, launch, partition_data
+from stemdl.train.optim import (
+    ExponentialMovingAverage,
+    LarcWeightDecay,
+    apply_larc,
+    build_optimizer,
+)
+from stemdl.train.precision import resolve_precision
+from stemdl.train.run_log import RunLogger
+from stemdl.train.schedule import make_scheduler
+from stemdl.train.validation import evaluate_split, evaluation_weights
 
 if TYPE_CHECKING:
-    from configs import StemdlConfig
+    from stemdl.configs import StemdlConfig
 
 
 class DataRefusedError(ValueError):
@@ -146,8 +151,8 @@ class Trainer:
 
     def __init__(self, config: StemdlConfig, context: LaunchContext, data_url: str,
                  out_dir: Path, stage_dir: Path | None, allow_partial: bool = False) -> None:
-        from datasets.loader import make_dataloader
-        from train.store_fit import check_store_fits
+        from stemdl.datasets.loader import make_dataloader
+        from stemdl.train.store_fit import check_store_fits
 
         self.config, self.cfg, self.context = config, config.train, context
         self.device = context.device

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.config import ModelConfig
+from stemdl.train.config import ModelConfig
 
 NormKind = str  # "batch" | "group"
 

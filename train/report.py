@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from train.metrics import METRIC_NAMES
-from train.run_log import read_metrics
-from train.scoring import NOISE_FREE, dose_label
+from stemdl.train.metrics import METRIC_NAMES
+from stemdl.train.run_log import read_metrics
+from stemdl.train.scoring import NOISE_FREE, dose_label
 
 if TYPE_CHECKING:
-    from configs import StemdlConfig
-    from train.loop import TrainResult
-    from train.scoring import SplitArrays
+    from stemdl.configs import StemdlConfig
+    from stemdl.train.loop import TrainResult
+    from stemdl.train.scoring import SplitArrays
 
 
 def plot_curves(runs: dict[str, Path], png: Path) -> Path:

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from datasets.config import LoaderConfig
-from datasets.loader import make_dataloader
-from datasets.plan import open_stemdl_store
-from datasets.records import read_fields
-from train.metrics import METRIC_NAMES, per_sample_metrics
+from stemdl.datasets.config import LoaderConfig
+from stemdl.datasets.loader import make_dataloader
+from stemdl.datasets.plan import open_stemdl_store
+from stemdl.datasets.records import read_fields
+from stemdl.train.metrics import METRIC_NAMES, per_sample_metrics
 
 BASELINES = ("mean_target", "nearest_neighbour")
 NOISE_FREE = "noise_free"  # the key of the metrics without electron-dose noise

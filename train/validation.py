@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
-from train.metrics import MetricSums
-from train.optim import ExponentialMovingAverage
-from train.precision import Precision
+from stemdl.train.metrics import MetricSums
+from stemdl.train.optim import ExponentialMovingAverage
+from stemdl.train.precision import Precision
 
 
 @contextlib.contextmanager
