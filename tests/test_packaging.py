@@ -10,6 +10,7 @@ environment next to a package that is itself named `datasets`; both must import,
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -41,10 +42,14 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_wheel_installs_beside_a_package_named_datasets(tmp_path: Path) -> None:
-    # The stemdl wheel, built with this environment's setuptools, without network.
+    # The stemdl wheel, built with this environment's setuptools, without network, from a copy
+    # of the sources (setuptools builds in a `build/` folder beside them).
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "*.zarr", "runs", "stemdl-run"))
     wheels = tmp_path / "wheels"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-          "--wheel-dir", str(wheels), str(REPO)], cwd=tmp_path)
+          "--wheel-dir", str(wheels), str(source)], cwd=tmp_path)
     wheel = next(wheels.glob("stemdl-*.whl"))
     top_level = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {name for name in top_level if not name.endswith(".dist-info")} == {"stemdl"}, top_level
