@@ -1,8 +1,10 @@
 """stemdl: the one command line over simulate/ → datasets/ → train/.
 
 This module wires the packages together and holds no logic of its own: each sub-command parses
-its arguments, loads the typed config, and calls one function of one package. Heavy imports
-(abTEM, Dask, torch) happen inside the sub-command that needs them, so `stemdl --help` is instant.
+its arguments, loads the typed config, and calls one function of one package (or of `run`, the
+whole-pipeline run beside it). Heavy imports (abTEM, Dask, torch) happen inside the sub-command
+that needs them, so `stemdl --help` is instant. Errors meant for users derive from
+`StemdlError` and are printed as one line; anything else is a bug and keeps its traceback.
 
     stemdl run                                  # everything, on the embedded `small` preset
     stemdl simulate tiny --out data/tiny.zarr   # a Zarr v3 dataset, made by Dask
@@ -21,6 +23,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from stemdl.configs import StemdlError, load_config
 
 EXIT_USAGE = 2
 
@@ -46,15 +50,12 @@ examples:
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from stemdl.configs import load_config
-
     config = load_config(args.config)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from stemdl.configs import load_config
     from stemdl.datasets.generate import generate
 
     config = load_config(args.config)
@@ -102,7 +103,6 @@ def _cmd_stage(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from stemdl.configs import load_config
     from stemdl.train.loop import train_main
 
     config = load_config(args.config)
@@ -130,8 +130,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stemdl.configs import load_config
-    from stemdl.train.default_run import DEFAULT_DOSES_E_PER_A2, DEFAULT_RANKS, run_all
+    from stemdl.run import DEFAULT_DOSES_E_PER_A2, DEFAULT_RANKS, run_all
 
     config = load_config(args.config)
     outcome = run_all(config, Path(args.out), n_workers=args.workers,
@@ -232,16 +231,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stemdl_runtime_errors() -> tuple[type[Exception], ...]:
-    """Errors of our own that mean bad input or state (not a bug): shown without traceback."""
-    errors: list[type[Exception]] = []
-    if "datasets.stage" in sys.modules:
-        errors.append(sys.modules["datasets.stage"].StageError)
-    if "train.allreduce_schedule" in sys.modules:
-        errors.append(sys.modules["train.allreduce_schedule"].ModelMismatchError)
-    return tuple(errors)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: clear one-line errors for bad input, tracebacks only with -v."""
     parser = build_parser()
@@ -256,11 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for noisy in ("distributed", "tornado", "fsspec", "numcodecs", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    from stemdl.configs import ConfigError
-
     try:
         return args.func(args)
-    except (ConfigError, OSError, ValueError, *_stemdl_runtime_errors()) as error:
+    except StemdlError as error:
         if args.verbose:
             raise
         message = str(error)

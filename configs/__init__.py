@@ -1,7 +1,10 @@
 """Presets and the one schema that validates a stemdl YAML file.
 
-A config file has five sections, each owned by the package that uses it:
-`simulation` (simulate/), `dataset` and `loader` (datasets/), `model` and `train` (train/).
+The bottom layer of stemdl: every package imports its typed section from here, and this
+package imports no other part of stemdl. A config file has five sections, each used by one
+package: `simulation` (`configs/simulation.py`, used by simulate/), `dataset` and `loader`
+(`configs/dataset.py`, datasets/), `model` and `train` (`configs/training.py`, train/), on one
+`StrictModel` base (`configs/base.py`, with `StemdlError`, the base of user-facing errors).
 `load_config` accepts a preset name (`tiny`, `small`, `paper`) or a path, reads it with
 `yaml.safe_load`, and refuses unknown keys and out-of-range values with a message that names
 the field.
@@ -13,25 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from stemdl.datasets.config import DatasetConfig, LoaderConfig
-from stemdl.simulate.config import SimulationConfig
-from stemdl.train.config import ModelConfig, TrainConfig
+from stemdl.configs.base import ConfigError, StemdlError, StrictModel, UsageError
+from stemdl.configs.dataset import ArrayStorage, DatasetConfig, LoaderConfig
+from stemdl.configs.simulation import SimulationConfig
+from stemdl.configs.training import ModelConfig, TrainConfig
+
+__all__ = [
+    "DEFAULT_PRESET", "PRESETS", "ArrayStorage", "ConfigError", "DatasetConfig", "LoaderConfig",
+    "ModelConfig", "SimulationConfig", "StemdlConfig", "StemdlError", "StrictModel",
+    "TrainConfig", "UsageError", "config_from_dict", "load_config", "resolve_config_path",
+]
 
 PRESET_DIR = Path(__file__).resolve().parent
 PRESETS: tuple[str, ...] = ("tiny", "small", "paper")
 DEFAULT_PRESET = "small"
 
 
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file and the field."""
-
-
-class StemdlConfig(BaseModel):
+class StemdlConfig(StrictModel):
     """The whole configuration of a stemdl run."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     name: str = "custom"
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stemdl.configs import ConfigError
+
 D4_SIZE = 8
 
 
@@ -44,7 +46,7 @@ def check_d4(scan_gpts: tuple[int, int], pattern_px: tuple[int, int], binning: i
     if target_px[0] != target_px[1]:
         problems.append(f"simulation.target.target_px {list(target_px)} must be square")
     if problems:
-        raise ValueError("loader.augment: d4 is exact only for symmetric samples: "
+        raise ConfigError("loader.augment: d4 is exact only for symmetric samples: "
                          + "; ".join(problems))
 
 

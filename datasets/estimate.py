@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from stemdl.configs import StemdlConfig
 from stemdl.datasets.schema import coordinate_arrays, store_schema
 
 STRING_BYTES_ESTIMATE = 24  # a material id, formula, split, version string…
@@ -87,7 +87,7 @@ def _human(n: float) -> str:
     return f"{n}"
 
 
-def storage_estimate(config: Any) -> StorageEstimate:
+def storage_estimate(config: StemdlConfig) -> StorageEstimate:
     """Files, shard file sizes and total bytes of a full store for `config` (see module doc)."""
     schema = store_schema(config)
     ds = config.dataset

@@ -23,13 +23,10 @@ and a store another client is generating into (`datasets/store_lock.py`).
 Cluster: by default a `distributed.LocalCluster` with one single-threaded worker process per
 core; `scheduler_address` or `scheduler_file` joins an existing cluster instead (dask-jobqueue,
 dask-mpi, dask-cuda …), whose workers must be able to import stemdl and reach the store URL.
-
-Run as a module for a subprocess entry point: `python -m stemdl.datasets.generate CONFIG STORE`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -43,10 +40,11 @@ import dask
 from distributed import Client, LocalCluster, as_completed, wait
 from tqdm.auto import tqdm
 
+from stemdl.configs import StemdlConfig, UsageError
 from stemdl.datasets.plan import as_config, plan_store
 from stemdl.datasets.shard import (
-    DEFAULT_SIMULATOR,
     ShardResult,
+    Simulator,
     catalogue_for,
     read_done_mask,
     simulate_shard_task,
@@ -133,12 +131,12 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
                 n_workers: int | None = None) -> Iterator[Client]:
     """A client to an existing cluster, or to a LocalCluster sized to this machine (closed after)."""
     if scheduler_address and scheduler_file:
-        raise ValueError("give scheduler_address or scheduler_file, not both")
+        raise UsageError("give scheduler_address or scheduler_file, not both")
     if (scheduler_address or scheduler_file) and n_workers is not None:
-        raise ValueError("n_workers sizes the local cluster; it cannot be used with an existing "
+        raise UsageError("n_workers sizes the local cluster; it cannot be used with an existing "
                          "cluster (scheduler_address / scheduler_file)")
     if n_workers is not None and n_workers < 1:
-        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        raise UsageError(f"n_workers must be >= 1, got {n_workers}")
     if scheduler_address or scheduler_file:
         client = Client(scheduler_address, scheduler_file=scheduler_file)
         try:
@@ -155,7 +153,7 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
 
 
 def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url: str,
-               retries: int, simulator: str, report: GenerationReport, progress: bool,
+               retries: int, simulator: Simulator | None, report: GenerationReport, progress: bool,
                shard_size: int, num_samples: int) -> None:
     futures = {}
     for k in todo:
@@ -236,16 +234,16 @@ def _record(report: GenerationReport, shard: int, result: ShardResult) -> int:
     return result.num_samples
 
 
-def generate(config: Any, store_url: str, *, scheduler_address: str | None = None,
+def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler_address: str | None = None,
              scheduler_file: str | None = None, n_workers: int | None = None,
              progress: bool = True, retries: int = 2,
-             simulator: str = DEFAULT_SIMULATOR) -> GenerationReport:
+             simulator: Simulator | None = None) -> GenerationReport:
     """Create or finish the store at `store_url` for `config`; see the module docstring."""
     began = time.perf_counter()
     config = as_config(config)
     url = normalize_store_url(store_url)
     if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}")
+        raise UsageError(f"retries must be >= 0, got {retries}")
     if url.startswith("memory://"):
         # An in-memory filesystem lives in one process; Dask workers (processes of a
         # LocalCluster, or other machines) would each write into their own, and no shard
@@ -271,35 +269,3 @@ def generate(config: Any, store_url: str, *, scheduler_address: str | None = Non
     report.shards_written.sort()
     report.elapsed_s = time.perf_counter() - began
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m stemdl.datasets.generate CONFIG STORE`: exit 0 when the store is complete."""
-    from stemdl.configs import ConfigError, load_config
-
-    parser = argparse.ArgumentParser(prog="python -m stemdl.datasets.generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="preset name (tiny, small, paper) or YAML path")
-    parser.add_argument("store", help="store path or fsspec URL")
-    parser.add_argument("--n-workers", type=int, default=None)
-    parser.add_argument("--scheduler-address", default=None)
-    parser.add_argument("--scheduler-file", default=None)
-    parser.add_argument("--retries", type=int, default=2)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--simulator", default=DEFAULT_SIMULATOR,
-                        help="module providing simulate_sample and build_catalogue")
-    args = parser.parse_args(argv)
-    try:
-        report = generate(load_config(args.config), args.store, n_workers=args.n_workers,
-                          scheduler_address=args.scheduler_address,
-                          scheduler_file=args.scheduler_file, progress=not args.no_progress,
-                          retries=args.retries, simulator=args.simulator)
-    except (ConfigError, StoreError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0 if report.complete else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

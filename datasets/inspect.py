@@ -23,7 +23,7 @@ from stemdl.datasets.integrity import (
 )
 from stemdl.datasets.partition import available_shards, sample_indices
 from stemdl.datasets.plan import open_stemdl_store
-from stemdl.datasets.records import read_fields, record_from_columns
+from stemdl.datasets.records import RecordError, read_fields, record_from_columns
 from stemdl.datasets.schema import FIELDS, STATUS_FAILED, STATUS_OK
 from stemdl.datasets.shard import read_done_mask
 from stemdl.datasets.storage import filesystem
@@ -167,7 +167,7 @@ def plot_sample(store_url: str, index: int, png_path: str | Path) -> Path:
 
     sample = read_sample(store_url, index)
     if sample["record"] is None:
-        raise ValueError(f"sample {index} has status {sample['status']} "
+        raise RecordError(f"sample {index} has status {sample['status']} "
                          f"({sample['failure_reason'] or 'not written'}); nothing to plot")
     record = sample["record"]
     cbed = sample["cbed"].astype(np.float32)

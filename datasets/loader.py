@@ -40,9 +40,9 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from stemdl.configs.dataset import LoaderConfig
 from stemdl.datasets.augment import D4_SIZE, apply_d4_inplace, check_d4
 from stemdl.datasets.checksum import sample_crc32c
-from stemdl.datasets.config import LoaderConfig
 from stemdl.datasets.integrity import partial_note, require_complete, require_files
 from stemdl.datasets.partition import (
     available_shards,

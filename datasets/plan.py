@@ -20,6 +20,7 @@ from typing import Any
 
 import zarr
 
+from stemdl.configs import StemdlConfig, config_from_dict
 from stemdl.datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
 from stemdl.datasets.schema import (
     CHECKSUM_DEFINITION,
@@ -58,7 +59,7 @@ class StoreInfo:
 
     url: str
     group: zarr.Group
-    config: Any  # StemdlConfig
+    config: StemdlConfig
     schema: dict[str, ArraySpec]
     _arrays: dict[str, zarr.Array] = field(default_factory=dict, compare=False, repr=False)
 
@@ -94,17 +95,11 @@ class StoreInfo:
         return self._arrays[name]
 
 
-def _as_config(config: Any) -> Any:
-    from stemdl.configs import StemdlConfig, config_from_dict
-
+def as_config(config: StemdlConfig | dict[str, Any]) -> StemdlConfig:
+    """A `StemdlConfig` from a model or its JSON-safe dict (what Dask tasks are given)."""
     if isinstance(config, StemdlConfig):
         return config
     return config_from_dict(config, "<store or task config>")
-
-
-def as_config(config: Any) -> Any:
-    """A `StemdlConfig` from a model or its JSON-safe dict (what Dask tasks are given)."""
-    return _as_config(config)
 
 
 def software_versions() -> dict[str, str]:
@@ -145,7 +140,7 @@ def split_table(catalogue: Any) -> dict[str, list[str]]:
     return table
 
 
-def _group_attributes(config: Any, catalogue: Any, schema: dict[str, ArraySpec]) -> dict[str, Any]:
+def _group_attributes(config: StemdlConfig, catalogue: Any, schema: dict[str, ArraySpec]) -> dict[str, Any]:
     splits = split_table(catalogue)
     return {
         "title": "stemdl: simulated CBED patterns and projected potentials of crystals",
@@ -184,11 +179,12 @@ def open_stemdl_store(store_url: str, *, mode: str = "r") -> StoreInfo:
         )
     if not attrs.get("planning_complete"):
         raise StoreError(f"{url!r}: planning of this store did not complete; run generate again")
-    config = _as_config(attrs["config"])
+    config = as_config(attrs["config"])
     return StoreInfo(url, group, config, store_schema(config))
 
 
-def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
+def plan_store(config: StemdlConfig | dict[str, Any], store_url: str,
+               catalogue: Any) -> StoreInfo:
     """Create the store for `config` at `store_url`, or check that the existing one matches.
 
     `catalogue` is simulate's `Catalogue`, or a function returning it: a new store records
@@ -196,7 +192,7 @@ def plan_store(config: Any, store_url: str, catalogue: Any) -> StoreInfo:
     catalogue of the same fingerprint (`CatalogueMismatchError` otherwise).
     """
     url = normalize_store_url(store_url)
-    config = _as_config(config)
+    config = as_config(config)
     if group_exists(url):
         group = open_group(url, mode="r+")
         attrs = dict(group.attrs)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from stemdl.configs import StemdlError
 from stemdl.datasets.schema import (
     FIELDS,
     TABLES,
@@ -35,7 +36,7 @@ Columns = dict[str, np.ndarray]
 _MAX_INT = 2**63 - 1
 
 
-class RecordError(ValueError):
+class RecordError(StemdlError, ValueError):
     """A SampleRecord that does not fit the store's schema (wrong shape, too many atoms, …)."""
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from stemdl.configs import StemdlConfig
 from stemdl.simulate.sample import SampleRecord
 
 SCHEMA_VERSION = 2
@@ -183,7 +184,7 @@ def column_index(table: str) -> dict[str, int]:
     return {name: i for i, name in enumerate(table_columns(table))}
 
 
-def dimension_sizes(config: Any) -> dict[str, int]:
+def dimension_sizes(config: StemdlConfig) -> dict[str, int]:
     """Size of every named dimension for a `StemdlConfig` (the sample/shard axes excluded)."""
     sim = config.simulation
     sizes = {
@@ -220,7 +221,7 @@ def _coordinate_spec(name: str, values: list[str], long_name: str) -> ArraySpec:
                      fill_value=STRING_FILL, per="coordinate", values=tuple(values))
 
 
-def store_schema(config: Any) -> dict[str, ArraySpec]:
+def store_schema(config: StemdlConfig) -> dict[str, ArraySpec]:
     """Every array of a store made with `config`, by name, in a fixed order."""
     sizes = dimension_sizes(config)
     sim, ds = config.simulation, config.dataset

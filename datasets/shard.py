@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import errno
 import functools
-import importlib
 import json
 import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from stemdl import simulate
+from stemdl.configs import SimulationConfig, StemdlConfig
 from stemdl.datasets.checksum import block_crc32c, stored_bytes
 from stemdl.datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
 from stemdl.datasets.plan import (
@@ -49,8 +50,21 @@ from stemdl.datasets.records import empty_columns, pack, put_record
 from stemdl.datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
 from stemdl.datasets.storage import StoreError, delete_objects, shard_key
 
-DEFAULT_SIMULATOR = "simulate"
 _MAX_REASON = 1000
+
+
+class Simulator(Protocol):
+    """What generation needs of simulate/: `stemdl.simulate` itself (the default, `None`), or
+    a stand-in with the same two functions (the tests use seeded random samples). It travels
+    to the Dask workers with the task, so it must pickle."""
+
+    def build_catalogue(self, simulation: SimulationConfig) -> Any: ...
+
+    def simulate_sample(self, simulation: SimulationConfig, index: int, catalogue: Any) -> Any: ...
+
+
+def _simulator(simulator: Simulator | None) -> Simulator:
+    return simulate if simulator is None else simulator  # type: ignore[return-value]
 
 
 class SampleSimulationError(RuntimeError):
@@ -77,38 +91,25 @@ class ShardResult:
 
 
 @functools.lru_cache(maxsize=4)
-def _simulator(spec: str) -> Any:
-    """The object named by `spec`, "module" or "module:attribute", with the simulate/ API."""
-    module_name, _, attribute = spec.partition(":")
-    target = importlib.import_module(module_name)
-    if attribute:
-        target = getattr(target, attribute)
-    for name in ("simulate_sample", "build_catalogue"):
-        if not callable(getattr(target, name, None)):
-            raise ImportError(f"simulator {spec!r} has no function {name}()")
-    return target
-
-
-@functools.lru_cache(maxsize=4)
-def _catalogue(module_name: str, simulation_json: str) -> Any:
+def _catalogue(simulator: Simulator | None, simulation_json: str) -> Any:
     """Build the catalogue once per worker process and config (it is deterministic)."""
-    from stemdl.simulate.config import SimulationConfig
-
     simulation = SimulationConfig.model_validate(json.loads(simulation_json))
-    return _simulator(module_name).build_catalogue(simulation)
+    return _simulator(simulator).build_catalogue(simulation)
 
 
-def catalogue_for(config: Any, simulator: str = DEFAULT_SIMULATOR) -> Any:
+def catalogue_for(config: StemdlConfig, simulator: Simulator | None = None) -> Any:
     return _catalogue(simulator, config.simulation.model_dump_json())
 
 
 @functools.lru_cache(maxsize=4)
-def _fingerprint(module_name: str, simulation_json: str) -> tuple[str, dict[str, list[str]]]:
-    catalogue = _catalogue(module_name, simulation_json)
+def _fingerprint(simulator: Simulator | None,
+                 simulation_json: str) -> tuple[str, dict[str, list[str]]]:
+    catalogue = _catalogue(simulator, simulation_json)
     return catalogue_fingerprint(catalogue), split_table(catalogue)
 
 
-def check_worker_catalogue(info: StoreInfo, config: Any, simulator: str) -> None:
+def check_worker_catalogue(info: StoreInfo, config: StemdlConfig,
+                           simulator: Simulator | None) -> None:
     """This worker's catalogue must be the store's (a worker elsewhere may see another CIF
     directory than the client that planned the store)."""
     fingerprint, table = _fingerprint(simulator, config.simulation.model_dump_json())
@@ -157,7 +158,8 @@ def _check_sample(sample: Any, info: StoreInfo) -> None:
 
 
 def simulate_block(info: StoreInfo, start: int, stop: int, *, record_failures: bool,
-                   simulator: str = DEFAULT_SIMULATOR) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
+                   simulator: Simulator | None = None
+                   ) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
     """Simulate samples [start, stop) into one in-memory block of every per-sample array
     (the physical arrays: `cbed`, `potential` and the packed metadata, see `records.pack`)."""
     config, schema = info.config, info.schema
@@ -219,7 +221,7 @@ class TaskConfigError(StoreError):
     """A task was given another config than the store's (deterministic: never retried)."""
 
 
-def _check_task_config(info: StoreInfo, config: Any) -> None:
+def _check_task_config(info: StoreInfo, config: StemdlConfig) -> None:
     differences = config_differences(info.attrs["config"], config.to_dict())
     if differences:
         raise TaskConfigError(f"store {info.url!r} was made with another config: {differences[:5]}")
@@ -248,9 +250,9 @@ def deterministic_failure(error: BaseException) -> str | None:
     return None
 
 
-def simulate_shard_task(config: Any, store_url: str, shard_index: int, *,
-                        record_failures: bool = False,
-                        simulator: str = DEFAULT_SIMULATOR) -> ShardResult:
+def simulate_shard_task(config: StemdlConfig | dict[str, Any], store_url: str,
+                        shard_index: int, *, record_failures: bool = False,
+                        simulator: Simulator | None = None) -> ShardResult:
     """`simulate_shard` as Dask runs it: a failure that a retry cannot fix
     (`deterministic_failure`: disk full, permission denied, a store that cannot be used) is
     returned as `ShardResult.fatal` instead of raised, so that Dask does not retry it (each
@@ -267,14 +269,13 @@ def simulate_shard_task(config: Any, store_url: str, shard_index: int, *,
                            fatal=fatal)
 
 
-def simulate_shard(config: Any, store_url: str, shard_index: int, *,
+def simulate_shard(config: StemdlConfig | dict[str, Any], store_url: str, shard_index: int, *,
                    record_failures: bool = False,
-                   simulator: str = DEFAULT_SIMULATOR) -> ShardResult:
+                   simulator: Simulator | None = None) -> ShardResult:
     """Simulate, write and mark done one shard of a planned store (idempotent, retryable).
 
-    `config` is a `StemdlConfig` or its `to_dict()`; `simulator` names a module (or
-    "module:attribute") with `simulate_sample` and `build_catalogue` (default: stemdl's
-    `simulate`); it is a string so that the task stays a plain, picklable function call.
+    `config` is a `StemdlConfig` or its `to_dict()`; `simulator` is `stemdl.simulate` unless
+    given (see `Simulator`).
     """
     began = time.perf_counter()
     config = as_config(config)

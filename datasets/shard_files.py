@@ -31,13 +31,15 @@ from numcodecs import Blosc, Zstd
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 
+from stemdl.configs import StemdlError
+
 _EMPTY = np.uint64(2**64 - 1)
 _CRC = 4
 # A shard file whose samples take at most this many bytes (uncompressed) is fetched whole.
 WHOLE_FILE_BYTES = 64 * 2**20
 
 
-class ShardDecodeError(ValueError):
+class ShardDecodeError(StemdlError, ValueError):
     """A shard file whose index or chunk checksum does not match (the file is damaged)."""
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from stemdl.configs import StemdlError, UsageError
 from stemdl.datasets.integrity import IncompleteStoreError, listing
 from stemdl.datasets.plan import StoreInfo, config_differences, open_stemdl_store
 from stemdl.datasets.schema import coordinate_arrays, shard_range, sharded_arrays
@@ -44,7 +45,7 @@ from stemdl.datasets.storage import (
 from stemdl.datasets.verify import material_splits, verify_shard
 
 
-class StageError(RuntimeError):
+class StageError(StemdlError, RuntimeError):
     """Staging could not produce a verified copy; the message names the shard and file."""
 
 
@@ -82,9 +83,9 @@ class StageReport:
 def shards_for_node(num_shards: int, node: int, nodes: int) -> list[int]:
     """Round-robin assignment: shard i belongs to node i % nodes."""
     if nodes < 1:
-        raise ValueError(f"nodes must be >= 1, got {nodes}")
+        raise UsageError(f"nodes must be >= 1, got {nodes}")
     if not 0 <= node < nodes:
-        raise ValueError(f"node must be in [0, {nodes}), got {node}")
+        raise UsageError(f"node must be in [0, {nodes}), got {node}")
     return list(range(node, num_shards, nodes))
 
 

@@ -25,13 +25,14 @@ from zarr.abc.store import Store
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.storage import FsspecStore, LocalStore
 
-from stemdl.datasets.config import ArrayStorage
+from stemdl.configs import StemdlError
+from stemdl.configs.dataset import ArrayStorage
 from stemdl.datasets.schema import ArraySpec
 
 METADATA_CODEC = ArrayStorage(dtype="float32", codec="zstd", level=3)  # dtype unused for records
 
 
-class StoreError(ValueError):
+class StoreError(StemdlError, ValueError):
     """A store URL or store that cannot be used as asked; the message names it and why."""
 
 

@@ -42,7 +42,7 @@ from stemdl.datasets.schema import (
     shard_range,
     sharded_arrays,
 )
-from stemdl.datasets.shard import DEFAULT_SIMULATOR, read_done_mask, set_done, simulate_shard
+from stemdl.datasets.shard import Simulator, read_done_mask, set_done, simulate_shard
 from stemdl.datasets.storage import StoreError, file_url, shard_key, zarr_dtype
 
 CBED_RANGE_TOLERANCE = 1e-2
@@ -296,7 +296,7 @@ def material_splits(attrs: dict[str, Any]) -> dict[str, str]:
 
 
 def verify_store(store_url: str, repair: bool = False, *,
-                 simulator: str = DEFAULT_SIMULATOR) -> VerifyReport:
+                 simulator: Simulator | None = None) -> VerifyReport:
     """Check the store at `store_url`; with `repair`, re-simulate its bad shards."""
     try:
         info = open_stemdl_store(store_url, mode="r+" if repair else "r")
@@ -337,7 +337,7 @@ def verify_store(store_url: str, repair: bool = False, *,
 
 
 def _repair(info: StoreInfo, report: VerifyReport, split_of: dict[str, str],
-            simulator: str) -> None:
+            simulator: Simulator | None) -> None:
     config = info.config.to_dict()
     for shard in sorted(set(report.bad_shards) | set(report.shards_incomplete)):
         set_done(info, shard, False)

@@ -33,8 +33,9 @@ from types import MappingProxyType
 import numpy as np
 from ase import Atoms
 
+from stemdl.configs import StemdlError
+from stemdl.configs.simulation import SimulationConfig, StructureConfig
 from stemdl.simulate.cif_source import list_cifs, read_cif
-from stemdl.simulate.config import SimulationConfig, StructureConfig
 from stemdl.simulate.crystallography import strongest_zone_axes
 from stemdl.simulate.orientation import OrientationError, OrientedCell, orient, reduce_axis
 from stemdl.simulate.prototypes import build_prototype, family_compositions, family_seed
@@ -51,7 +52,7 @@ STRONGEST_MAX_INDEX = 2  # "low-index" reflections: |h|, |k|, |l| ≤ 2
 FALLBACK_AXES: tuple[Axis, ...] = ((0, 0, 1), (0, 1, 0), (1, 0, 0))
 
 
-class CatalogueError(ValueError):
+class CatalogueError(StemdlError, ValueError):
     """No usable material: the message lists why every candidate was skipped."""
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stemdl.simulate.config import Range, SimulationConfig
+from stemdl.configs.simulation import Range, SimulationConfig
 from stemdl.simulate.sample import SPLITS
 
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from stemdl.simulate.config import SimulationConfig
-from stemdl.simulate.units import ANTIALIAS_FRACTION
+from stemdl.configs.simulation import SimulationConfig
+from stemdl.configs.units import ANTIALIAS_FRACTION
 
 _ROUNDING = 1e-9  # a length within this many Å of a whole multiple counts as that multiple
 

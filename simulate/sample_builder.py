@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from stemdl.configs.simulation import SimulationConfig
+from stemdl.configs.units import ANTIALIAS_FRACTION, wavelength_a
 from stemdl.simulate.catalogue import Catalogue, build_catalogue
-from stemdl.simulate.config import SimulationConfig
 from stemdl.simulate.crystallography import (
     planes_per_period,
     strongest_zolz_reflection,
@@ -47,7 +48,6 @@ from stemdl.simulate.physics import (
 )
 from stemdl.simulate.sample import Sample, SampleRecord
 from stemdl.simulate.target import resample_region
-from stemdl.simulate.units import ANTIALIAS_FRACTION, wavelength_a
 
 
 def _touching(

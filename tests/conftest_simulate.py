@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from stemdl.configs import config_from_dict, load_config
-from stemdl.simulate.config import SimulationConfig
+from stemdl.configs.simulation import SimulationConfig
 
 
 def simulation_config(preset: str = "tiny", **changes: Any) -> SimulationConfig:

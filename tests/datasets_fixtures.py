@@ -1,7 +1,7 @@
 """Helpers for the datasets/ tests (kept out of conftest.py, which the lead owns).
 
-`synthetic_simulator` below is a module-shaped stand-in with the simulate/ API
-(`build_catalogue`, `simulate_sample`) that builds `Sample`s from seeded random arrays. It is
+`SYNTHETIC` below is a stand-in with the simulate/ API (`build_catalogue`, `simulate_sample`,
+see `stemdl.datasets.shard.Simulator`) that builds `Sample`s from seeded random arrays. It is
 used only where a test needs exactly known array values or a sample that raises; the
 end-to-end tests use the real `simulate` package. It lives in tests/, never in the package.
 """
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from stemdl import simulate
 from stemdl.configs import StemdlConfig, config_from_dict, load_config
 from stemdl.simulate.sample import Sample, SampleRecord
 
@@ -93,7 +94,25 @@ def synthetic_sample(simulation: Any, index: int, catalogue: Catalogue | None = 
     return Sample(cbed=cbed, potential=potential, record=record)
 
 
-simulate_sample = synthetic_sample
+@dataclass(frozen=True)
+class SyntheticSimulator:
+    """The synthetic samples as a `Simulator` (picklable: Dask ships it to its workers).
+    `count_file`: each simulated index is appended to that file (every worker process writes
+    into the same one, one short line each), for tests that count simulations."""
+
+    count_file: str | None = None
+
+    def build_catalogue(self, simulation: Any) -> Catalogue:
+        return build_catalogue(simulation)
+
+    def simulate_sample(self, simulation: Any, index: int, catalogue: Any = None) -> Sample:
+        if self.count_file is not None:
+            with open(self.count_file, "a") as handle:
+                handle.write(f"{index}\n")
+        return synthetic_sample(simulation, index, catalogue)
+
+
+SYNTHETIC = SyntheticSimulator()
 
 
 def small_config(preset: str = "tiny", **dataset: Any) -> StemdlConfig:
@@ -129,7 +148,7 @@ def synthetic_store(root: Path, num_samples: int = 30, shard_size: int = 4) -> P
         url = root / f"synthetic-{num_samples}-{shard_size}.zarr"
         plan_store(config, str(url), build_catalogue(config.simulation))
         for shard in range(config.dataset.num_shards):
-            simulate_shard(config, str(url), shard, simulator="datasets_fixtures")
+            simulate_shard(config, str(url), shard, simulator=SYNTHETIC)
         _BUILT[key] = url
     return _BUILT[key]
 
@@ -145,29 +164,18 @@ def flip_byte(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-class _Poisoned:
-    """simulate/ API whose samples at POISONED_INDICES always raise (a sample that cannot be
-    simulated); every other sample comes from the wrapped simulator."""
-
-    def __init__(self, module_name: str) -> None:
-        self.module_name = module_name
-
-    def _module(self) -> Any:
-        import importlib
-
-        return importlib.import_module(self.module_name)
+@dataclass(frozen=True)
+class PoisonedSimulator:
+    """The real simulator, except that the samples at POISONED_INDICES always raise (a sample
+    that cannot be simulated)."""
 
     def build_catalogue(self, simulation: Any) -> Any:
-        return self._module().build_catalogue(simulation)
+        return simulate.build_catalogue(simulation)
 
     def simulate_sample(self, simulation: Any, index: int, catalogue: Any = None) -> Sample:
         if index in POISONED_INDICES:
             raise RuntimeError(f"poisoned sample {index}: this structure cannot be simulated")
-        return self._module().simulate_sample(simulation, index, catalogue)
-
-
-poisoned_synthetic = _Poisoned("datasets_fixtures")
-poisoned_real = _Poisoned("simulate")
+        return simulate.simulate_sample(simulation, index, catalogue)
 
 
 def real_tiny_store(root: Path) -> Path:

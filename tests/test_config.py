@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from stemdl.configs import PRESETS, ConfigError, config_from_dict, load_config
-from stemdl.simulate.units import wavelength_a
+from stemdl.configs.units import wavelength_a
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -31,7 +31,7 @@ def test_direct_decode_matches_zarr(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     url = str(tmp_path / "store.zarr")
     plan_store(config, url, fx.build_catalogue(config.simulation))
     for shard in range(3):
-        simulate_shard(config, url, shard, simulator="datasets_fixtures")
+        simulate_shard(config, url, shard, simulator=fx.SYNTHETIC)
     info = open_stemdl_store(url)
     fs, _ = filesystem(url)
     for name in ("cbed", "potential"):

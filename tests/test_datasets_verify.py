@@ -16,7 +16,7 @@ from stemdl.datasets.schema import column_index
 from stemdl.datasets.storage import file_url, shard_key
 from stemdl.datasets.verify import verify_store
 
-SYNTHETIC = "datasets_fixtures"
+SYNTHETIC = fx.SYNTHETIC
 
 
 @pytest.fixture

@@ -53,9 +53,10 @@ def test_another_config_is_refused(reference: Path) -> None:
     data["simulation"]["seed"] = 8
     with pytest.raises(ConfigMismatchError, match=r"simulation\.seed: store has 7, requested 8"):
         generate(config_from_dict(data), str(reference), progress=False)
-    # The same refusal through the subprocess entry point, with exit status 2.
+    # The same refusal through the command line, with exit status 2.
     config_path = fx.write_config(config_from_dict(data), reference.parent / "seed8.yaml")
-    result = fx.run_python(["-m", "stemdl.datasets.generate", str(config_path), str(reference)])
+    result = fx.run_python(["-m", "stemdl.pipeline", "simulate", str(config_path), "--out",
+                            str(reference)])
     assert result.returncode == 2 and "simulation.seed" in result.stderr, result.stderr
     assert verify_store(str(reference)).complete
 
@@ -81,8 +82,8 @@ def test_sigkill_worker_then_client_then_resume_is_bit_identical(
     store = tmp_path / "killed.zarr"
     env = {**os.environ, "PYTHONPATH": f"{fx.TESTS}:{fx.REPO}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stemdl.datasets.generate", "tiny", str(store), "--n-workers", "2",
-         "--no-progress"], cwd=fx.REPO, env=env, start_new_session=True,
+        [sys.executable, "-m", "stemdl.pipeline", "simulate", "tiny", "--out", str(store),
+         "--workers", "2", "--no-progress"], cwd=fx.REPO, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: _done_shards(store) >= 1, 120, "the first shard")
@@ -124,7 +125,7 @@ def test_failing_sample_and_bad_cif_do_not_stop_generation(tmp_path: Path) -> No
     config = config_from_dict(data)
     store = tmp_path / "poisoned.zarr"
     report = generate(config, str(store), n_workers=2, progress=False, retries=1,
-                      simulator="datasets_fixtures:poisoned_real")
+                      simulator=fx.PoisonedSimulator())
     assert report.complete, report.summary()
     assert [i for i, _ in report.failed_samples] == list(fx.POISONED_INDICES)
     assert "poisoned sample 5" in report.failed_samples[0][1]
@@ -146,9 +147,9 @@ def test_joins_an_existing_cluster(tmp_path: Path) -> None:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster:
         report = generate(config, str(tmp_path / "s.zarr"), scheduler_address=cluster.scheduler_address,
-                          progress=False, simulator="datasets_fixtures")
+                          progress=False, simulator=fx.SYNTHETIC)
         assert report.complete and sorted(report.shards_written) == [0, 1, 2]
         with pytest.raises(ValueError, match="n_workers sizes the local cluster"):
             generate(config, str(tmp_path / "t.zarr"), scheduler_address=cluster.scheduler_address,
-                     n_workers=2, progress=False, simulator="datasets_fixtures")
+                     n_workers=2, progress=False, simulator=fx.SYNTHETIC)
     assert verify_store(str(tmp_path / "s.zarr")).complete

@@ -19,6 +19,7 @@ from conftest_simulate import write_cif
 from stemdl.configs import config_from_dict
 from stemdl.datasets import shard as shard_module
 from stemdl.datasets.fingerprint import CatalogueMismatchError
+from stemdl.datasets.generate import generate
 from stemdl.datasets.plan import plan_store
 from stemdl.datasets.shard import catalogue_for, simulate_shard
 from stemdl.datasets.store_lock import store_lock
@@ -97,24 +98,23 @@ def fill(directory: Path) -> None:
 
 
 def test_full_disk_stops_once_without_retries(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                              capfd: pytest.CaptureFixture[str]) -> None:
     config = fx.small_config(num_samples=24, shard_size=4)
-    config_path = fx.write_config(config, tmp_path / "tiny.yaml")
     counts = tmp_path / "simulated.txt"
     counts.touch()
     with full_disk(tmp_path / "disk") as disk:
         store = str(disk / "store.zarr")
         plan_store(config, store, fx.build_catalogue(config.simulation))
         fill(disk)
-        monkeypatch.setenv("STEMDL_TEST_COUNT_FILE", str(counts))
-        result = fx.run_python(["-m", "stemdl.datasets.generate", str(config_path), store,
-                                "--n-workers", "2", "--no-progress",
-                                "--simulator", "counting_simulator"], timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output[-3000:]
-    assert result.stdout.count("No space left on device") == 1, result.stdout
-    assert "STOPPED" in result.stdout and "were not retried" in result.stdout, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        # Real worker processes; the simulator counts every sample they simulate.
+        report = generate(config, store, n_workers=2, progress=False,
+                          simulator=fx.SyntheticSimulator(count_file=str(counts)))
+    summary = report.summary()
+    assert not report.complete, summary
+    assert summary.count("No space left on device") == 1, summary
+    assert "STOPPED" in summary and "were not retried" in summary, summary
+    stderr = capfd.readouterr().err
+    assert "Traceback" not in stderr, stderr[-3000:]
     simulated = counts.read_text().split()
     # Without the fix every shard ran 1 + 2 retries + 1 final attempt: 96 simulations of 24
     # samples. Now no sample is simulated twice (how many shards start before the client

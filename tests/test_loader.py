@@ -11,7 +11,7 @@ import pytest
 import torch
 import zarr
 
-from stemdl.datasets.config import LoaderConfig
+from stemdl.configs.dataset import LoaderConfig
 from stemdl.datasets.loader import ShardStream, make_dataloader, shuffle_buffer
 from stemdl.datasets.partition import count_samples
 from stemdl.datasets.plan import open_stemdl_store

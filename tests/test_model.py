@@ -7,8 +7,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stemdl.configs import load_config
+from stemdl.configs.training import ModelConfig
 from stemdl.train.arrangements import SampleShape, ScanPixelArrangement, build_model
-from stemdl.train.config import ModelConfig
 from stemdl.train.flops import count_flops
 from stemdl.train.model import FCDenseNet, group_count
 

@@ -21,8 +21,8 @@ import pytest
 from ase import Atoms
 from conftest_simulate import simulation_config
 
+from stemdl.configs.simulation import ALL_FAMILIES, SimulationConfig
 from stemdl.simulate import build_catalogue, simulate_sample
-from stemdl.simulate.config import ALL_FAMILIES, SimulationConfig
 from stemdl.simulate.device import cuda_device_count
 from stemdl.simulate.draws import draw_sample
 from stemdl.simulate.fft_plans import clear_plans

@@ -16,8 +16,8 @@ import pytest
 from ase import Atoms
 from conftest_simulate import relative_error, simulation_config
 
+from stemdl.configs.simulation import SimulationConfig
 from stemdl.simulate import build_catalogue, simulate_sample
-from stemdl.simulate.config import SimulationConfig
 from stemdl.simulate.draws import draw_sample
 from stemdl.simulate.sample import Sample, SampleRecord
 

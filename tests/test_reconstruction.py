@@ -19,7 +19,7 @@ import pytest
 
 from stemdl.configs import config_from_dict, load_config
 from stemdl.datasets.generate import generate
-from stemdl.train.default_run import score_run
+from stemdl.run import score_run
 from stemdl.train.loop import train_main
 
 CHANGES = {

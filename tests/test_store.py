@@ -23,7 +23,7 @@ from stemdl.datasets.storage import StoreError
 from stemdl.datasets.verify import verify_store
 from stemdl.simulate.sample import SampleRecord
 
-SYNTHETIC = "datasets_fixtures"
+SYNTHETIC = fx.SYNTHETIC
 
 
 def _fill(config, url: str) -> None:

@@ -11,6 +11,7 @@ from ase.build import bulk
 from ase.neighborlist import neighbor_list
 from conftest_simulate import simulation_config
 
+from stemdl.configs.units import wavelength_a
 from stemdl.simulate.catalogue import build_catalogue, make_catalogue
 from stemdl.simulate.crystallography import (
     planes_per_period,
@@ -29,7 +30,6 @@ from stemdl.simulate.prototypes import (
 )
 from stemdl.simulate.splits import assign_splits, split_counts
 from stemdl.simulate.structure_checks import InvalidStructure, check_structure
-from stemdl.simulate.units import wavelength_a
 
 # Measured room-temperature lattice constants (Å) of real members of each family.
 MEASURED_A = {
@@ -251,7 +251,7 @@ def test_structure_checks_name_the_problem() -> None:
 
 def test_polymorphs_share_a_split() -> None:
     """Zincblende and wurtzite of one compound (e.g. CdS) are one composition: never split."""
-    from stemdl.simulate.config import StructureConfig
+    from stemdl.configs.simulation import StructureConfig
     from stemdl.simulate.splits import composition_key
 
     structures = StructureConfig(families=["zincblende", "wurtzite"], materials_per_family=40,

@@ -9,8 +9,8 @@ import pytest
 from ase.build import bulk
 from conftest_simulate import simulation_config, write_cif
 
+from stemdl.configs.simulation import SimulationConfig
 from stemdl.simulate.catalogue import Catalogue, CatalogueError, build_catalogue, make_catalogue
-from stemdl.simulate.config import SimulationConfig
 
 FLAT_CIF = """data_flat
 _cell_length_a 0.0

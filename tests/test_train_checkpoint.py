@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from stemdl.configs.training import TrainConfig
 from stemdl.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from stemdl.train.config import TrainConfig
 from stemdl.train.metrics import MetricSums, per_sample_metrics
 from stemdl.train.optim import apply_larc
 from stemdl.train.schedule import lr_factor

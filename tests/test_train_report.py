@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import train_fixtures as tf
 
-from stemdl.train.default_run import run_all
+from stemdl.run import run_all
 from stemdl.train.metrics import METRIC_NAMES
 
 

@@ -21,11 +21,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from stemdl.configs import StemdlError
+
 # (name, shape, dtype) of one parameter.
 ParamFingerprint = tuple[str, tuple[int, ...], str]
 
 
-class ModelMismatchError(RuntimeError):
+class ModelMismatchError(StemdlError, RuntimeError):
     """Ranks hold different models or reducer settings; raised on every rank."""
 
 

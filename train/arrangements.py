@@ -16,17 +16,13 @@ so pattern p sits at grid cell (p // gx, p % gx), the same axis order as the tar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemdl.train.config import ModelConfig
+from stemdl.configs import ConfigError, ModelConfig, StemdlConfig
 from stemdl.train.model import FCDenseNet
-
-if TYPE_CHECKING:
-    from stemdl.configs import StemdlConfig
 
 
 @dataclass(frozen=True)
@@ -104,7 +100,7 @@ def build_model(model: ModelConfig, shape: SampleShape) -> CBEDToPotential:
         return CBEDToPotential(nn.Identity(), network)
     if model.arrangement == "scan_pixels":
         if min(shape.pattern_px) < model.scan_pixel_pool:
-            raise ValueError(
+            raise ConfigError(
                 f"scan_pixel_pool={model.scan_pixel_pool} is larger than the pattern "
                 f"{shape.pattern_px[0]}x{shape.pattern_px[1]} px"
             )

@@ -24,13 +24,15 @@ from typing import Any
 
 import torch
 
+from stemdl.configs import StemdlError
+
 FORMAT = "stemdl-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("model", "step", "epoch", "batch_in_epoch", "config")
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(StemdlError, ValueError):
     """A file that is not a usable stemdl checkpoint; the message says why."""
 
 

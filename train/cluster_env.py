@@ -22,10 +22,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from stemdl.configs import StemdlError
+
 DEFAULT_PORT = 29500
 
 
-class LaunchEnvError(ValueError):
+class LaunchEnvError(StemdlError, ValueError):
     """The environment describes a launch that cannot work; the message says which variable."""
 
 

@@ -10,27 +10,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from stemdl.configs import ConfigError, StemdlConfig, config_from_dict
+from stemdl.datasets.loader import make_dataloader
 from stemdl.train.arrangements import SampleShape, build_model
 from stemdl.train.checkpoint import CheckpointError, load_checkpoint
+from stemdl.train.loop import EmptySplitError
 from stemdl.train.precision import resolve_precision
 from stemdl.train.store_fit import check_store_fits
 from stemdl.train.validation import evaluate_split
-
-if TYPE_CHECKING:
-    from stemdl.configs import StemdlConfig
 
 log = logging.getLogger(__name__)
 
 
 def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Module, StemdlConfig]:
     """The model of a checkpoint (EMA weights when present) in eval mode, and its config."""
-    from stemdl.configs import ConfigError, config_from_dict
-
     state = load_checkpoint(Path(checkpoint), map_location=device)
     try:
         config = config_from_dict(state["config"], source=f"{checkpoint} (stored config)")
@@ -53,8 +50,6 @@ def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
 
     The store must fit the checkpoint's model (`StoreShapeError` naming both shapes) and be
     complete (unless `allow_partial`, which is then logged)."""
-    from stemdl.datasets.loader import make_dataloader
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = load_trained_model(checkpoint, device)
     check_store_fits(str(data_url), SampleShape.from_config(config), f"checkpoint {checkpoint}")
@@ -65,7 +60,7 @@ def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
     if note:
         log.warning("%s", note)
     if loader.dataset.num_samples() == 0:  # type: ignore[attr-defined]
-        raise ValueError(f"{data_url} has no samples of split {split!r}"
+        raise EmptySplitError(f"{data_url} has no samples of split {split!r}"
                          + (" in the shards that are done" if note else ""))
     precision = resolve_precision(config.train.precision, device)
     return evaluate_split(model, loader, device, precision)

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from stemdl.datasets.stage import StageError, stage_node
 from stemdl.train.cluster_env import DistributedEnv, detect_distributed_env
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,6 @@ def partition_data(context: LaunchContext, store_url: str, stage_dir: Path | Non
     local_dir = Path(stage_dir)
     error: str | None = None
     if layout.local_index == 0:
-        from stemdl.datasets.stage import stage_node
-
         try:
             report = stage_node(store_url, local_dir, layout.node, layout.nodes,
                                 allow_partial=allow_partial)
@@ -159,7 +158,5 @@ def partition_data(context: LaunchContext, store_url: str, stage_dir: Path | Non
         errors = [v for v in verdicts if v]
         error = errors[0] if errors else None
     if error:
-        from stemdl.datasets.stage import StageError  # a message the CLI shows without a traceback
-
         raise StageError(error)
     return DataPartition(str(local_dir), layout.local_index, layout.local_size, staged=True)

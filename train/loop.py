@@ -24,15 +24,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from stemdl.configs import StemdlConfig, StemdlError, UsageError
+from stemdl.datasets.loader import make_dataloader
 from stemdl.train.arrangements import SampleShape, build_model
-from stemdl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from stemdl.train.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from stemdl.train.collectives import all_agree, all_min, all_sum, average_buffers
 from stemdl.train.flops import ModelCost, count_flops
 from stemdl.train.grouped_allreduce import GroupedAllreduce
@@ -46,18 +53,20 @@ from stemdl.train.optim import (
 from stemdl.train.precision import resolve_precision
 from stemdl.train.run_log import RunLogger
 from stemdl.train.schedule import make_scheduler
+from stemdl.train.store_fit import check_store_fits
 from stemdl.train.validation import evaluate_split, evaluation_weights
 
-if TYPE_CHECKING:
-    from stemdl.configs import StemdlConfig
 
-
-class DataRefusedError(ValueError):
+class DataRefusedError(StemdlError, ValueError):
     """Another rank refused its share of the data; this rank stops with it."""
 
 
-class EmptySplitError(ValueError):
+class EmptySplitError(StemdlError, ValueError):
     """The store holds no sample of a split the run needs; a metric of nothing is no metric."""
+
+
+class OutputExistsError(StemdlError, FileExistsError):
+    """The output folder holds a checkpoint and `--resume` was not given."""
 
 
 @dataclass
@@ -151,9 +160,6 @@ class Trainer:
 
     def __init__(self, config: StemdlConfig, context: LaunchContext, data_url: str,
                  out_dir: Path, stage_dir: Path | None, allow_partial: bool = False) -> None:
-        from stemdl.datasets.loader import make_dataloader
-        from stemdl.train.store_fit import check_store_fits
-
         self.config, self.cfg, self.context = config, config.train, context
         self.device = context.device
         self.out_dir = out_dir
@@ -182,7 +188,7 @@ class Trainer:
                                                 shuffle=True, drop_last=True, **common)
             self.val_loader = make_dataloader(part.store_url, config.loader, split="validation",
                                               shuffle=False, drop_last=False, **common)
-        except (ValueError, OSError) as error:  # StoreError and its kin: bad data, not a bug
+        except (StemdlError, OSError) as error:  # StoreError and its kin, a missing file
             failure = error
         some_failed, _ = all_agree(failure is not None)
         if failure is not None:
@@ -212,7 +218,7 @@ class Trainer:
         local_steps = min(train_stream.batches_per_epoch(epoch) for epoch in range(cfg.epochs))
         self.steps_per_epoch = all_min(local_steps)
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise UsageError(
                 f"some rank's loader yields no full batch of batch_size={cfg.batch_size} in an "
                 f"epoch (this one: {train_stream.num_samples()} training samples over "
                 f"{max(config.loader.num_workers, 1)} loader worker(s)); use fewer ranks or "
@@ -408,7 +414,7 @@ class Trainer:
     def _refuse_to_overwrite(self) -> None:
         exists, _ = all_agree(self.checkpoint_path.is_file())
         if exists:
-            raise FileExistsError(f"{self.checkpoint_path} exists: pass --resume to continue "
+            raise OutputExistsError(f"{self.checkpoint_path} exists: pass --resume to continue "
                                   "that run, or choose another --out")
         return None
 
@@ -424,7 +430,7 @@ class Trainer:
         saved = state["config"]
         for section in ("model", "simulation"):
             if saved.get(section) != self.config.to_dict()[section]:
-                raise ValueError(f"{self.checkpoint_path} was trained with another `{section}:` "
+                raise CheckpointError(f"{self.checkpoint_path} was trained with another `{section}:` "
                                  "section; resume with the config it was made with")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemdl.train.config import ModelConfig
+from stemdl.configs.training import ModelConfig
 
 NormKind = str  # "batch" | "group"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stemdl.train.config import TrainConfig
+from stemdl.configs.training import TrainConfig
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from stemdl.configs import ConfigError
+
 
 @dataclass
 class Precision:
@@ -40,7 +42,7 @@ def resolve_precision(setting: str, device: torch.device) -> Precision:
     if name not in dtypes:
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {setting!r}")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("precision bf16 needs a GPU with bfloat16 support (Ampere or newer); "
+        raise ConfigError("precision bf16 needs a GPU with bfloat16 support (Ampere or newer); "
                          "use fp16 on this GPU")
     scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
     return Precision(name, dtypes[name], scaler, device.type)

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from stemdl.train.config import TrainConfig
+from stemdl.configs.training import TrainConfig
 
 
 def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from stemdl.datasets.config import LoaderConfig
+from stemdl.configs.dataset import LoaderConfig
 from stemdl.datasets.loader import make_dataloader
 from stemdl.datasets.plan import open_stemdl_store
 from stemdl.datasets.records import read_fields
+from stemdl.train.loop import EmptySplitError
 from stemdl.train.metrics import METRIC_NAMES, per_sample_metrics
 
 BASELINES = ("mean_target", "nearest_neighbour")
@@ -75,7 +76,7 @@ def load_split(store_url: str, loader: LoaderConfig, split: str,
     batches = list(make_dataloader(store_url, cfg, split=split, batch_size=64, shuffle=False,
                                    drop_last=False, seed=seed))
     if not batches:
-        raise ValueError(f"{store_url} has no samples of split {split!r}")
+        raise EmptySplitError(f"{store_url} has no samples of split {split!r}")
     cbed = torch.cat([b["cbed"] for b in batches])
     potential = torch.cat([b["potential"] for b in batches])
     index = torch.cat([torch.as_tensor(b["index"]) for b in batches]).numpy()

@@ -9,18 +9,18 @@ known up front, so the mismatch is refused at once, in words that say which is w
 
 from __future__ import annotations
 
+from stemdl.configs import StemdlError
+from stemdl.datasets.plan import open_stemdl_store
 from stemdl.train.arrangements import SampleShape
 
 
-class StoreShapeError(ValueError):
+class StoreShapeError(StemdlError, ValueError):
     """The store's samples are not the shape the model was built for."""
 
 
 def check_store_fits(store_url: str, shape: SampleShape, model_from: str) -> None:
     """`StoreShapeError` unless the store's per-sample `cbed` is (P, H, W) = `shape.input_shape`
     and `potential` is (C, H', W'); `model_from` says where the model's shape came from."""
-    from stemdl.datasets.plan import open_stemdl_store
-
     info = open_stemdl_store(str(store_url))
     store = {name: tuple(info.schema[name].shape) for name in ("cbed", "potential")}
     model = {"cbed": tuple(shape.input_shape),

@@ -1,5 +1,9 @@
 """`stemdl run`: simulate, verify, train both input arrangements, score them against baselines.
 
+The whole-pipeline run sits on top, beside the command line (`pipeline.py`): it is the one
+place that calls datasets/ (generation, verification) and train/ in sequence, so that train/
+depends only on datasets/ and configs/.
+
 Everything on one machine: the store is generated on a local Dask cluster, each arrangement
 (`channels`, the paper's; `scan_pixels`, see `train.arrangements`) is trained on `ranks` local
 torch.distributed processes (gloo, through the grouped allreduce) or in this process
@@ -27,14 +31,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from stemdl.configs import StemdlConfig, UsageError, config_from_dict
+from stemdl.datasets.generate import generate
+from stemdl.datasets.verify import verify_store
+from stemdl.report import plot_curves, plot_materials, render_report
 from stemdl.train.evaluate import load_trained_model
+from stemdl.train.local_ranks import run_local_ranks
 from stemdl.train.loop import TrainResult, train_main
-from stemdl.train.report import plot_curves, plot_materials, render_report
 from stemdl.train.scoring import (
     NOISE_FREE,
     RELATIVE_L2_DEFINITION,
@@ -49,9 +57,6 @@ from stemdl.train.scoring import (
     sample_metrics,
     summarize,
 )
-
-if TYPE_CHECKING:
-    from stemdl.configs import StemdlConfig
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +151,6 @@ class StageClock:
 
 
 def with_arrangement(config: StemdlConfig, arrangement: str) -> StemdlConfig:
-    from stemdl.configs import config_from_dict
-
     data = config.to_dict()
     data["model"]["arrangement"] = arrangement
     return config_from_dict(data, source=f"{config.name} ({arrangement})")
@@ -156,8 +159,6 @@ def with_arrangement(config: StemdlConfig, arrangement: str) -> StemdlConfig:
 def _train_rank(rank: int, world_size: int, config_dict: dict[str, Any], store: str,
                 run_dir: str, log_path: str, threads: int) -> TrainResult:
     """One rank of a local multi-process training (module level: ranks are spawned)."""
-    from stemdl.configs import config_from_dict
-
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, filename=log_path,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -172,8 +173,6 @@ def train_arrangement(config: StemdlConfig, store: str, run_dir: Path, ranks: in
     """Train one arrangement on `ranks` local processes (or in this one for 1), resuming."""
     if ranks == 1:
         return train_main(config, store, run_dir, resume=True, progress=True)
-    from stemdl.train.local_ranks import run_local_ranks
-
     threads = max(1, (os.cpu_count() or 1) // ranks)
     results = run_local_ranks(_train_rank, ranks,
                               args=(config.to_dict(), store, str(run_dir), str(log_path),
@@ -224,11 +223,8 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
             ranks: int = 1, doses: tuple[float, ...] = DEFAULT_DOSES_E_PER_A2,
             arrangements: tuple[str, ...] = ARRANGEMENTS) -> RunOutcome:
     """Simulate → verify → train each arrangement → score → report (module docstring)."""
-    from stemdl.datasets.generate import generate
-    from stemdl.datasets.verify import verify_store
-
     if ranks < 1:
-        raise ValueError(f"ranks must be >= 1, got {ranks}")
+        raise UsageError(f"ranks must be >= 1, got {ranks}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store = str(out_dir / "store.zarr")

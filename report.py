@@ -1,4 +1,4 @@
-"""The pictures and the markdown report of `stemdl run` (`train.default_run`).
+"""The pictures and the markdown report of `stemdl run` (`stemdl.run`).
 
 `report.md` leads with the test metrics of both arrangements and both baselines (noise-free and
 at each dose), says by how much the best model beats each baseline, then shows, per held-out
@@ -9,19 +9,18 @@ training curves (`curves.png`), and where the time went.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from stemdl.configs import StemdlConfig
+from stemdl.datasets.generate import GenerationReport
+from stemdl.datasets.verify import VerifyReport
+from stemdl.train.loop import TrainResult
 from stemdl.train.metrics import METRIC_NAMES
 from stemdl.train.run_log import read_metrics
-from stemdl.train.scoring import NOISE_FREE, dose_label
-
-if TYPE_CHECKING:
-    from stemdl.configs import StemdlConfig
-    from stemdl.train.loop import TrainResult
-    from stemdl.train.scoring import SplitArrays
+from stemdl.train.scoring import NOISE_FREE, SplitArrays, dose_label
 
 
 def plot_curves(runs: dict[str, Path], png: Path) -> Path:
@@ -123,8 +122,8 @@ def _per_material(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_report(config: StemdlConfig, metrics: dict[str, Any], generation: Any,
-                  verification: Any, results: dict[str, TrainResult], curves: Path,
+def render_report(config: StemdlConfig, metrics: dict[str, Any], generation: GenerationReport,
+                  verification: VerifyReport, results: dict[str, TrainResult], curves: Path,
                   materials: Path) -> str:
     """report.md of a `stemdl run` (see the module docstring)."""
     best = metrics["best_arrangement"]

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from stemdl.configs.base import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class ArrayStorage(_Strict):
+class ArrayStorage(StrictModel):
     """How one array is stored: dtype and compression."""
 
     dtype: Literal["float16", "float32"] = "float16"
@@ -24,7 +22,7 @@ class ArrayStorage(_Strict):
     level: int = Field(3, ge=0, le=22)
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     """Size and layout of a store: N samples in shards of S samples, one chunk per sample."""
 
     num_samples: int = Field(64, ge=1, le=100_000_000)
@@ -39,7 +37,7 @@ class DatasetConfig(_Strict):
         return -(-self.num_samples // self.shard_size)
 
 
-class LoaderConfig(_Strict):
+class LoaderConfig(StrictModel):
     """Decoding of stored samples into network inputs, shuffling, prefetching, augmentation."""
 
     input_transform: Literal["sqrt_min", "none"] = Field(

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from stemdl.configs.base import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """FC-DenseNet: n_pool down blocks, a bottleneck, n_pool up blocks (2·n_pool+1 blocks)."""
 
     arrangement: Literal["channels", "scan_pixels"] = Field(
@@ -45,7 +43,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """Optimisation, precision, checkpoints, communication."""
 
     seed: int = Field(0, ge=0)

@@ -15,9 +15,10 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from stemdl.simulate.units import ANTIALIAS_FRACTION, wavelength_a
+from stemdl.configs.base import StrictModel
+from stemdl.configs.units import ANTIALIAS_FRACTION, wavelength_a
 
 PrototypeFamily = Literal[
     "rocksalt",
@@ -33,12 +34,6 @@ PrototypeFamily = Literal[
     "diamond",
 ]
 ALL_FAMILIES: tuple[str, ...] = PrototypeFamily.__args__  # type: ignore[attr-defined]
-
-
-class StrictModel(BaseModel):
-    """Base for every config section: unknown keys (typos) are errors, models are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class Range(StrictModel):
