@@ -19,11 +19,10 @@ Why it keeps up with a trainer: reads and decoding happen in `num_workers` proce
 small shard is fetched as one object per array, chunks are decompressed straight into their
 sample's array, samples wait in the shuffle buffer in their stored dtype, and each one is
 written once, widened to float32 by torch's vectorized copy and then normalized in place
-by a fused kernel, straight into its place in the batch: a ring of reused shared-memory
-buffers per worker (`_RingLoader`: fresh shared memory per batch costs a page fault per
-4 KiB), handed to the trainer as a slot number. The DataLoader prefetches `prefetch_factor`
-batches per worker (see `benchmarks/loader_throughput.py` for the measured rate against raw
-read + decompress).
+by a fused kernel, straight into its place in the batch: a slot of the worker's shared-memory
+batch ring (`datasets/batch_ring.py`, which owns the slots' life-cycle), handed to the trainer
+as a slot number. The DataLoader prefetches `prefetch_factor` batches per worker (see
+`benchmarks/loader_throughput.py` for the measured rate against raw read + decompress).
 """
 
 from __future__ import annotations
@@ -37,11 +36,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from stemdl.configs.dataset import LoaderConfig
 from stemdl.datasets.augment import D4_SIZE, apply_d4_inplace, check_d4
+from stemdl.datasets.batch_ring import SLOT_KEY, BatchRing, RingLoader
 from stemdl.datasets.checksum import sample_crc32c
 from stemdl.datasets.integrity import partial_note, require_complete, require_files
 from stemdl.datasets.partition import (
@@ -67,13 +66,6 @@ from stemdl.datasets.transforms import (
 )
 
 Item = dict[str, Any]
-# Shared-memory batch buffers per worker process, each allocated on first use: prefetch_factor
-# batches may wait in the queue, one is with the trainer, one is being filled, so about
-# prefetch_factor + 2 get allocated; the rest is slack for a trainer that keeps batches longer
-# (beyond that the worker falls back to fresh memory, never waits).
-RING_SLOTS = 8
-SLOT_KEY = "_ring_slot"
-SIZE_KEY = "_ring_size"
 ELECTRONS_KEY = "_electrons"  # per stored sample, when Poisson noise is configured
 
 
@@ -162,19 +154,11 @@ class ShardStream(IterableDataset):
         self._regions = self._target_regions(info)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.batch_size, self.drop_last = batch_size, drop_last
-        # Batches from worker processes travel in a ring of RING_SLOTS shared-memory buffers
-        # per worker; busy[worker * RING_SLOTS + slot] is 1 from when the worker fills a slot
-        # until the main process has dropped every reference to the batch (`_release`).
-        self._busy = torch.zeros(max(self.cfg.num_workers, 1) * RING_SLOTS,
-                                 dtype=torch.int8).share_memory_()
-        self._ring: list[dict[str, torch.Tensor]] | None = None  # per worker, made lazily
-        # The ring made by the main process before the workers start (`_share_ring`), as
-        # (cbed, potential) shared tensors per slot; the main process also keeps NumPy views.
-        self._shared_ring: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._shared_views: list[tuple[np.ndarray, np.ndarray]] | None = None
-        self._sample_shapes = {"cbed": tuple(info.schema["cbed"].shape),
-                               "potential": tuple(info.schema["potential"].shape)}
-        self._generation = torch.ones(1, dtype=torch.int8).share_memory_()
+        # Per-sample shapes as stored (from the store's config), what a model must take.
+        self.sample_shapes = {name: tuple(info.schema[name].shape)
+                              for name in ("cbed", "potential")}
+        # Batches from worker processes travel through this ring (`datasets/batch_ring.py`).
+        self.ring = BatchRing(self.cfg.num_workers, batch_size, self.sample_shapes)
 
     def _target_regions(self, info: StoreInfo) -> dict[int, np.ndarray]:
         """`target_region_a` by global sample index, for the dose of Poisson noise."""
@@ -277,7 +261,7 @@ class ShardStream(IterableDataset):
         """The batch of stored `items`, finalized into `out` (or new tensors) one sample at a
         time: each sample is written once, where the trainer will read it."""
         if out is None:
-            out = {key: torch.empty((len(items), *self._sample_shapes[key]), dtype=torch.float32)
+            out = {key: torch.empty((len(items), *self.sample_shapes[key]), dtype=torch.float32)
                    for key in ("cbed", "potential")}
         cbed, potential = out["cbed"].numpy(), out["potential"].numpy()
         for slot, item in enumerate(items):
@@ -333,7 +317,7 @@ class ShardStream(IterableDataset):
         samples = shuffle_buffer(samples, size, rng)
         if self.batch_size is None:
             return self._single(samples, epoch)
-        generation = int(self._generation[0])  # read once: a reset iteration keeps its own
+        generation = int(self.ring.generation[0])  # read once: a reset iteration keeps its own
         return self._batches(samples, epoch, worker_id if worker else None, generation)
 
     def _single(self, samples: Iterator[Item], epoch: int) -> Iterator[Item]:
@@ -347,8 +331,8 @@ class ShardStream(IterableDataset):
                  generation: int) -> Iterator[Item]:
         """Batches of `batch_size` samples (the last short one unless `drop_last`): in a
         worker process written into a reused shared-memory buffer, so a sample costs no
-        copy beyond its finalization and no fresh pages (see `_RingLoader`); in the iterating
-        process into new tensors."""
+        copy beyond its finalization and no fresh pages (see `datasets/batch_ring.py`); in the
+        iterating process into new tensors."""
         while True:
             items = list(itertools.islice(samples, self.batch_size))
             if not items or (self.drop_last and len(items) < self.batch_size):  # type: ignore[operator]
@@ -356,139 +340,15 @@ class ShardStream(IterableDataset):
             if worker_id is None:
                 yield self._finalized(items, epoch)
                 continue
-            slot, out = self._ring_slot(worker_id, len(items), generation)
+            slot, out = self.ring.acquire(worker_id, len(items), generation)
             batch = self._finalized(items, epoch, out)
-            if slot >= 0 and self._shared_ring is not None:
-                # The main process already maps this slot: send only its number, the batch
-                # size and the indices (a list: the DataLoader's default_convert would turn
-                # NumPy into a tensor), no shared storage: each costs a resource-sharer
-                # connection and handshake with this process, which waits for our GIL.
-                yield {SLOT_KEY: slot, SIZE_KEY: len(items), "index": batch["index"].tolist()}
+            if slot >= 0 and self.ring.shared:
+                # The main process already maps this slot: send only its number, no shared
+                # storage (each costs a handshake with this process, which waits for our GIL).
+                yield self.ring.message(slot, batch)
                 continue
             batch[SLOT_KEY] = slot
             yield batch
-
-    def _ring_slot(self, worker_id: int, size: int,
-                   generation: int) -> tuple[int, dict[str, torch.Tensor]]:
-        """A free ring buffer of this worker (views of `size` samples), or, when the trainer
-        still holds every one, fresh shared memory (slot -1): never waits. The buffers are
-        the main process's (`_share_ring`) under `_RingLoader`, else this worker's own."""
-        busy = self._busy.numpy()
-        for k in range(RING_SLOTS):
-            slot = worker_id * RING_SLOTS + k
-            if busy[slot] != 0:
-                continue
-            busy[slot] = generation
-            if self._shared_ring is None:
-                if self._ring is None:
-                    self._ring = [self._batch_buffers(self.batch_size)  # type: ignore[arg-type]
-                                  for _ in range(RING_SLOTS)]
-                buffers = self._ring[k]
-            else:
-                buffers = dict(zip(("cbed", "potential"), self._shared_ring[slot], strict=True))
-            return slot, {key: buffers[key][:size] for key in ("cbed", "potential")}
-        return -1, self._batch_buffers(size)
-
-    def _batch_buffers(self, size: int) -> dict[str, torch.Tensor]:
-        """Shared-memory float32 tensors for a batch of `size` samples."""
-        return {key: torch.empty((size, *self._sample_shapes[key]),
-                                 dtype=torch.float32).share_memory_()
-                for key in ("cbed", "potential")}
-
-    def _reclaim(self, pending_slots: set[int]) -> None:
-        """Main process, after the workers were reset: free the slots of discarded batches."""
-        current = int(self._generation[0])
-        busy = self._busy.numpy()
-        for slot in np.flatnonzero((busy != 0) & (busy != current)):
-            if int(slot) not in pending_slots:
-                busy[slot] = 0
-
-    def _release(self, pending: list[tuple[int, list[StorageWeakRef]]]) -> None:
-        """Main process: mark the ring slots whose batches nobody references any more free."""
-        still = []
-        busy = self._busy.numpy()
-        for slot, refs in pending:
-            if all(ref.expired() for ref in refs):
-                busy[slot] = 0
-            else:
-                still.append((slot, refs))
-        pending[:] = still
-
-    def _share_ring(self) -> None:
-        """Main process, before the workers start: allocate every worker's ring slots in
-        shared memory (pages are only committed when a worker first fills a slot), so that
-        workers inherit them and a batch travels as a slot number (`_RingLoader`)."""
-        if self._shared_ring is not None or self.batch_size is None or self.cfg.num_workers < 1:
-            return
-        ring, views = [], []
-        for _ in range(self._busy.numel()):
-            buffers = self._batch_buffers(self.batch_size)
-            pair = (buffers["cbed"], buffers["potential"])
-            ring.append(pair)
-            views.append(tuple(tensor.numpy() for tensor in pair))
-        self._shared_ring, self._shared_views = ring, views  # type: ignore[assignment]
-
-    def _ring_batch(self, batch: Item) -> Item:
-        """Main process: the batch a worker left in shared slot `batch[SLOT_KEY]`, as tensors
-        with storages of their own (over the slot's memory), so that when the trainer has
-        dropped all of them the slot can be reused (`_release`)."""
-        cbed, potential = self._shared_views[batch[SLOT_KEY]]  # type: ignore[index]
-        size = int(batch.pop(SIZE_KEY))
-        return {"cbed": torch.from_numpy(cbed[:size]),
-                "potential": torch.from_numpy(potential[:size]),
-                "index": torch.tensor(batch["index"], dtype=torch.int64),
-                SLOT_KEY: batch[SLOT_KEY]}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_shared_views"] = None  # NumPy views: the workers use the tensors
-        return state
-
-
-class _RingLoader(DataLoader):
-    """A DataLoader over a batching `ShardStream` that hands ring slots back to the workers.
-
-    Why a ring: a worker process passes a batch to the trainer as shared memory. Fresh shared
-    memory for every batch costs a page fault per 4 KiB page on first touch, and on this VM
-    that alone capped the hand-off at ~750 samples/s of 1 MiB (one copy into a reused buffer:
-    ~3,400/s; `benchmarks/loader_throughput.py`). So each worker reuses `RING_SLOTS` buffers,
-    and this loader marks a slot free again once every tensor of its batch is gone
-    (`StorageWeakRef`): a batch the trainer keeps is never overwritten, and a worker whose
-    slots are all held allocates fresh memory instead of waiting.
-
-    The slots are allocated here, before the persistent workers start (`_share_ring`), so a
-    worker sends only a slot number, a size and the indices; passing the slot's tensors instead
-    cost a resource-sharer socket handshake per storage with a worker busy holding its GIL
-    (2 workers: 0.56 -> 0.86 of the raw read + decompress rate, benchmarks/loader_throughput.py).
-    """
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        dataset: ShardStream = self.dataset  # type: ignore[assignment]
-        if not hasattr(self, "_pending"):
-            self._pending: list[tuple[int, list[StorageWeakRef]]] = []
-        # A new generation before the workers start this iteration: slots still marked with
-        # an older one and not handed to the trainer held batches that an abandoned iteration
-        # prefetched and the DataLoader discarded when it reset its workers.
-        dataset._generation[0] = int(dataset._generation[0]) % 126 + 1
-        if self.num_workers > 0 and getattr(self, "_iterator", None) is None:
-            dataset._share_ring()  # before the (persistent) workers are started
-        pin = self.pin_memory
-        batches = super().__iter__()
-        dataset._reclaim({slot for slot, _ in self._pending})
-        for batch in batches:
-            dataset._release(self._pending)
-            if SIZE_KEY in batch:
-                batch = dataset._ring_batch(batch)
-                if pin:
-                    batch = {key: value.pin_memory() if isinstance(value, torch.Tensor) else value
-                             for key, value in batch.items()}
-            slot = batch.pop(SLOT_KEY, -1)
-            if slot >= 0:
-                self._pending.append((int(slot), [StorageWeakRef(batch[key].untyped_storage())
-                                                  for key in ("cbed", "potential")]))
-            yield batch
-            del batch
-        dataset._release(self._pending)
 
 
 def make_dataloader(store_url: str, loader_cfg: LoaderConfig | None = None, *,
@@ -510,5 +370,5 @@ def make_dataloader(store_url: str, loader_cfg: LoaderConfig | None = None, *,
         extra = {"persistent_workers": True, "prefetch_factor": cfg.prefetch_factor}
     # batch_size=None: the dataset batches (per worker, as a DataLoader does for an iterable
     # dataset, so drop_last and the partitioning are unchanged) into its shared-memory ring.
-    return _RingLoader(dataset, batch_size=None, num_workers=workers,
+    return RingLoader(dataset, batch_size=None, num_workers=workers,
                        pin_memory=cfg.pin_memory and torch.cuda.is_available(), **extra)

@@ -199,7 +199,7 @@ def test_worker_batches_the_trainer_keeps_are_never_overwritten(store: Path) -> 
             assert torch.equal(batch["cbed"][0], item["cbed"])
             indices.append(int(batch["index"][0]))
         assert sorted(indices) == list(range(30))
-    assert int((loader.dataset._busy != 0).sum()) <= 1 + cfg.prefetch_factor
+    assert int((loader.dataset.ring.busy != 0).sum()) <= 1 + cfg.prefetch_factor
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -222,13 +222,13 @@ def test_worker_batches_travel_as_slot_numbers(store: Path) -> None:
     loader = make_dataloader(str(store), cfg, split=None, batch_size=4, drop_last=False)
     dataset = loader.dataset
     seen = []
-    original = dataset._ring_batch
+    original = dataset.ring.receive
 
     def spy(batch):  # type: ignore[no-untyped-def]
         seen.append(sorted(batch))
         return original(batch)
 
-    dataset._ring_batch = spy  # type: ignore[method-assign]
+    dataset.ring.receive = spy  # type: ignore[method-assign]
     for epoch in range(2):
         dataset.set_epoch(epoch)
         indices = sorted(int(i) for batch in loader for i in batch["index"])
