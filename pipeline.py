@@ -61,7 +61,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     report = generate(
         config,
-        args.out,
+        args.store_url,
         scheduler_address=args.scheduler_address,
         scheduler_file=args.scheduler_file,
         n_workers=args.workers,
@@ -74,7 +74,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from stemdl.datasets.verify import verify_store
 
-    report = verify_store(args.store, repair=args.repair)
+    report = verify_store(args.store_url, repair=args.repair)
     print(report.summary())
     # An unfinished store is not a good store: `stemdl simulate` again finishes it.
     return 0 if report.complete else 1
@@ -85,10 +85,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     from stemdl.datasets.inspect import plot_sample, render_summary, summarize
 
-    Console().print(render_summary(summarize(args.store)))
+    Console().print(render_summary(summarize(args.store_url)))
     if args.sample is not None:
         png = Path(args.png or f"sample-{args.sample}.png")
-        plot_sample(args.store, args.sample, png)
+        plot_sample(args.store_url, args.sample, png)
         print(f"wrote {png}")
     return 0
 
@@ -96,7 +96,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_stage(args: argparse.Namespace) -> int:
     from stemdl.datasets.stage import stage_node
 
-    report = stage_node(args.store, args.to, node=args.node, nodes=args.nodes,
+    report = stage_node(args.store_url, args.to, node=args.node, nodes=args.nodes,
                         allow_partial=args.allow_partial)
     print(report.summary())
     return 0
@@ -108,7 +108,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     result = train_main(
         config,
-        args.data,
+        args.store_url,
         out_dir=Path(args.out),
         stage_dir=Path(args.stage_dir) if args.stage_dir else None,
         resume=args.resume,
@@ -122,7 +122,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from stemdl.train.evaluate import evaluate_main
 
-    metrics = evaluate_main(Path(args.checkpoint), args.data, split=args.split,
+    metrics = evaluate_main(Path(args.checkpoint), args.store_url, split=args.split,
                             allow_partial=args.allow_partial)
     for name, value in metrics.items():
         print(f"{name:>14}: {value:.6g}")
@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate a dataset into a Zarr v3 store, one Dask task per shard; re-running resumes",
     )
     cmd.add_argument("config", metavar="CONFIG", help="preset name or YAML path")
-    cmd.add_argument("--out", required=True, metavar="STORE", help="store path or fsspec URL")
+    cmd.add_argument("--out", required=True, dest="store_url", metavar="STORE",
+                     help="store path or fsspec URL")
     cluster = cmd.add_mutually_exclusive_group()
     cluster.add_argument("--scheduler-address", metavar="ADDR", help="join a running Dask scheduler")
     cluster.add_argument("--scheduler-file", metavar="FILE", help="join via a scheduler file (dask-mpi, dask-jobqueue)")
@@ -180,16 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     cmd = add("verify", _cmd_verify, "check schema, completion, checksums, NaN/inf and value ranges")
-    cmd.add_argument("store", metavar="STORE")
+    cmd.add_argument("store_url", metavar="STORE")
     cmd.add_argument("--repair", action="store_true", help="re-simulate the shards found bad")
 
     cmd = add("inspect", _cmd_inspect, "summarize a store; with --sample, draw one sample to PNG")
-    cmd.add_argument("store", metavar="STORE")
+    cmd.add_argument("store_url", metavar="STORE")
     cmd.add_argument("--sample", type=int, default=None, metavar="I", help="sample index to draw")
     cmd.add_argument("--png", default=None, metavar="PATH", help="where to write the picture")
 
     cmd = add("stage", _cmd_stage, "copy one node's shards to node-local disk as a verified store")
-    cmd.add_argument("store", metavar="STORE")
+    cmd.add_argument("store_url", metavar="STORE")
     cmd.add_argument("--to", required=True, metavar="DIR", help="node-local directory")
     cmd.add_argument("--node", type=int, required=True, metavar="K", help="this node, 0-based")
     cmd.add_argument("--nodes", type=int, required=True, metavar="N", help="number of nodes")
@@ -201,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train the FC-DenseNet; run once per rank (torchrun, srun, jsrun) or alone",
     )
     cmd.add_argument("config", metavar="CONFIG", help="preset name or YAML path")
-    cmd.add_argument("--data", required=True, metavar="STORE", help="store made by `simulate`")
+    cmd.add_argument("--data", required=True, dest="store_url", metavar="STORE",
+                     help="store made by `simulate`")
     cmd.add_argument("--stage-dir", default=None, metavar="DIR", help="stage this node's shards here first")
     cmd.add_argument("--out", default="runs/latest", metavar="DIR", help="checkpoints, logs, TensorBoard")
     cmd.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
@@ -209,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd = add("evaluate", _cmd_evaluate, "metrics of a checkpoint on a split (MSE, PSNR, SSIM, ...)")
     cmd.add_argument("checkpoint", metavar="CHECKPOINT")
-    cmd.add_argument("--data", required=True, metavar="STORE")
+    cmd.add_argument("--data", required=True, dest="store_url", metavar="STORE")
     cmd.add_argument("--split", default="test", choices=["train", "validation", "test"])
     _add_allow_partial(cmd)
 

@@ -156,7 +156,7 @@ def with_arrangement(config: StemdlConfig, arrangement: str) -> StemdlConfig:
     return config_from_dict(data, source=f"{config.name} ({arrangement})")
 
 
-def _train_rank(rank: int, world_size: int, config_dict: dict[str, Any], store: str,
+def _train_rank(rank: int, world_size: int, config_dict: dict[str, Any], store_url: str,
                 run_dir: str, log_path: str, threads: int) -> TrainResult:
     """One rank of a local multi-process training (module level: ranks are spawned)."""
     torch.set_num_threads(threads)
@@ -165,17 +165,17 @@ def _train_rank(rank: int, world_size: int, config_dict: dict[str, Any], store: 
     for noisy in ("distributed", "fsspec", "numcodecs", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = config_from_dict(config_dict)
-    return train_main(config, store, Path(run_dir), resume=True, progress=rank == 0)
+    return train_main(config, store_url, Path(run_dir), resume=True, progress=rank == 0)
 
 
-def train_arrangement(config: StemdlConfig, store: str, run_dir: Path, ranks: int,
+def train_arrangement(config: StemdlConfig, store_url: str, run_dir: Path, ranks: int,
                       log_path: Path) -> TrainResult:
     """Train one arrangement on `ranks` local processes (or in this one for 1), resuming."""
     if ranks == 1:
-        return train_main(config, store, run_dir, resume=True, progress=True)
+        return train_main(config, store_url, run_dir, resume=True, progress=True)
     threads = max(1, (os.cpu_count() or 1) // ranks)
     results = run_local_ranks(_train_rank, ranks,
-                              args=(config.to_dict(), store, str(run_dir), str(log_path),
+                              args=(config.to_dict(), store_url, str(run_dir), str(log_path),
                                     threads),
                               timeout_s=4 * 3600)
     return results[0]
@@ -186,20 +186,20 @@ def _score(predictions: torch.Tensor, test: SplitArrays) -> dict[str, Any]:
     return {"summary": summarize(per_sample), "per_sample": per_sample}
 
 
-def score_run(config: StemdlConfig, store: str, checkpoints: dict[str, Path],
+def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path],
               doses: tuple[float, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of every model and baseline on the test split, noise-free and at each dose;
     and what the pictures need (noise-free test arrays and predictions)."""
     device = torch.device("cpu")
     models = {name: load_trained_model(path, device)[0] for name, path in checkpoints.items()}
-    train_split = load_split(store, config.loader, "train", seed=config.train.seed)
+    train_split = load_split(store_url, config.loader, "train", seed=config.train.seed)
     metrics: dict[str, Any] = {"models": {n: {} for n in models},
                                "baselines": {"mean_target": {}, "nearest_neighbour": {}},
                                "per_material": {}}
     pictures: dict[str, Any] = {}
     for dose in (None, *doses):
         key = dose_key(dose)
-        test = load_split(store, config.loader, "test", dose_e_per_a2=dose,
+        test = load_split(store_url, config.loader, "test", dose_e_per_a2=dose,
                           seed=config.train.seed)
         predictions = {name: predict(model, test.cbed) for name, model in models.items()}
         predictions["mean_target"] = mean_target_prediction(train_split, len(test))
@@ -227,19 +227,19 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
         raise UsageError(f"ranks must be >= 1, got {ranks}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = str(out_dir / "store.zarr")
+    store_url = str(out_dir / "store.zarr")
     log_path = out_dir / LOG_NAME
     clock = StageClock()
     with logs_to_file(log_path):
         log.info("stemdl run of %s into %s: %d rank(s), doses %s", config.name, out_dir, ranks,
                  doses)
         with clock.stage("simulate"):
-            generation = generate(config, store, n_workers=n_workers, progress=True)
+            generation = generate(config, store_url, n_workers=n_workers, progress=True)
         if not generation.complete:
             raise RuntimeError(f"the store is incomplete:\n{generation.summary()}")
         print("verifying the store (checksums, NaN/inf, ranges)", file=sys.stderr)
         with clock.stage("verify"):
-            verification = verify_store(store)
+            verification = verify_store(store_url)
         if not verification.ok:
             raise RuntimeError(f"the store does not verify:\n{verification.summary()}")
         results: dict[str, TrainResult] = {}
@@ -249,11 +249,11 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
             print(f"training {arrangement} on {ranks} rank(s)", file=sys.stderr)
             with clock.stage(f"train_{arrangement}"):
                 results[arrangement] = train_arrangement(
-                    with_arrangement(config, arrangement), store, run_dir, ranks, log_path)
+                    with_arrangement(config, arrangement), store_url, run_dir, ranks, log_path)
             runs[arrangement] = run_dir
         print("scoring on the held-out test materials", file=sys.stderr)
         with clock.stage("score"):
-            metrics, pictures = score_run(config, store,
+            metrics, pictures = score_run(config, store_url,
                                           {n: d / "checkpoint.pt" for n, d in runs.items()},
                                           doses)
         best = max(arrangements, key=lambda n: metrics["models"][n][NOISE_FREE]["pearson_r"])

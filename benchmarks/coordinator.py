@@ -2,7 +2,7 @@
 
 Why this exists
 ---------------
-`train.grouped_allreduce.GroupedAllreduce` never asks anyone what to reduce: the schedule
+`train.grouped_allreduce.GroupedAllreduce` never asks anyone what to reduce: the grouping
 learned in the first step is the response cache, groups launch in a fixed order during
 backward, and one bit-vector MIN-allreduce per step agrees on unused/late gradients. Horovod
 before its response cache (the scheme Laanait et al. 2019 replaced) ran a background
@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from stemdl.train.allreduce_schedule import (
+from stemdl.train.allreduce_grouping import (
     Group,
     broadcast_ready_order,
     complete_order,
@@ -53,7 +53,7 @@ HOROVOD_CYCLE_TIME_S = 0.005  # Horovod's default before v0.21.0 (horovod/horovo
 
 @dataclass
 class CoordinatorStats:
-    """Counters since construction (the first, schedule-learning step included in `steps`)."""
+    """Counters since construction (the first, grouping-learning step included in `steps`)."""
 
     groups: int = 0
     steps: int = 0
@@ -155,7 +155,7 @@ class CoordinatorAllreduce:
     # ----------------------------------------------------------------- first step
 
     def _first_step(self) -> None:
-        """Learn the schedule exactly as GroupedAllreduce does, reduce every group, start."""
+        """Learn the grouping exactly as GroupedAllreduce does, reduce every group, start."""
         order = complete_order(broadcast_ready_order(self._ready_order, self._group),
                                len(self._params))
         self.groups = cut_into_groups(order, self._params, group_bytes=self.group_bytes,

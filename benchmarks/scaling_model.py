@@ -17,7 +17,7 @@ compute      T_f = b·F_fwd / R,  T_b = b·(F_train − F_fwd) / R   (F from tra
 ready times  gradient of a layer is ready when backward has done the FLOPs of every layer
              after it (layers visited in reverse forward order, 2·forward FLOPs each)
 messages     graph-aware groups (the preset's group_bytes, cut in ready order, as
-             train.allreduce_schedule does) or one message per tensor; fp16 halves the bytes
+             train.allreduce_grouping does) or one message per tensor; fp16 halves the bytes
 allreduce    t(n, P) = σ + intra-node ring on NVLink + inter-node tree/ring on InfiniBand
                intra  = 2(g−1)·α_nvl + 2(g−1)/g · n / B_nvl              (g GPUs a node)
                inter  = 2·log2(N)·α_ib  (tree)  or  2(N−1)·α_ib  (ring)

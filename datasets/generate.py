@@ -41,7 +41,7 @@ from distributed import Client, LocalCluster, as_completed, wait
 from tqdm.auto import tqdm
 
 from stemdl.configs import StemdlConfig, UsageError
-from stemdl.datasets.plan import as_config, plan_store
+from stemdl.datasets.plan import plan_store
 from stemdl.datasets.shard import (
     ShardResult,
     Simulator,
@@ -50,6 +50,7 @@ from stemdl.datasets.shard import (
     simulate_shard_task,
 )
 from stemdl.datasets.storage import StoreError, normalize_store_url
+from stemdl.datasets.store import as_config
 from stemdl.datasets.store_lock import store_lock
 
 

@@ -22,11 +22,11 @@ from stemdl.datasets.integrity import (
     shard_file,
 )
 from stemdl.datasets.partition import available_shards, sample_indices
-from stemdl.datasets.plan import open_stemdl_store
 from stemdl.datasets.records import RecordError, read_fields, record_from_columns
 from stemdl.datasets.schema import FIELDS, STATUS_FAILED, STATUS_OK
 from stemdl.datasets.shard import read_done_mask
 from stemdl.datasets.storage import filesystem
+from stemdl.datasets.store import open_stemdl_store
 from stemdl.simulate.sample import SPLITS
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from stemdl.datasets.plan import StoreInfo
 from stemdl.datasets.schema import sharded_arrays
 from stemdl.datasets.shard import read_done_mask
 from stemdl.datasets.storage import StoreError, file_url, filesystem, shard_key
+from stemdl.datasets.store import StemdlStore
 
 SHOWN = 8  # names listed in a message before "… and N more"
 
@@ -42,7 +42,7 @@ def listing(values: Iterable[object], shown: int = SHOWN) -> str:
     return ", ".join(values[:shown]) + more
 
 
-def expected_shards(info: StoreInfo) -> list[int]:
+def expected_shards(info: StemdlStore) -> list[int]:
     """The shards this store should hold: all of them, or a staged store's own."""
     staged = info.attrs.get("staged")
     if staged:
@@ -50,13 +50,13 @@ def expected_shards(info: StoreInfo) -> list[int]:
     return list(range(info.num_shards))
 
 
-def missing_shards(info: StoreInfo) -> list[int]:
+def missing_shards(info: StemdlStore) -> list[int]:
     """Shards this store should hold that are not marked done."""
     done = read_done_mask(info)
     return [k for k in expected_shards(info) if not done[k]]
 
 
-def require_complete(info: StoreInfo, *, allow_partial: bool = False) -> list[int]:
+def require_complete(info: StemdlStore, *, allow_partial: bool = False) -> list[int]:
     """The missing shards (empty for a complete store); `IncompleteStoreError` when there are
     any and `allow_partial` is not set. The message says how to finish or what to pass."""
     missing = missing_shards(info)
@@ -72,19 +72,19 @@ def require_complete(info: StoreInfo, *, allow_partial: bool = False) -> list[in
     return missing
 
 
-def partial_note(info: StoreInfo, missing: list[int]) -> str:
+def partial_note(info: StemdlStore, missing: list[int]) -> str:
     """The line a run prints when it was allowed to use a partial store."""
     return (f"using a PARTIAL store {info.url}: {len(missing)} of "
             f"{len(expected_shards(info))} shards are not done and are left out "
             f"(shards {listing(missing)})")
 
 
-def shard_file(info: StoreInfo, name: str, shard: int) -> str:
+def shard_file(info: StemdlStore, name: str, shard: int) -> str:
     """Path or URL of array `name`'s file for `shard`."""
     return file_url(info.url, shard_key(info.array(name), shard))
 
 
-def missing_files(info: StoreInfo, shards: Iterable[int],
+def missing_files(info: StemdlStore, shards: Iterable[int],
                   arrays: Iterable[str] | None = None) -> list[str]:
     """Shard files of `shards` (of `arrays`, default every per-sample array) that do not exist."""
     fs, _ = filesystem(info.url)
@@ -93,7 +93,7 @@ def missing_files(info: StoreInfo, shards: Iterable[int],
             if not fs.exists(path := shard_file(info, name, shard))]
 
 
-def require_files(info: StoreInfo, shards: Iterable[int],
+def require_files(info: StemdlStore, shards: Iterable[int],
                   arrays: Iterable[str] | None = None) -> None:
     """`MissingDataError` naming the files of done `shards` that are missing."""
     missing = missing_files(info, shards, arrays)

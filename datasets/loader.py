@@ -52,11 +52,11 @@ from stemdl.datasets.partition import (
     shard_rows,
     worker_shards,
 )
-from stemdl.datasets.plan import StoreInfo, open_stemdl_store
 from stemdl.datasets.records import read_fields
 from stemdl.datasets.schema import shard_range
 from stemdl.datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
 from stemdl.datasets.storage import file_url, filesystem, shard_key
+from stemdl.datasets.store import StemdlStore, open_stemdl_store
 from stemdl.datasets.transforms import (
     electrons_per_pattern,
     normalize_inputs,
@@ -70,7 +70,7 @@ ELECTRONS_KEY = "_electrons"  # per stored sample, when Poisson noise is configu
 
 
 @functools.lru_cache(maxsize=8)
-def _open(store_url: str) -> StoreInfo:
+def _open(store_url: str) -> StemdlStore:
     """One opened store per worker process (opening reads every array's metadata)."""
     return open_stemdl_store(store_url)
 
@@ -96,7 +96,7 @@ class _ShardReader:
     """Opens one shard's `cbed` or `potential` for reading samples one at a time, in a worker
     process (`ShardFileReader`; through Zarr for a layout it does not handle)."""
 
-    def __init__(self, info: StoreInfo) -> None:
+    def __init__(self, info: StemdlStore) -> None:
         self.info = info
         self.fs, _ = filesystem(info.url)
         self.decoders = {name: ShardFileDecoder(info.array(name)) for name in ("cbed", "potential")}
@@ -160,7 +160,7 @@ class ShardStream(IterableDataset):
         # Batches from worker processes travel through this ring (`datasets/batch_ring.py`).
         self.ring = BatchRing(self.cfg.num_workers, batch_size, self.sample_shapes)
 
-    def _target_regions(self, info: StoreInfo) -> dict[int, np.ndarray]:
+    def _target_regions(self, info: StemdlStore) -> dict[int, np.ndarray]:
         """`target_region_a` by global sample index, for the dose of Poisson noise."""
         if not self.noisy or not self.shards:
             return {}
@@ -168,7 +168,7 @@ class ShardStream(IterableDataset):
         regions = read_fields(info, ["target_region_a"], indices)["target_region_a"]
         return {int(index): region for index, region in zip(indices, regions, strict=True)}
 
-    def _checksums(self, info: StoreInfo) -> dict[str, dict[int, int]]:
+    def _checksums(self, info: StemdlStore) -> dict[str, dict[int, int]]:
         """The recorded CRC-32C of `cbed` and `potential` by global sample index, for the
         samples this rank reads: every decoded sample is checked against them, so lost or
         overwritten data stops the run instead of being trained on."""

@@ -14,11 +14,11 @@ from __future__ import annotations
 import zarr
 from zarr.storage import MemoryStore
 
-from stemdl.datasets.plan import StoreInfo
 from stemdl.datasets.storage import create_array, filesystem
+from stemdl.datasets.store import StemdlStore
 
 
-def rebuild_array_metadata(info: StoreInfo, names: list[str]) -> list[str]:
+def rebuild_array_metadata(info: StemdlStore, names: list[str]) -> list[str]:
     """Write the `zarr.json` of arrays `names` as planning would; returns the paths written."""
     ds = info.config.dataset
     scratch = zarr.open_group(store=MemoryStore(), mode="w", zarr_format=3)

@@ -1,8 +1,9 @@
-"""Who reads which shard: ranks, DataLoader workers, epochs. Whole shards, never samples.
+"""Who reads which shard: nodes, ranks, DataLoader workers, epochs. Whole shards, never samples.
 
 Why by shard: a shard is one file per array, read in one go; splitting samples of one shard
 between readers would read it twice. The rules, all deterministic:
 
+* node k of N stages shards k, k + N, k + 2N, ... (`shards_for_node`, used by staging);
 * available shards = those marked done in this store (a staged store marks only its own);
 * rank r of W takes available[r::W] (a static assignment, so a rank's sample count is the same
   every epoch, and ranks differ by at most one shard);
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from stemdl.datasets.plan import StoreInfo, open_stemdl_store
+from stemdl.configs import UsageError
 from stemdl.datasets.records import read_fields
 from stemdl.datasets.schema import STATUS_OK, shard_range
 from stemdl.datasets.shard import read_done_mask
+from stemdl.datasets.store import StemdlStore, open_stemdl_store
 from stemdl.simulate.sample import SPLITS
 
 
@@ -36,7 +38,16 @@ def check_split(split: str | None) -> None:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
 
 
-def available_shards(info: StoreInfo) -> list[int]:
+def shards_for_node(num_shards: int, node: int, nodes: int) -> list[int]:
+    """Round-robin assignment: shard i belongs to node i % nodes."""
+    if nodes < 1:
+        raise UsageError(f"nodes must be >= 1, got {nodes}")
+    if not 0 <= node < nodes:
+        raise UsageError(f"node must be in [0, {nodes}), got {node}")
+    return list(range(node, num_shards, nodes))
+
+
+def available_shards(info: StemdlStore) -> list[int]:
     """Shards marked done here (for a staged store: its local shards)."""
     return [int(k) for k in np.flatnonzero(read_done_mask(info))]
 
@@ -65,12 +76,12 @@ def selected_rows(split_values: np.ndarray, status: np.ndarray, split: str | Non
     return np.flatnonzero(keep)
 
 
-def sample_indices(info: StoreInfo, shards: list[int]) -> np.ndarray:
+def sample_indices(info: StemdlStore, shards: list[int]) -> np.ndarray:
     ranges = [np.arange(*shard_range(k, info.shard_size, info.num_samples)) for k in shards]
     return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
 
 
-def shard_rows(info: StoreInfo, shards: list[int], split: str | None) -> dict[int, np.ndarray]:
+def shard_rows(info: StemdlStore, shards: list[int], split: str | None) -> dict[int, np.ndarray]:
     """Per shard of `shards`, the rows (positions inside it) that hold a successfully simulated
     sample of `split` (or of any split), read from the small `status`/`split` columns only."""
     check_split(split)

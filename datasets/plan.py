@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import zarr
 
-from stemdl.configs import StemdlConfig, config_from_dict
+from stemdl.configs import StemdlConfig
 from stemdl.datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
 from stemdl.datasets.schema import (
     CHECKSUM_DEFINITION,
@@ -33,73 +32,20 @@ from stemdl.datasets.schema import (
 from stemdl.datasets.storage import (
     StoreError,
     create_array,
-    file_url,
     group_exists,
     normalize_store_url,
     open_group,
     open_store,
     store_has_content,
 )
+from stemdl.datasets.store import StemdlStore, as_config, open_stemdl_store
 
 BYTE_DETERMINING_SECTIONS: tuple[str, ...] = ("simulation", "dataset")
 _SOFTWARE = ("stemdl", "abtem", "ase", "numpy", "zarr", "numcodecs", "dask", "distributed", "torch")
 
 
-class ArrayMetadataError(StoreError):
-    """An array's `zarr.json` is missing or cannot be parsed; the message names the file."""
-
-
 class ConfigMismatchError(StoreError):
     """The store was made with a different simulation or dataset config."""
-
-
-@dataclass(frozen=True)
-class StoreInfo:
-    """An opened stemdl store: its URL, root group, config and schema."""
-
-    url: str
-    group: zarr.Group
-    config: StemdlConfig
-    schema: dict[str, ArraySpec]
-    _arrays: dict[str, zarr.Array] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        return dict(self.group.attrs)
-
-    @property
-    def num_samples(self) -> int:
-        return self.config.dataset.num_samples
-
-    @property
-    def shard_size(self) -> int:
-        return self.config.dataset.shard_size
-
-    @property
-    def num_shards(self) -> int:
-        return self.config.dataset.num_shards
-
-    def array(self, name: str) -> zarr.Array:
-        """The array `name`, opened once (opening reads its zarr.json); a missing or unreadable
-        `zarr.json` is a `StoreError` naming that file (`verify --repair` rebuilds it)."""
-        if name not in self._arrays:
-            try:
-                self._arrays[name] = self.group[name]  # type: ignore[assignment]
-            except Exception as error:
-                path = file_url(self.url, f"{name}/zarr.json")
-                reason = ("missing" if isinstance(error, KeyError)
-                          else f"unreadable ({type(error).__name__}: {error})")
-                raise ArrayMetadataError(
-                    f"{path}: metadata of array {name!r} {reason}; `stemdl verify {self.url} "
-                    "--repair` rebuilds it from the config in the store's attributes") from None
-        return self._arrays[name]
-
-
-def as_config(config: StemdlConfig | dict[str, Any]) -> StemdlConfig:
-    """A `StemdlConfig` from a model or its JSON-safe dict (what Dask tasks are given)."""
-    if isinstance(config, StemdlConfig):
-        return config
-    return config_from_dict(config, "<store or task config>")
 
 
 def software_versions() -> dict[str, str]:
@@ -140,6 +86,11 @@ def split_table(catalogue: Any) -> dict[str, list[str]]:
     return table
 
 
+def split_by_material(attrs: dict[str, Any]) -> dict[str, str]:
+    """material_id → split, from the `splits` table in a store's attributes (`split_table`)."""
+    return {m: split for split, materials in attrs.get("splits", {}).items() for m in materials}
+
+
 def _group_attributes(config: StemdlConfig, catalogue: Any, schema: dict[str, ArraySpec]) -> dict[str, Any]:
     splits = split_table(catalogue)
     return {
@@ -164,27 +115,8 @@ def _group_attributes(config: StemdlConfig, catalogue: Any, schema: dict[str, Ar
     }
 
 
-def open_stemdl_store(store_url: str, *, mode: str = "r") -> StoreInfo:
-    """Open an existing stemdl store, refusing anything that is not one (or not fully planned)."""
-    url = normalize_store_url(store_url)
-    group = open_group(url, mode=mode)
-    attrs = dict(group.attrs)
-    if "schema_version" not in attrs or "config" not in attrs:
-        raise StoreError(f"{url!r} is a Zarr group but not a stemdl store (no schema_version/config)")
-    if attrs["schema_version"] != SCHEMA_VERSION:
-        raise StoreError(
-            f"{url!r} has stemdl schema version {attrs['schema_version']}, this code reads "
-            f"version {SCHEMA_VERSION} (version 2 packs the per-sample metadata into a few "
-            "arrays); regenerate the store with this version of stemdl"
-        )
-    if not attrs.get("planning_complete"):
-        raise StoreError(f"{url!r}: planning of this store did not complete; run generate again")
-    config = as_config(attrs["config"])
-    return StoreInfo(url, group, config, store_schema(config))
-
-
 def plan_store(config: StemdlConfig | dict[str, Any], store_url: str,
-               catalogue: Any) -> StoreInfo:
+               catalogue: Any) -> StemdlStore:
     """Create the store for `config` at `store_url`, or check that the existing one matches.
 
     `catalogue` is simulate's `Catalogue`, or a function returning it: a new store records

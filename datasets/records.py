@@ -199,7 +199,7 @@ def record_from_columns(columns: Columns, row: int) -> SampleRecord:
 
 def read_fields(info: Any, names: Iterable[str], rows: np.ndarray | slice | None = None
                 ) -> Columns:
-    """Logical columns `names` of the store `info` (a `StoreInfo`) at `rows` (global sample
+    """Logical columns `names` of the store `info` (a `StemdlStore`) at `rows` (global sample
     indices, a slice, or None for all). Reads each packed table once, only the needed
     columns of it."""
     names = list(names)

@@ -39,16 +39,11 @@ from stemdl import simulate
 from stemdl.configs import SimulationConfig, StemdlConfig
 from stemdl.datasets.checksum import block_crc32c, stored_bytes
 from stemdl.datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
-from stemdl.datasets.plan import (
-    StoreInfo,
-    as_config,
-    config_differences,
-    open_stemdl_store,
-    split_table,
-)
+from stemdl.datasets.plan import config_differences, split_table
 from stemdl.datasets.records import empty_columns, pack, put_record
 from stemdl.datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
 from stemdl.datasets.storage import StoreError, delete_objects, shard_key
+from stemdl.datasets.store import StemdlStore, as_config, open_stemdl_store
 
 _MAX_REASON = 1000
 
@@ -108,7 +103,7 @@ def _fingerprint(simulator: Simulator | None,
     return catalogue_fingerprint(catalogue), split_table(catalogue)
 
 
-def check_worker_catalogue(info: StoreInfo, config: StemdlConfig,
+def check_worker_catalogue(info: StemdlStore, config: StemdlConfig,
                            simulator: Simulator | None) -> None:
     """This worker's catalogue must be the store's (a worker elsewhere may see another CIF
     directory than the client that planned the store)."""
@@ -117,7 +112,7 @@ def check_worker_catalogue(info: StoreInfo, config: StemdlConfig,
         check_catalogue(info.attrs, catalogue_for(config, simulator), table, info.url)
 
 
-def read_done_mask(info: StoreInfo) -> np.ndarray:
+def read_done_mask(info: StemdlStore) -> np.ndarray:
     """`shard_done` as a bool array; a chunk that cannot be decoded counts as not done."""
     done = info.array("shard_done")
     try:
@@ -132,7 +127,7 @@ def read_done_mask(info: StoreInfo) -> np.ndarray:
         return mask
 
 
-def shard_is_done(info: StoreInfo, shard_index: int) -> bool:
+def shard_is_done(info: StemdlStore, shard_index: int) -> bool:
     """Read one shard's completion flag (one small file); unreadable counts as not done."""
     try:
         return int(info.array("shard_done")[shard_index]) == 1
@@ -140,7 +135,7 @@ def shard_is_done(info: StoreInfo, shard_index: int) -> bool:
         return False
 
 
-def set_done(info: StoreInfo, shard_index: int, done: bool) -> None:
+def set_done(info: StemdlStore, shard_index: int, done: bool) -> None:
     info.array("shard_done")[shard_index] = 1 if done else 0
 
 
@@ -149,7 +144,7 @@ def _reason(error: BaseException) -> str:
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
-def _check_sample(sample: Any, info: StoreInfo) -> None:
+def _check_sample(sample: Any, info: StemdlStore) -> None:
     for name in ("cbed", "potential"):
         expected = info.schema[name].shape
         actual = np.shape(getattr(sample, name))
@@ -157,7 +152,7 @@ def _check_sample(sample: Any, info: StoreInfo) -> None:
             raise ValueError(f"{name} has shape {actual}, the store expects {expected}")
 
 
-def simulate_block(info: StoreInfo, start: int, stop: int, *, record_failures: bool,
+def simulate_block(info: StemdlStore, start: int, stop: int, *, record_failures: bool,
                    simulator: Simulator | None = None
                    ) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
     """Simulate samples [start, stop) into one in-memory block of every per-sample array
@@ -203,7 +198,7 @@ def simulate_block(info: StoreInfo, start: int, stop: int, *, record_failures: b
     return {**data, **pack(columns, schema)}, failures
 
 
-def write_block(info: StoreInfo, start: int, block: dict[str, np.ndarray]) -> None:
+def write_block(info: StemdlStore, start: int, block: dict[str, np.ndarray]) -> None:
     """Write one whole shard of every per-sample array (never `shard_done`).
 
     The shard's existing files (from an interrupted attempt, or corrupted) are deleted first:
@@ -221,7 +216,7 @@ class TaskConfigError(StoreError):
     """A task was given another config than the store's (deterministic: never retried)."""
 
 
-def _check_task_config(info: StoreInfo, config: StemdlConfig) -> None:
+def _check_task_config(info: StemdlStore, config: StemdlConfig) -> None:
     differences = config_differences(info.attrs["config"], config.to_dict())
     if differences:
         raise TaskConfigError(f"store {info.url!r} was made with another config: {differences[:5]}")

@@ -2,8 +2,8 @@
 
 Why: a parallel file system serves thousands of readers badly; the paper copied each rank's
 data to the node-local NVMe before training. `stage_node(store_url, local_dir, node, nodes)`
-copies the shards assigned to `node` (round-robin: shard i → node i % nodes, so nodes differ by
-at most one shard) into `local_dir`, which becomes a valid stemdl store of its own:
+copies the shards assigned to `node` (`datasets.partition.shards_for_node`: round-robin, shard
+i → node i % nodes, so nodes differ by at most one shard) into `local_dir`, which becomes a valid stemdl store of its own:
 
 * same schema and array metadata (the `zarr.json` documents and the column-name coordinates
   are copied byte for byte), same global sample indices, so sample i is sample i everywhere;
@@ -30,9 +30,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from stemdl.configs import StemdlError, UsageError
+from stemdl.configs import StemdlError
 from stemdl.datasets.integrity import IncompleteStoreError, listing
-from stemdl.datasets.plan import StoreInfo, config_differences, open_stemdl_store
+from stemdl.datasets.partition import shards_for_node
+from stemdl.datasets.plan import config_differences, split_by_material
 from stemdl.datasets.schema import coordinate_arrays, shard_range, sharded_arrays
 from stemdl.datasets.shard import read_done_mask, set_done
 from stemdl.datasets.storage import (
@@ -42,7 +43,8 @@ from stemdl.datasets.storage import (
     normalize_store_url,
     shard_key,
 )
-from stemdl.datasets.verify import material_splits, verify_shard
+from stemdl.datasets.store import StemdlStore, open_stemdl_store
+from stemdl.datasets.verify import verify_shard
 
 
 class StageError(StemdlError, RuntimeError):
@@ -80,15 +82,6 @@ class StageReport:
         )
 
 
-def shards_for_node(num_shards: int, node: int, nodes: int) -> list[int]:
-    """Round-robin assignment: shard i belongs to node i % nodes."""
-    if nodes < 1:
-        raise UsageError(f"nodes must be >= 1, got {nodes}")
-    if not 0 <= node < nodes:
-        raise UsageError(f"node must be in [0, {nodes}), got {node}")
-    return list(range(node, num_shards, nodes))
-
-
 COPY_BLOCK_BYTES = 16 * 2**20
 
 
@@ -108,7 +101,7 @@ def _copy_object(src_fs, src_path: str, dst_path: Path) -> int:  # type: ignore[
     return copied
 
 
-def _create_local_store(source: StoreInfo, local: Path, node: int, nodes: int,
+def _create_local_store(source: StemdlStore, local: Path, node: int, nodes: int,
                         assigned: list[int]) -> None:
     """Copy the array metadata, then write the group document (last: it marks the store)."""
     fs, root = filesystem(source.url)
@@ -132,8 +125,8 @@ def _create_local_store(source: StoreInfo, local: Path, node: int, nodes: int,
     os.replace(tmp, local / "zarr.json")
 
 
-def _open_or_create(source: StoreInfo, local: Path, node: int, nodes: int,
-                    assigned: list[int]) -> StoreInfo:
+def _open_or_create(source: StemdlStore, local: Path, node: int, nodes: int,
+                    assigned: list[int]) -> StemdlStore:
     if (local / "zarr.json").exists():
         info = open_stemdl_store(str(local), mode="r+")
         staged = info.attrs.get("staged") or {}
@@ -154,7 +147,7 @@ def _open_or_create(source: StoreInfo, local: Path, node: int, nodes: int,
     return open_stemdl_store(str(local), mode="r+")
 
 
-def _copy_shard(source: StoreInfo, local: StoreInfo, shard: int) -> int:
+def _copy_shard(source: StemdlStore, local: StemdlStore, shard: int) -> int:
     """Copy every array's shard file; an absent file (all fill values: Zarr skips writing
     those) stays absent locally too. Returns the bytes copied."""
     fs, root = filesystem(source.url)
@@ -197,7 +190,7 @@ def stage_node(store_url: str, local_dir: str | os.PathLike[str], node: int, nod
     with FileLock(str(local_path) + ".lock"):
         local = _open_or_create(source, local_path, node, nodes, assigned)
         source_done, local_done = read_done_mask(source), read_done_mask(local)
-        split_of = material_splits(source.attrs)
+        split_of = split_by_material(source.attrs)
         for shard in assigned:
             if not source_done[shard]:
                 report.shards_missing_in_source.append(shard)
@@ -210,7 +203,7 @@ def stage_node(store_url: str, local_dir: str | os.PathLike[str], node: int, nod
     return report
 
 
-def _copy_verified(source: StoreInfo, local: StoreInfo, shard: int,
+def _copy_verified(source: StemdlStore, local: StemdlStore, shard: int,
                    split_of: dict[str, str]) -> int:
     """Copy one shard, verify it, retry once, and only then mark it done locally."""
     problems: list[object] = []

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import zarr
@@ -31,7 +30,7 @@ import zarr
 from stemdl.datasets.checksum import sample_crc32c
 from stemdl.datasets.integrity import missing_files, shard_file
 from stemdl.datasets.metadata_repair import rebuild_array_metadata
-from stemdl.datasets.plan import ArrayMetadataError, StoreInfo, open_stemdl_store
+from stemdl.datasets.plan import split_by_material
 from stemdl.datasets.records import unpack
 from stemdl.datasets.schema import (
     FIELDS,
@@ -44,6 +43,7 @@ from stemdl.datasets.schema import (
 )
 from stemdl.datasets.shard import Simulator, read_done_mask, set_done, simulate_shard
 from stemdl.datasets.storage import StoreError, file_url, shard_key, zarr_dtype
+from stemdl.datasets.store import ArrayMetadataError, StemdlStore, open_stemdl_store
 
 CBED_RANGE_TOLERANCE = 1e-2
 METADATA_PREFIX = "metadata of array"  # float16 rounding of values near the bounds
@@ -113,7 +113,7 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(str(v) for v in values[:50]) + (" …" if len(values) > 50 else "")
 
 
-def _check_schema(info: StoreInfo) -> list[Problem]:
+def _check_schema(info: StemdlStore) -> list[Problem]:
     problems = []
     ds = info.config.dataset
     for spec in info.schema.values():
@@ -166,7 +166,7 @@ SAMPLE_ARRAYS = ("cbed", "potential")
 MISSING_FILE = "shard file missing (deleted or lost; the shard is marked done)"
 
 
-def _read_shard(info: StoreInfo, shard: int) -> tuple[dict[str, np.ndarray], list[Problem]]:
+def _read_shard(info: StemdlStore, shard: int) -> tuple[dict[str, np.ndarray], list[Problem]]:
     """The shard's record arrays (small), read whole through Zarr; a missing file is reported
     as missing (Zarr would read it as fill values) and not read."""
     start, stop = shard_range(shard, info.shard_size, info.num_samples)
@@ -187,7 +187,7 @@ def _read_shard(info: StoreInfo, shard: int) -> tuple[dict[str, np.ndarray], lis
     return block, problems
 
 
-def _undecodable(info: StoreInfo, name: str, shard: int, error: Exception,
+def _undecodable(info: StemdlStore, name: str, shard: int, error: Exception,
                  sample: int | None = None) -> Problem:
     path = file_url(info.url, shard_key(info.array(name), shard))
     where = f"sample {sample} of " if sample is not None else ""
@@ -195,7 +195,7 @@ def _undecodable(info: StoreInfo, name: str, shard: int, error: Exception,
                    f"cannot decode {where}the shard file ({type(error).__name__}: {error})")
 
 
-def _check_samples(info: StoreInfo, shard: int, records: dict[str, np.ndarray],
+def _check_samples(info: StemdlStore, shard: int, records: dict[str, np.ndarray],
                    problem: Callable[[str, str], None], missing: set[str]) -> list[Problem]:
     """Per sample of `cbed` and `potential`, read through Zarr one at a time: decodes, its
     CRC-32C equals the recorded one, finite (if simulated), and `cbed` within [0, 1]."""
@@ -230,7 +230,7 @@ def _check_samples(info: StoreInfo, shard: int, records: dict[str, np.ndarray],
     return undecodable
 
 
-def _check_values(info: StoreInfo, shard: int, arrays: dict[str, np.ndarray],
+def _check_values(info: StemdlStore, shard: int, arrays: dict[str, np.ndarray],
                   material_split: dict[str, str], missing: set[str] | None = None
                   ) -> tuple[list[Problem], list[tuple[int, str]]]:
     start, stop = shard_range(shard, info.shard_size, info.num_samples)
@@ -275,13 +275,13 @@ def _check_values(info: StoreInfo, shard: int, arrays: dict[str, np.ndarray],
     return problems, failed
 
 
-def local_shards(info: StoreInfo) -> list[int] | None:
+def local_shards(info: StemdlStore) -> list[int] | None:
     """The shards a staged store holds (None for a full store)."""
     staged = info.attrs.get("staged")
     return None if not staged else sorted(int(k) for k in staged["shards"])
 
 
-def verify_shard(info: StoreInfo, shard: int, material_split: dict[str, str]
+def verify_shard(info: StemdlStore, shard: int, material_split: dict[str, str]
                  ) -> tuple[list[Problem], list[tuple[int, str]]]:
     block, problems = _read_shard(info, shard)
     missing = {p.array for p in problems if p.message == MISSING_FILE}
@@ -289,10 +289,6 @@ def verify_shard(info: StoreInfo, shard: int, material_split: dict[str, str]
         return problems, []
     value_problems, failed = _check_values(info, shard, block, material_split, missing)
     return problems + value_problems, failed
-
-
-def material_splits(attrs: dict[str, Any]) -> dict[str, str]:
-    return {m: split for split, materials in attrs.get("splits", {}).items() for m in materials}
 
 
 def verify_store(store_url: str, repair: bool = False, *,
@@ -316,7 +312,7 @@ def verify_store(store_url: str, repair: bool = False, *,
         report.problems = _check_schema(info)
     if report.problems:
         return report
-    split_of = material_splits(info.attrs)
+    split_of = split_by_material(info.attrs)
     if len(split_of) != sum(len(v) for v in info.attrs.get("splits", {}).values()):
         report.problems.append(Problem(None, None, None, "a material is listed in two splits"))
     done = read_done_mask(info)
@@ -336,7 +332,7 @@ def verify_store(store_url: str, repair: bool = False, *,
     return report
 
 
-def _repair(info: StoreInfo, report: VerifyReport, split_of: dict[str, str],
+def _repair(info: StemdlStore, report: VerifyReport, split_of: dict[str, str],
             simulator: Simulator | None) -> None:
     config = info.config.to_dict()
     for shard in sorted(set(report.bad_shards) | set(report.shards_incomplete)):

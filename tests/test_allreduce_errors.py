@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from stemdl.train.allreduce_schedule import ModelMismatchError, cut_into_groups
+from stemdl.train.allreduce_grouping import ModelMismatchError, cut_into_groups
 from stemdl.train.grouped_allreduce import GroupedAllreduce
 from stemdl.train.local_ranks import run_local_ranks
 
@@ -87,7 +87,7 @@ def misuse(rank: int, world: int) -> str:
     reducer = GroupedAllreduce(model)
     x = torch.randn(3, 4)
     model(x).sum().backward()
-    reducer.synchronize()  # learns the schedule
+    reducer.synchronize()  # learns the grouping
     model(x).sum().backward()
     try:
         model(x).sum().backward()  # forgot synchronize()

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from stemdl.datasets import shard_files
-from stemdl.datasets.plan import open_stemdl_store, plan_store
+from stemdl.datasets.plan import plan_store
 from stemdl.datasets.shard import simulate_shard
 from stemdl.datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
 from stemdl.datasets.storage import file_url, filesystem, shard_key
+from stemdl.datasets.store import open_stemdl_store
 
 
 @pytest.mark.parametrize(("dtype", "codec", "level"), [

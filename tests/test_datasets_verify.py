@@ -11,9 +11,9 @@ import pytest
 import zarr
 
 from stemdl.datasets.checksum import sample_crc32c
-from stemdl.datasets.plan import open_stemdl_store
 from stemdl.datasets.schema import column_index
 from stemdl.datasets.storage import file_url, shard_key
+from stemdl.datasets.store import open_stemdl_store
 from stemdl.datasets.verify import verify_store
 
 SYNTHETIC = fx.SYNTHETIC

@@ -19,8 +19,9 @@ from distributed import LocalCluster
 from stemdl.configs import config_from_dict, load_config
 from stemdl.datasets.generate import generate
 from stemdl.datasets.inspect import read_sample
-from stemdl.datasets.plan import ConfigMismatchError, open_stemdl_store
+from stemdl.datasets.plan import ConfigMismatchError
 from stemdl.datasets.records import read_field
+from stemdl.datasets.store import open_stemdl_store
 from stemdl.datasets.verify import verify_store
 from stemdl.simulate import build_catalogue, simulate_sample
 

@@ -14,8 +14,8 @@ import zarr
 from stemdl.configs.dataset import LoaderConfig
 from stemdl.datasets.loader import ShardStream, make_dataloader, shuffle_buffer
 from stemdl.datasets.partition import count_samples
-from stemdl.datasets.plan import open_stemdl_store
 from stemdl.datasets.records import read_field, read_fields
+from stemdl.datasets.store import open_stemdl_store
 from stemdl.datasets.transforms import electrons_per_pattern
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from stemdl.datasets import transforms
 from stemdl.datasets.loader import ShardStream
-from stemdl.datasets.plan import open_stemdl_store
 from stemdl.datasets.shard_files import ShardDecodeError
 from stemdl.datasets.storage import file_url, shard_key
+from stemdl.datasets.store import open_stemdl_store
 
 pytest.importorskip("numba")
 

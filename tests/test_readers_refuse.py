@@ -12,9 +12,9 @@ import pytest
 import train_fixtures as tf
 import zarr
 
-from stemdl.datasets.plan import StoreInfo, open_stemdl_store
 from stemdl.datasets.records import read_field
 from stemdl.datasets.shard import set_done
+from stemdl.datasets.store import StemdlStore, open_stemdl_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def store(reference: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def shard_splits(info: StoreInfo) -> dict[int, set[str]]:
+def shard_splits(info: StemdlStore) -> dict[int, set[str]]:
     """The splits of the samples of each shard."""
     splits = read_field(info, "split")
     out: dict[int, set[str]] = {k: set() for k in range(info.num_shards)}

@@ -15,10 +15,11 @@ import pytest
 import zarr
 
 from stemdl.datasets.inspect import read_sample
-from stemdl.datasets.partition import count_samples
-from stemdl.datasets.plan import open_stemdl_store, plan_store
-from stemdl.datasets.stage import StageError, shards_for_node, stage_node
+from stemdl.datasets.partition import count_samples, shards_for_node
+from stemdl.datasets.plan import plan_store
+from stemdl.datasets.stage import StageError, stage_node
 from stemdl.datasets.storage import StoreError
+from stemdl.datasets.store import open_stemdl_store
 from stemdl.datasets.verify import verify_store
 
 _STAGE_SCRIPT = """

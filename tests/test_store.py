@@ -15,11 +15,12 @@ from stemdl.configs import config_from_dict, load_config
 from stemdl.datasets.checksum import sample_crc32c
 from stemdl.datasets.estimate import storage_estimate
 from stemdl.datasets.inspect import read_sample
-from stemdl.datasets.plan import ConfigMismatchError, open_stemdl_store, plan_store
+from stemdl.datasets.plan import ConfigMismatchError, plan_store
 from stemdl.datasets.records import read_field, read_fields, read_record
 from stemdl.datasets.schema import FIELDS, SCHEMA_VERSION, STATUS_OK, store_schema
 from stemdl.datasets.shard import simulate_shard
 from stemdl.datasets.storage import StoreError
+from stemdl.datasets.store import open_stemdl_store
 from stemdl.datasets.verify import verify_store
 from stemdl.simulate.sample import SampleRecord
 

@@ -13,9 +13,9 @@ import torch
 
 from stemdl.configs.training import TrainConfig
 from stemdl.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from stemdl.train.lr_schedule import lr_factor
 from stemdl.train.metrics import MetricSums, per_sample_metrics
 from stemdl.train.optim import apply_larc
-from stemdl.train.schedule import lr_factor
 
 STATE = {"model": {"w": torch.arange(4.0)}, "step": 3, "epoch": 1, "batch_in_epoch": 2,
          "config": {"name": "x", "train": {"lr": 0.1}}}

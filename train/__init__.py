@@ -7,8 +7,8 @@ is cheap: torch is imported by the submodules that need it.
 
 Public API:
 
-* `train.loop.train_main(config, data_url, out_dir, stage_dir=None, resume=False)
-  -> TrainResult` — one call per rank; `train.evaluate.evaluate_main(checkpoint, data_url,
+* `train.loop.train_main(config, store_url, out_dir, stage_dir=None, resume=False)
+  -> TrainResult` — one call per rank; `train.evaluate.evaluate_main(checkpoint, store_url,
   split="test") -> dict` — metrics of a checkpoint.
 * `train.grouped_allreduce.GroupedAllreduce(model, process_group=None, group_bytes=8 MiB,
   num_groups=None, compression=None | "fp16" | "bf16" | plug-in)` with `.synchronize()`,
@@ -20,8 +20,8 @@ Public API:
 
 Modules, one concept each: `model` (FC-DenseNet layers), `arrangements` (how a CBED stack
 becomes the input; `build_model`), `flops`, `grouped_allreduce` (the reducer),
-`allreduce_schedule` (its response cache: fingerprint, grouping), `compression`,
+`allreduce_grouping` (its response cache: fingerprint, groups), `compression`,
 `cluster_env` (launcher variables), `launch` (process group, nodes, staging), `loop`,
-`optim` (SGD/AdamW, LARC, EMA), `schedule` (learning rate), `precision`, `metrics`,
+`optim` (SGD/AdamW, LARC, EMA), `lr_schedule` (learning rate), `precision`, `metrics`,
 `validation`, `checkpoint`, `collectives`, `run_log`, `evaluate`, `local_ranks`.
 """

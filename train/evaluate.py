@@ -1,4 +1,4 @@
-"""`evaluate_main(checkpoint, data_url, split)`: metrics of a trained model on one split.
+"""`evaluate_main(checkpoint, store_url, split)`: metrics of a trained model on one split.
 
 The model is rebuilt from the config stored in the checkpoint (as a JSON dict, validated again
 by `configs.config_from_dict`), and the weights are read with `weights_only=True`, so a
@@ -43,7 +43,7 @@ def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Modul
     return model.eval(), config
 
 
-def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
+def evaluate_main(checkpoint: Path, store_url: str, split: str = "test",
                   device: str | torch.device | None = None,
                   allow_partial: bool = False) -> dict[str, float]:
     """MSE, PSNR, SSIM, relative L2, Pearson r (means over the split) and the sample count.
@@ -52,15 +52,15 @@ def evaluate_main(checkpoint: Path, data_url: str, split: str = "test",
     complete (unless `allow_partial`, which is then logged)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = load_trained_model(checkpoint, device)
-    check_store_fits(str(data_url), SampleShape.from_config(config), f"checkpoint {checkpoint}")
-    loader = make_dataloader(str(data_url), config.loader, split=split,
+    check_store_fits(str(store_url), SampleShape.from_config(config), f"checkpoint {checkpoint}")
+    loader = make_dataloader(str(store_url), config.loader, split=split,
                              batch_size=config.train.batch_size, shuffle=False, drop_last=False,
                              seed=config.train.seed, allow_partial=allow_partial)
     note = loader.dataset.partial_note  # type: ignore[attr-defined]
     if note:
         log.warning("%s", note)
     if loader.dataset.num_samples() == 0:  # type: ignore[attr-defined]
-        raise EmptySplitError(f"{data_url} has no samples of split {split!r}"
+        raise EmptySplitError(f"{store_url} has no samples of split {split!r}"
                          + (" in the shards that are done" if note else ""))
     precision = resolve_precision(config.train.precision, device)
     return evaluate_split(model, loader, device, precision)

@@ -7,7 +7,7 @@ graph-aware tensor grouping), rebuilt on `torch.distributed`. The reducer never 
 it hooks every parameter with `register_post_accumulate_grad_hook`, which fires once per
 backward pass, right after the parameter's `.grad` has been accumulated.
 
-*First step: learn the schedule.* During the first backward pass nothing is reduced; the hooks
+*First step: learn the grouping.* During the first backward pass nothing is reduced; the hooks
 record the order in which gradients become ready. In the first `synchronize()`, rank 0's order
 is broadcast (ranks could differ, e.g. through data-dependent control flow, and the launch order
 must be identical everywhere) and cut into *groups*: consecutive gradients of one dtype, closed
@@ -16,7 +16,7 @@ becomes ready. Shared parameters appear once. Before any of this, at constructio
 checks its parameter fingerprint (names, shapes, dtypes) and settings against rank 0's; a rank
 whose model differs makes every rank raise at once, naming the parameter and the rank.
 
-*Every later step: no coordinator.* The schedule is the response cache: it is reused as is, and
+*Every later step: no coordinator.* The grouping is the response cache: it is reused as is, and
 no rank asks anyone what to reduce. When a hook fires, its group's count of outstanding members
 drops; a group whose members are all ready is flattened into its fused buffer and launched as
 one asynchronous allreduce, while backward goes on computing the layers below. Groups launch
@@ -63,7 +63,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from stemdl.train.allreduce_schedule import (
+from stemdl.train.allreduce_grouping import (
     Group,
     agree_on_model,
     broadcast_ready_order,
@@ -162,7 +162,7 @@ class GroupedAllreduce:
             raise RuntimeError("GroupedAllreduce.synchronize() called inside no_sync()")
         start = time.perf_counter()
         if self.groups is None:
-            self._build_schedule()
+            self._build_grouping()
         assert self.groups is not None
         for g in range(self._next_group, len(self.groups)):  # same launches on every rank
             if self._group_expected[g] and self._in_flight[g] is None:
@@ -217,7 +217,7 @@ class GroupedAllreduce:
         for tensor in [*self._params, *model.buffers()]:
             dist.broadcast(tensor.data, src=src, group=self._group)
 
-    def _build_schedule(self) -> None:
+    def _build_grouping(self) -> None:
         order = broadcast_ready_order(self._ready_order, self._group)
         order = complete_order(order, len(self._params))
         self.groups = cut_into_groups(order, self._params, group_bytes=self.group_bytes,

@@ -1,4 +1,4 @@
-"""The training loop: `train_main(config, data_url, out_dir, stage_dir, resume)`.
+"""The training loop: `train_main(config, store_url, out_dir, stage_dir, resume)`.
 
 One call per rank (torchrun, srun, jsrun, mpirun, or alone). After `train.launch` has joined
 the process group and staged the data, every step is
@@ -44,6 +44,7 @@ from stemdl.train.collectives import all_agree, all_min, all_sum, average_buffer
 from stemdl.train.flops import ModelCost, count_flops
 from stemdl.train.grouped_allreduce import GroupedAllreduce
 from stemdl.train.launch import LaunchContext, launch, partition_data
+from stemdl.train.lr_schedule import make_scheduler
 from stemdl.train.optim import (
     ExponentialMovingAverage,
     LarcWeightDecay,
@@ -52,7 +53,6 @@ from stemdl.train.optim import (
 )
 from stemdl.train.precision import resolve_precision
 from stemdl.train.run_log import RunLogger
-from stemdl.train.schedule import make_scheduler
 from stemdl.train.store_fit import check_store_fits
 from stemdl.train.validation import evaluate_split, evaluation_weights
 
@@ -140,15 +140,15 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def train_main(config: StemdlConfig, data_url: str, out_dir: Path, stage_dir: Path | None = None,
+def train_main(config: StemdlConfig, store_url: str, out_dir: Path, stage_dir: Path | None = None,
                resume: bool = False, progress: bool = False,
                allow_partial: bool = False) -> TrainResult:
-    """Train `config` on the store at `data_url`; checkpoints and logs go to `out_dir`.
+    """Train `config` on the store at `store_url`; checkpoints and logs go to `out_dir`.
     `progress` shows a progress bar of the steps on rank 0 (stderr). An incomplete store is
     refused unless `allow_partial` (then the log says which shards were left out)."""
     context = launch()
     try:
-        trainer = Trainer(config, context, str(data_url), Path(out_dir), stage_dir,
+        trainer = Trainer(config, context, str(store_url), Path(out_dir), stage_dir,
                           allow_partial=allow_partial)
         return trainer.run(resume, progress=progress)
     finally:
@@ -158,16 +158,16 @@ def train_main(config: StemdlConfig, data_url: str, out_dir: Path, stage_dir: Pa
 class Trainer:
     """Owns the model, reducer, optimizer, loaders and position of one rank."""
 
-    def __init__(self, config: StemdlConfig, context: LaunchContext, data_url: str,
+    def __init__(self, config: StemdlConfig, context: LaunchContext, store_url: str,
                  out_dir: Path, stage_dir: Path | None, allow_partial: bool = False) -> None:
         self.config, self.cfg, self.context = config, config.train, context
         self.device = context.device
         self.out_dir = out_dir
         shape = SampleShape.from_config(config)
         # Before any work (staging, model, loaders): the data must be what the model takes.
-        check_store_fits(data_url, shape, f"config {config.name!r}")
+        check_store_fits(store_url, shape, f"config {config.name!r}")
         self.log = RunLogger(out_dir, enabled=context.is_main)
-        self.partition = partition_data(context, data_url, stage_dir, allow_partial=allow_partial)
+        self.partition = partition_data(context, store_url, stage_dir, allow_partial=allow_partial)
         cfg, part = self.cfg, self.partition
 
         torch.manual_seed(cfg.seed)
@@ -207,7 +207,7 @@ class Trainer:
         for split, count in zip(("train", "validation"), counts.tolist(), strict=True):
             if count == 0:
                 raise EmptySplitError(
-                    f"{data_url} has no {split} samples"
+                    f"{store_url} has no {split} samples"
                     + (" in the shards that are done" if note else "")
                     + "; training needs both a train and a validation split (see the store's "
                     "`splits` attribute: `stemdl inspect`)")

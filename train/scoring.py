@@ -31,8 +31,8 @@ from torch import nn
 
 from stemdl.configs.dataset import LoaderConfig
 from stemdl.datasets.loader import make_dataloader
-from stemdl.datasets.plan import open_stemdl_store
 from stemdl.datasets.records import read_fields
+from stemdl.datasets.store import open_stemdl_store
 from stemdl.train.loop import EmptySplitError
 from stemdl.train.metrics import METRIC_NAMES, per_sample_metrics
 

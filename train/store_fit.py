@@ -10,7 +10,7 @@ known up front, so the mismatch is refused at once, in words that say which is w
 from __future__ import annotations
 
 from stemdl.configs import StemdlError
-from stemdl.datasets.plan import open_stemdl_store
+from stemdl.datasets.store import open_stemdl_store
 from stemdl.train.arrangements import SampleShape
 
 

@@ -1,0 +1,90 @@
+"""The handle of an opened stemdl store: `open_stemdl_store(store_url) -> StemdlStore`.
+
+Every reader and writer (generation, verification, staging, the loader) works through a
+`StemdlStore`: the normalized URL, the root Zarr group, the config recorded in the store and
+the schema it implies, and each array opened once. Opening refuses anything that is not a
+fully planned stemdl store of this schema version; creating one is `datasets/plan.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import zarr
+
+from stemdl.configs import StemdlConfig, config_from_dict
+from stemdl.datasets.schema import SCHEMA_VERSION, ArraySpec, store_schema
+from stemdl.datasets.storage import StoreError, file_url, normalize_store_url, open_group
+
+
+class ArrayMetadataError(StoreError):
+    """An array's `zarr.json` is missing or cannot be parsed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class StemdlStore:
+    """An opened stemdl store: its URL, root group, config and schema."""
+
+    url: str
+    group: zarr.Group
+    config: StemdlConfig
+    schema: dict[str, ArraySpec]
+    _arrays: dict[str, zarr.Array] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    @property
+    def num_samples(self) -> int:
+        return self.config.dataset.num_samples
+
+    @property
+    def shard_size(self) -> int:
+        return self.config.dataset.shard_size
+
+    @property
+    def num_shards(self) -> int:
+        return self.config.dataset.num_shards
+
+    def array(self, name: str) -> zarr.Array:
+        """The array `name`, opened once (opening reads its zarr.json); a missing or unreadable
+        `zarr.json` is a `StoreError` naming that file (`verify --repair` rebuilds it)."""
+        if name not in self._arrays:
+            try:
+                self._arrays[name] = self.group[name]  # type: ignore[assignment]
+            except Exception as error:
+                path = file_url(self.url, f"{name}/zarr.json")
+                reason = ("missing" if isinstance(error, KeyError)
+                          else f"unreadable ({type(error).__name__}: {error})")
+                raise ArrayMetadataError(
+                    f"{path}: metadata of array {name!r} {reason}; `stemdl verify {self.url} "
+                    "--repair` rebuilds it from the config in the store's attributes") from None
+        return self._arrays[name]
+
+
+def as_config(config: StemdlConfig | dict[str, Any]) -> StemdlConfig:
+    """A `StemdlConfig` from a model or its JSON-safe dict (what Dask tasks are given)."""
+    if isinstance(config, StemdlConfig):
+        return config
+    return config_from_dict(config, "<store or task config>")
+
+
+def open_stemdl_store(store_url: str, *, mode: str = "r") -> StemdlStore:
+    """Open an existing stemdl store, refusing anything that is not one (or not fully planned)."""
+    url = normalize_store_url(store_url)
+    group = open_group(url, mode=mode)
+    attrs = dict(group.attrs)
+    if "schema_version" not in attrs or "config" not in attrs:
+        raise StoreError(f"{url!r} is a Zarr group but not a stemdl store (no schema_version/config)")
+    if attrs["schema_version"] != SCHEMA_VERSION:
+        raise StoreError(
+            f"{url!r} has stemdl schema version {attrs['schema_version']}, this code reads "
+            f"version {SCHEMA_VERSION} (version 2 packs the per-sample metadata into a few "
+            "arrays); regenerate the store with this version of stemdl"
+        )
+    if not attrs.get("planning_complete"):
+        raise StoreError(f"{url!r}: planning of this store did not complete; run generate again")
+    config = as_config(attrs["config"])
+    return StemdlStore(url, group, config, store_schema(config))
