@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from stemdl.configs import load_config
-from stemdl.train.arrangements import SampleShape, build_model
+from stemdl.train.arrangements import build_model
 from stemdl.train.grouped_allreduce import GroupedAllreduce
 from stemdl.train.local_ranks import run_local_ranks
 
@@ -79,7 +79,7 @@ def bench_rank(rank: int, world: int, preset: str, steps: int, batch: int, group
     """Interleaved: each round runs one step of every variant, so load drift hits all alike."""
     torch.set_num_threads(threads)
     config = load_config(preset)
-    shape = SampleShape.from_config(config)
+    shape = config.simulation.sample_shape
     torch.manual_seed(0)
     base = build_model(config.model, shape)
     gen = torch.Generator().manual_seed(rank)

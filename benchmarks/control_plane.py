@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # `python benchmarks/control_plane.py`: import th
 
 from benchmarks.coordinator import HOROVOD_CYCLE_TIME_S, CoordinatorAllreduce
 from stemdl.configs import load_config
-from stemdl.train.arrangements import SampleShape, build_model_from_config
+from stemdl.train.arrangements import build_model_from_config
 from stemdl.train.grouped_allreduce import GroupedAllreduce
 from stemdl.train.local_ranks import run_local_ranks
 
@@ -87,7 +87,7 @@ def build_workload(name: str, batch: int, rank: int, steps: int
         x_shape, y_shape = (batch * 32, 128), (batch * 32, 128)
     else:
         config = load_config(name)
-        shape = SampleShape.from_config(config)
+        shape = config.simulation.sample_shape
         model = build_model_from_config(config)
         x_shape = (batch, *shape.input_shape)
         y_shape = (batch, shape.out_channels, *shape.target_px)

@@ -257,11 +257,11 @@ def paper_workload(preset: str = "paper") -> Workload:
     from torch import nn
 
     from stemdl.configs import load_config
-    from stemdl.train.arrangements import SampleShape, build_model_from_config
+    from stemdl.train.arrangements import build_model_from_config
     from stemdl.train.flops import _COUNTED, _layer_flops, count_flops
 
     config = load_config(preset)
-    shape = SampleShape.from_config(config)
+    shape = config.simulation.sample_shape
     with torch.device("meta"):
         model = build_model_from_config(config)
     cost = count_flops(model, shape.input_shape)

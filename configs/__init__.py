@@ -20,12 +20,12 @@ from pydantic import Field, ValidationError
 
 from stemdl.configs.base import ConfigError, StemdlError, StrictModel, UsageError
 from stemdl.configs.dataset import ArrayStorage, DatasetConfig, LoaderConfig
-from stemdl.configs.simulation import SimulationConfig
+from stemdl.configs.simulation import SampleShape, SimulationConfig
 from stemdl.configs.training import ModelConfig, TrainConfig
 
 __all__ = [
     "DEFAULT_PRESET", "PRESETS", "ArrayStorage", "ConfigError", "DatasetConfig", "LoaderConfig",
-    "ModelConfig", "SimulationConfig", "StemdlConfig", "StemdlError", "StrictModel",
+    "ModelConfig", "SampleShape", "SimulationConfig", "StemdlConfig", "StemdlError", "StrictModel",
     "TrainConfig", "UsageError", "config_from_dict", "load_config", "resolve_config_path",
 ]
 

@@ -12,6 +12,7 @@ this module.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -65,6 +66,33 @@ class Range(StrictModel):
     @property
     def is_fixed(self) -> bool:
         return self.min == self.max
+
+
+@dataclass(frozen=True)
+class SampleShape:
+    """The sizes of one sample, derived from the `simulation:` section in one place
+    (`SimulationConfig.sample_shape`): the store's schema, the loader's batches and the model
+    are all sized from it, so a model and a store of different configs are told apart by
+    comparing two of these before any work."""
+
+    scan_gpts: tuple[int, int]  # (gy, gx): P = gy·gx patterns
+    pattern_px: tuple[int, int]  # (H, W) of one stored pattern
+    target_px: tuple[int, int]  # (H', W') of the target map
+    out_channels: int  # C target maps (depth sections)
+
+    @property
+    def num_patterns(self) -> int:
+        return self.scan_gpts[0] * self.scan_gpts[1]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(P, H, W): one sample's `cbed` as stored and as the loader yields it."""
+        return (self.num_patterns, *self.pattern_px)
+
+    @property
+    def target_shape(self) -> tuple[int, int, int]:
+        """(C, H', W'): one sample's `potential` as stored and as the model gives it."""
+        return (self.out_channels, *self.target_px)
 
 
 def _positive_range(value: Range, name: str, *, allow_zero: bool = False) -> Range:
@@ -264,6 +292,14 @@ class SimulationConfig(StrictModel):
     @property
     def num_patterns(self) -> int:
         return self.scan.num_positions
+
+    @property
+    def sample_shape(self) -> SampleShape:
+        """The sizes of one sample (the one place they are derived from this section)."""
+        return SampleShape(scan_gpts=tuple(self.scan.gpts),  # type: ignore[arg-type]
+                           pattern_px=tuple(self.detector.pattern_px),  # type: ignore[arg-type]
+                           target_px=tuple(self.target.target_px),  # type: ignore[arg-type]
+                           out_channels=self.target.depth_sections)
 
     def antialias_limit_mrad(self, energy_ev: float) -> float:
         """Largest scattering angle abTEM keeps at this energy: fraction · λ / (2Δx)."""

@@ -154,9 +154,9 @@ class ShardStream(IterableDataset):
         self._regions = self._target_regions(info)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.batch_size, self.drop_last = batch_size, drop_last
-        # Per-sample shapes as stored (from the store's config), what a model must take.
-        self.sample_shapes = {name: tuple(info.schema[name].shape)
-                              for name in ("cbed", "potential")}
+        # Per-sample shapes, from the store's config by the one route a model is sized by too.
+        shape = sim.sample_shape
+        self.sample_shapes = {"cbed": shape.input_shape, "potential": shape.target_shape}
         # Batches from worker processes travel through this ring (`datasets/batch_ring.py`).
         self.ring = BatchRing(self.cfg.num_workers, batch_size, self.sample_shapes)
 

@@ -187,13 +187,14 @@ def column_index(table: str) -> dict[str, int]:
 def dimension_sizes(config: StemdlConfig) -> dict[str, int]:
     """Size of every named dimension for a `StemdlConfig` (the sample/shard axes excluded)."""
     sim = config.simulation
+    (patterns, ky, kx), (sections, y, x) = sim.sample_shape.input_shape, sim.sample_shape.target_shape
     sizes = {
-        "pattern": sim.num_patterns,
-        "ky": sim.detector.pattern_px[0],
-        "kx": sim.detector.pattern_px[1],
-        "depth_section": sim.target.depth_sections,
-        "y": sim.target.target_px[0],
-        "x": sim.target.target_px[1],
+        "pattern": patterns,
+        "ky": ky,
+        "kx": kx,
+        "depth_section": sections,
+        "y": y,
+        "x": x,
         "atom": sim.structures.max_base_atoms,
         "atom_component": len(ATOM_COMPONENTS),
         "xy": 2,

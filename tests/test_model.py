@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stemdl.configs import load_config
+from stemdl.configs import SampleShape, load_config
 from stemdl.configs.training import ModelConfig
-from stemdl.train.arrangements import SampleShape, ScanPixelArrangement, build_model
+from stemdl.train.arrangements import ScanPixelArrangement, build_model
 from stemdl.train.flops import count_flops
 from stemdl.train.model import FCDenseNet, group_count
 
@@ -65,7 +65,7 @@ def test_group_norm_groups_divide_the_width() -> None:
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_flops_match_torch_flop_counter(preset: str, arrangement: str) -> None:
     config = load_config(preset)
-    shape = SampleShape.from_config(config)
+    shape = config.simulation.sample_shape
     model = build_model(config.model.model_copy(update={"arrangement": arrangement}), shape)
     cost = count_flops(model, shape.input_shape)
     x = torch.randn(2, *shape.input_shape)
@@ -81,7 +81,7 @@ def test_flops_match_torch_flop_counter(preset: str, arrangement: str) -> None:
 
 def test_paper_preset_is_the_papers_network() -> None:
     config = load_config("paper")
-    shape = SampleShape.from_config(config)
+    shape = config.simulation.sample_shape
     assert shape.input_shape == (1024, 512, 512)
     model = build_model(config.model, shape)
     cost = count_flops(model, shape.input_shape)  # on the meta device: nothing allocated

@@ -13,7 +13,7 @@ Public API:
 * `train.grouped_allreduce.GroupedAllreduce(model, process_group=None, group_bytes=8 MiB,
   num_groups=None, compression=None | "fp16" | "bf16" | plug-in)` with `.synchronize()`,
   `.no_sync()`, `.stats`; plug-ins implement `train.compression.GradientCompression`.
-* `train.arrangements.build_model(model_config, SampleShape)` / `build_model_from_config`;
+* `train.arrangements.build_model(model_config, config.simulation.sample_shape)` / `build_model_from_config`;
   `train.flops.count_flops(model, input_shape) -> ModelCost`.
 * `train.cluster_env.detect_distributed_env(env) -> DistributedEnv`, `expand_hostlist`.
 * `train.local_ranks.run_local_ranks(fn, world_size)` — N real gloo ranks on this machine.

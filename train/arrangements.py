@@ -15,43 +15,12 @@ so pattern p sits at grid cell (p // gx, p % gx), the same axis order as the tar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemdl.configs import ConfigError, ModelConfig, StemdlConfig
+from stemdl.configs import ConfigError, ModelConfig, SampleShape, StemdlConfig
 from stemdl.train.model import FCDenseNet
-
-
-@dataclass(frozen=True)
-class SampleShape:
-    """The sizes a model needs from the `simulation:` section."""
-
-    scan_gpts: tuple[int, int]  # (gy, gx): P = gy·gx patterns
-    pattern_px: tuple[int, int]  # (H, W) of one stored pattern
-    target_px: tuple[int, int]  # (H', W') of the target map
-    out_channels: int  # C target maps (depth sections)
-
-    @property
-    def num_patterns(self) -> int:
-        return self.scan_gpts[0] * self.scan_gpts[1]
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(P, H, W): one sample as the loader yields it."""
-        return (self.num_patterns, *self.pattern_px)
-
-    @classmethod
-    def from_config(cls, config: StemdlConfig) -> SampleShape:
-        sim = config.simulation
-        return cls(
-            scan_gpts=tuple(sim.scan.gpts),
-            pattern_px=tuple(sim.detector.pattern_px),
-            target_px=tuple(sim.target.target_px),
-            out_channels=sim.target.depth_sections,
-        )
 
 
 class ScanPixelArrangement(nn.Module):
@@ -113,4 +82,4 @@ def build_model(model: ModelConfig, shape: SampleShape) -> CBEDToPotential:
 
 def build_model_from_config(config: StemdlConfig) -> CBEDToPotential:
     """`build_model` with the sizes taken from the `simulation:` section."""
-    return build_model(config.model, SampleShape.from_config(config))
+    return build_model(config.model, config.simulation.sample_shape)

@@ -16,7 +16,7 @@ from torch import nn
 
 from stemdl.configs import ConfigError, StemdlConfig, config_from_dict
 from stemdl.datasets.loader import make_dataloader
-from stemdl.train.arrangements import SampleShape, build_model
+from stemdl.train.arrangements import build_model
 from stemdl.train.checkpoint import CheckpointError, load_checkpoint
 from stemdl.train.loop import EmptySplitError
 from stemdl.train.precision import resolve_precision
@@ -33,7 +33,7 @@ def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Modul
         config = config_from_dict(state["config"], source=f"{checkpoint} (stored config)")
     except ConfigError as error:
         raise CheckpointError(str(error)) from None
-    model = build_model(config.model, SampleShape.from_config(config)).to(device)
+    model = build_model(config.model, config.simulation.sample_shape).to(device)
     weights = state.get("ema") or state["model"]
     try:
         model.load_state_dict(weights)
@@ -52,7 +52,7 @@ def evaluate_main(checkpoint: Path, store_url: str, split: str = "test",
     complete (unless `allow_partial`, which is then logged)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = load_trained_model(checkpoint, device)
-    check_store_fits(str(store_url), SampleShape.from_config(config), f"checkpoint {checkpoint}")
+    check_store_fits(str(store_url), config.simulation.sample_shape, f"checkpoint {checkpoint}")
     loader = make_dataloader(str(store_url), config.loader, split=split,
                              batch_size=config.train.batch_size, shuffle=False, drop_last=False,
                              seed=config.train.seed, allow_partial=allow_partial)

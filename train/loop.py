@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from stemdl.configs import StemdlConfig, StemdlError, UsageError
 from stemdl.datasets.loader import make_dataloader
-from stemdl.train.arrangements import SampleShape, build_model
+from stemdl.train.arrangements import build_model
 from stemdl.train.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -163,7 +163,7 @@ class Trainer:
         self.config, self.cfg, self.context = config, config.train, context
         self.device = context.device
         self.out_dir = out_dir
-        shape = SampleShape.from_config(config)
+        shape = config.simulation.sample_shape
         # Before any work (staging, model, loaders): the data must be what the model takes.
         check_store_fits(store_url, shape, f"config {config.name!r}")
         self.log = RunLogger(out_dir, enabled=context.is_main)

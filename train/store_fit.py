@@ -9,9 +9,8 @@ known up front, so the mismatch is refused at once, in words that say which is w
 
 from __future__ import annotations
 
-from stemdl.configs import StemdlError
+from stemdl.configs import SampleShape, StemdlError
 from stemdl.datasets.store import open_stemdl_store
-from stemdl.train.arrangements import SampleShape
 
 
 class StoreShapeError(StemdlError, ValueError):
@@ -22,9 +21,9 @@ def check_store_fits(store_url: str, shape: SampleShape, model_from: str) -> Non
     """`StoreShapeError` unless the store's per-sample `cbed` is (P, H, W) = `shape.input_shape`
     and `potential` is (C, H', W'); `model_from` says where the model's shape came from."""
     info = open_stemdl_store(str(store_url))
-    store = {name: tuple(info.schema[name].shape) for name in ("cbed", "potential")}
-    model = {"cbed": tuple(shape.input_shape),
-             "potential": (shape.out_channels, *shape.target_px)}
+    stored = info.config.simulation.sample_shape  # the schema's (and the loader's) sizes
+    store = {"cbed": stored.input_shape, "potential": stored.target_shape}
+    model = {"cbed": shape.input_shape, "potential": shape.target_shape}
     if store != model:
         sim = info.config.simulation
         raise StoreShapeError(
