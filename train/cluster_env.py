@@ -18,9 +18,10 @@ cluster. MASTER_ADDR / MASTER_PORT, when set, override the derived rendezvous on
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import hostlist
 
 from stemdl.configs import StemdlError
 
@@ -49,60 +50,18 @@ class DistributedEnv:
         return self.world_size > 1
 
 
-def expand_hostlist(hostlist: str) -> list[str]:
+def expand_hostlist(text: str) -> list[str]:
     """Expand a SLURM hostlist: `node[01-03,07],gpu-a[1-2]b` → node01 node02 node03 node07 ...
 
-    Ranges keep their zero padding, several bracket groups in one name multiply
-    (`r[1-2]n[1-2]` → r1n1 r1n2 r2n1 r2n2), and duplicates keep their first position.
+    Parsed by `python-hostlist` (ranges keep their zero padding, several bracket groups in one
+    name multiply); duplicates keep their first position. A list it cannot read is a
+    `LaunchEnvError` naming it.
     """
-    hosts: list[str] = []
-    for item in _split_top_level(hostlist.strip()):
-        for host in _expand_one(item):
-            if host not in hosts:
-                hosts.append(host)
-    return hosts
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas that are not inside brackets."""
-    items, depth, current = [], 0, []
-    for char in text:
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-            if depth < 0:
-                raise LaunchEnvError(f"hostlist {text!r}: unbalanced ']'")
-        if char == "," and depth == 0:
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    if depth:
-        raise LaunchEnvError(f"hostlist {text!r}: unbalanced '['")
-    items.append("".join(current))
-    return [item.strip() for item in items if item.strip()]
-
-
-def _expand_one(item: str) -> list[str]:
-    match = re.search(r"\[([^\]]*)\]", item)
-    if match is None:
-        return [item]
-    prefix, suffix = item[: match.start()], item[match.end():]
-    values: list[str] = []
-    for part in match.group(1).split(","):
-        part = part.strip()
-        if re.fullmatch(r"\d+", part):
-            values.append(part)
-        elif m := re.fullmatch(r"(\d+)-(\d+)", part):
-            low, high = m.group(1), m.group(2)
-            if int(high) < int(low):
-                raise LaunchEnvError(f"hostlist {item!r}: range {part} runs backwards")
-            width = len(low) if low.startswith("0") else 0
-            values.extend(str(v).zfill(width) for v in range(int(low), int(high) + 1))
-        else:
-            raise LaunchEnvError(f"hostlist {item!r}: cannot read {part!r}")
-    return [host for value in values for host in _expand_one(prefix + value + suffix)]
+    try:
+        hosts = hostlist.expand_hostlist(text.strip())
+    except hostlist.BadHostlist as error:
+        raise LaunchEnvError(f"hostlist {text!r}: {error}") from None
+    return list(dict.fromkeys(hosts))
 
 
 def lsf_compute_hosts(env: Mapping[str, str]) -> list[str]:
