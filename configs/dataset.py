@@ -50,9 +50,9 @@ class LoaderConfig(StrictModel):
     decode_threads: int = Field(
         0, ge=0, le=64, description="Threads that read and decode whole shards ahead inside "
         "the process that iterates the dataset (0: decode inline), for where worker processes "
-        "cannot be used; each holds a shard in memory. On a 2-core VM 2 worker processes "
-        "measured ~1.0 of raw read + decompress, 2 decode threads ~0.6-0.8 "
-        "(benchmarks/loader_throughput.py).",
+        "cannot be used; each holds a shard in memory. Worker processes keep up with the raw "
+        "read + decompress rate, decode threads do not quite (benchmarks/RESULTS.md, "
+        "'Loader throughput').",
     )
     prefetch_factor: int = Field(2, ge=1, le=64)
     pin_memory: bool = True

@@ -265,10 +265,6 @@ def sharded_arrays(schema: dict[str, ArraySpec]) -> list[ArraySpec]:
     return [spec for spec in schema.values() if spec.per == "sample"]
 
 
-def record_arrays(schema: dict[str, ArraySpec]) -> list[ArraySpec]:
-    return [spec for spec in schema.values() if spec.role == "record"]
-
-
 def coordinate_arrays(schema: dict[str, ArraySpec]) -> list[ArraySpec]:
     return [spec for spec in schema.values() if spec.per == "coordinate"]
 

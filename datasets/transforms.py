@@ -103,7 +103,8 @@ def _fused_kernel():  # type: ignore[no-untyped-def]
     subtract, einsum, divide); here the per-pattern min is NumPy's SIMD reduction, then the
     kernel makes two passes over one pattern at a time while it is in L1 cache:
     s = sqrt(x − min) with the sum and sum of squares in float64, then (s − mean) / (std + ε)
-    as a multiply. 0.36 → 0.09 ms per 64×64×64 sample on this VM. Same numbers as the NumPy path to float32 rounding
+    as a multiply, about four times faster (benchmarks/RESULTS.md, "Loader throughput").
+    Same numbers as the NumPy path to float32 rounding
     (tests/test_loader_transforms.py); a constant pattern gives zeros in both.
     `STEMDL_NO_NUMBA=1` forces the NumPy path."""
     if not _KERNEL:
@@ -156,8 +157,9 @@ def to_float32(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     if given, else a new array.
 
     float16 is converted by torch's vectorized (F16C) copy, in pieces below its parallel grain
-    size: ~0.05 ms per 64×64×64 sample on one core, against ~0.8 ms for a 65,536-entry table
-    and ~1.6 ms for NumPy's `astype` (NumPy 2.4 converts float16 in software). The pieces keep
+    size: an order of magnitude faster than a 65,536-entry table, and more than NumPy's
+    `astype` (NumPy 2.4 converts float16 in software; figures in benchmarks/RESULTS.md,
+    "Loader throughput"). The pieces keep
     it on the calling thread: torch's intra-op pool collapses when the cores are busy with
     training, and a loader worker must not compete for it."""
     import torch  # the loader imports torch anyway; `transforms` stays importable without it

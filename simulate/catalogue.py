@@ -99,12 +99,6 @@ class Catalogue:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return tuple(m for m in self.materials if self.splits[m.material_id] == split)
 
-    def by_id(self, material_id: str) -> Material:
-        for material in self.materials:
-            if material.material_id == material_id:
-                return material
-        raise KeyError(f"no material {material_id!r} in the catalogue")
-
 
 def content_hash(atoms: Atoms) -> str:
     """8 hex digits of SHA-256 over the cell parameters, species and fractional positions."""

@@ -16,9 +16,9 @@ engine folds 1/N into its propagator) removes every per-call allocation and chec
   picks by a fixed heuristic (deterministic, with wisdom forgotten before planning so that no
   MEASURE plan made elsewhere in the process steers it) but picks slowly-running algorithms
   for these grids. pocketfft (`scipy.fft`, one worker) has no planner at all: its algorithm is
-  a fixed function of the shape. Measured on the engine's own work (4 `small` samples, one
-  core, `benchmarks/RESULTS.md`): pocketfft ≈ 0.65–0.8× the time of FFTW_ESTIMATE and
-  ≈ 1.2× that of FFTW_MEASURE, so pocketfft is the default; "fftw" (ESTIMATE) stays available.
+  a fixed function of the shape. On the engine's own work pocketfft is faster than
+  FFTW_ESTIMATE and close to FFTW_MEASURE (`benchmarks/RESULTS.md`, "Multislice engine"), so
+  pocketfft is the default; "fftw" (ESTIMATE) stays available.
   cuFFT picks its algorithm from the shape and the device, so a GPU gives the same bits for
   the same (shape, device) run after run.
 * The cache is small (`MAX_PLANS` plans and `MAX_PLAN_BYTES` of buffers per device, least

@@ -54,9 +54,9 @@ def fast_fft_size(n: int) -> int:
     """The smallest FFT-friendly grid size ≥ n: even, only prime factors 2, 3 and 5.
 
     Powers of two from 256 up are skipped: abTEM's batched, in-place FFTW transforms with
-    `FFTW_ESTIMATE` run 3–5× slower per point on them than on neighbouring sizes (cache-set
-    aliasing of the power-of-two strides; measured with pyFFTW 0.15, e.g. 256² at 26 ns/point
-    against 240² at 4.7); odd sizes and factors of 7 are 1.5–2× slower than these.
+    `FFTW_ESTIMATE` run several times slower per point on them than on neighbouring sizes
+    (cache-set aliasing of the power-of-two strides); odd sizes and factors of 7 are slower
+    than these too (figures in benchmarks/RESULTS.md, "Multislice engine").
     """
     candidate = max(int(n), 2)
     while True:

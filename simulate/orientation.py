@@ -162,25 +162,3 @@ def orient(
     if len(oriented) != expected:  # pragma: no cover - make_supercell guarantees this
         raise OrientationError(f"supercell has {len(oriented)} atoms, expected {expected}")
     return OrientedCell(oriented, axis, ints, strain)
-
-
-def orient_with_fallback(
-    atoms: Atoms,
-    preferred: list[tuple[int, int, int]],
-    *,
-    max_strain: float,
-    max_atoms: int,
-) -> tuple[OrientedCell, list[str]]:
-    """Orient along the first axis of `preferred` that works, then [001]; also return why others failed."""
-    reasons: list[str] = []
-    tried: list[tuple[int, int, int]] = []
-    for axis in [*preferred, (0, 0, 1)]:
-        reduced = reduce_axis(axis)
-        if reduced in tried:
-            continue
-        tried.append(reduced)
-        try:
-            return orient(atoms, reduced, max_strain=max_strain, max_atoms=max_atoms), reasons
-        except OrientationError as error:
-            reasons.append(f"[{' '.join(map(str, reduced))}]: {error}")
-    raise OrientationError("no zone axis could be oriented: " + "; ".join(reasons))

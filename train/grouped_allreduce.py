@@ -204,10 +204,6 @@ class GroupedAllreduce:
         """A copy of the counters."""
         return replace(self.stats)
 
-    @property
-    def parameter_names(self) -> list[str]:
-        return list(self._names)
-
     # ----------------------------------------------------------------- construction
 
     @torch.no_grad()

@@ -36,7 +36,6 @@ from stemdl.datasets.store import open_stemdl_store
 from stemdl.train.loop import EmptySplitError
 from stemdl.train.metrics import METRIC_NAMES, per_sample_metrics
 
-BASELINES = ("mean_target", "nearest_neighbour")
 NOISE_FREE = "noise_free"  # the key of the metrics without electron-dose noise
 
 
