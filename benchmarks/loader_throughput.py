@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 from stemdl.configs import load_config  # noqa: E402
 from stemdl.datasets.loader import make_dataloader  # noqa: E402
 from stemdl.datasets.partition import available_shards  # noqa: E402
-from stemdl.datasets.plan import open_stemdl_store  # noqa: E402
 from stemdl.datasets.schema import SCHEMA_VERSION, shard_range  # noqa: E402
 from stemdl.datasets.storage import file_url, shard_key  # noqa: E402
+from stemdl.datasets.store import open_stemdl_store  # noqa: E402
 
 INDEX_ENTRY = 16  # uint64 offset + uint64 length per chunk
 CRC = 4

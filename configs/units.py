@@ -1,6 +1,6 @@
 """Physical constants and conversions used by the config checks and the recorded metadata.
 
-Kept free of abTEM imports so that validating a config is instant; `tests/test_config.py`
+Kept free of abTEM imports so that validating a config is instant; `tests/configs/test_config.py`
 checks `wavelength_a` against abTEM's own `energy2wavelength`.
 """
 

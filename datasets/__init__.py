@@ -3,15 +3,15 @@
 In: `Sample`s from simulate/. Out: one Zarr v3 store (local path or fsspec URL) with `cbed`,
 `potential`, per-sample metadata, completion mask and checksums; node-local staged copies; a
 PyTorch streaming loader. Owns the schema, Dask generation, verification, staging, loading.
-Note: this top-level package shadows Hugging Face's `datasets`; stemdl does not use that one.
+Imports configs/ and simulate/ only. Installed as `stemdl.datasets` (never as a top-level
+`datasets`, which is Hugging Face's name).
 
-Public API (imported lazily, so `import datasets` stays cheap and `configs` can import
-`datasets.config` without a cycle):
+Public API (imported lazily, so `import stemdl.datasets` stays cheap):
 
-* `datasets.generate.generate(config, store_url, *, scheduler_address=None,
-  scheduler_file=None, n_workers=None, progress=True, retries=2) -> GenerationReport` (import
-  it from its module: the package attribute `datasets.generate` is that module) and the task
-  `simulate_shard(config, store_url, shard_index) -> ShardResult`;
+* `stemdl.datasets.generate.generate(config, store_url, *, scheduler_address=None,
+  scheduler_file=None, n_workers=None, progress=True, retries=2, simulator=None)
+  -> GenerationReport` (import it from its module: the package attribute `generate` is that
+  module) and the task `simulate_shard(config, store_url, shard_index) -> ShardResult`;
 * `verify_store(store_url, repair=False) -> VerifyReport`;
 * `summarize(store_url) -> dict`, `render_summary(summary)`, `plot_sample(store_url, index,
   png_path)`, `read_sample(store_url, index)`;
@@ -20,16 +20,19 @@ Public API (imported lazily, so `import datasets` stays cheap and `configs` can 
   world_size=1, seed=0, shuffle=True, drop_last=True)`, `count_samples(store_url, split, rank,
   world_size)`;
 * `read_field(info, name, rows=None)`, `read_fields(info, names, rows=None)`,
-  `read_record(info, index) -> SampleRecord` (with `info = plan.open_stemdl_store(url)`): the
+  `read_record(info, index) -> SampleRecord` (with `info = store.open_stemdl_store(url)`, a
+  `StemdlStore`): the
   one way to read per-sample metadata, independent of how it is packed into arrays;
 * `storage_estimate(config) -> StorageEstimate`.
 
 Modules, one concept each: `schema` (what arrays and attributes a store has), `storage`
-(URLs, Zarr stores, codecs, sharding, shard file names), `checksum`, `records` (SampleRecord ↔
-columns ↔ the packed metadata arrays, and the field accessor), `plan` (creating/checking a
-store against its config), `shard` (the generation task), `generate` (Dask), `verify`,
-`inspect`, `stage`, `partition` (who reads which shard), `shard_files` (decoding whole shard
-files), `transforms` (normalization, noise), `loader`, `estimate`.
+(URLs, Zarr stores, codecs, sharding, shard file names), `store` (the handle of an opened
+store), `checksum`, `records` (SampleRecord ↔ columns ↔ the packed metadata arrays, and the
+field accessor), `plan` (creating/checking a store against its config, the split table),
+`shard` (the generation task), `generate` (Dask), `verify`, `inspect`, `stage`, `partition`
+(which node, rank and worker reads which shard), `shard_files` (decoding whole shard files),
+`transforms` (normalization, noise), `loader` (streaming), `batch_ring` (the shared-memory
+batch hand-off), `estimate`.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ _LAZY = {
     "StorageEstimate": "stemdl.datasets.estimate",
     "StoreError": "stemdl.datasets.storage",
     "ConfigMismatchError": "stemdl.datasets.plan",
+    "StemdlStore": "stemdl.datasets.store",
+    "open_stemdl_store": "stemdl.datasets.store",
 }
 
 __all__ = sorted(_LAZY)

@@ -16,7 +16,7 @@ This holds exactly only if the stored angular window is symmetric about zero fre
 window of an odd number of pixels centred on zero frequency (`detector.pattern_px` × `binning`
 odd); an even window keeps frequency −n/2 but not +n/2, so a mirror would put wrong values in
 its first row. Transposes also need a square scan grid, pattern and target. `check_d4` refuses
-other shapes, naming the field. `tests/test_augment.py` simulates a mirrored and a transposed
+other shapes, naming the field. `tests/datasets/test_augment.py` simulates a mirrored and a transposed
 specimen with abTEM and compares them with `apply_d4` of the original sample.
 
 An operation is a number 0..7: bit 2 transposes (swaps the two axes) first, then bit 0 flips

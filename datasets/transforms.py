@@ -105,7 +105,7 @@ def _fused_kernel():  # type: ignore[no-untyped-def]
     s = sqrt(x − min) with the sum and sum of squares in float64, then (s − mean) / (std + ε)
     as a multiply, about four times faster (benchmarks/RESULTS.md, "Loader throughput").
     Same numbers as the NumPy path to float32 rounding
-    (tests/test_loader_transforms.py); a constant pattern gives zeros in both.
+    (tests/datasets/test_loader_transforms.py); a constant pattern gives zeros in both.
     `STEMDL_NO_NUMBA=1` forces the NumPy path."""
     if not _KERNEL:
         _KERNEL.append(_compile_kernel())

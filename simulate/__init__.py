@@ -3,9 +3,11 @@
 In: a `SimulationConfig` and a sample index. Out: a `Sample` (P CBED patterns, C projected
 potential maps, and a `SampleRecord` of every parameter that determines them). Owns the
 catalogue of crystal structures, zone-axis orientation, supercells, frozen phonons, and the
-abTEM multislice physics on NumPy (CPU) or CuPy (GPU). Imports nothing from datasets/ or train/.
+abTEM multislice physics on NumPy (CPU) or CuPy (GPU). Imports configs/ only (its typed
+`SimulationConfig` and the units), nothing from datasets/ or train/.
 
-Public API (imported lazily, so `import simulate` stays instant and does not import abTEM):
+Public API (imported lazily, so `import stemdl.simulate` stays instant and does not import
+abTEM):
 `simulate_sample(config, index, catalogue=None) -> Sample`, `build_catalogue(config) ->
 Catalogue`, and the types `Catalogue`, `Material`, `CatalogueError`.
 

@@ -16,7 +16,7 @@ The loop is abTEM's (`multislice.conventional_multislice_step`, transmit then pr
 each slice k = 0 … S−1:  ψ ← ψ·t_k;  Ψ ← FFT(ψ);  Ψ ← Ψ·P_k;  ψ ← IFFT(Ψ),  and then the
 far field is FFT(ψ) and the pattern |FFT(ψ)|², fftshifted. What stemdl does differently, and
 why it gives the same numbers to float32 rounding (≤ 1e-5 of the pattern maximum; the tests in
-`tests/test_multislice_engine.py` hold it to that for every prototype family):
+`tests/simulate/test_multislice_engine.py` hold it to that for every prototype family):
 
 * FFTs are in place on a buffer owned by a cached plan (`simulate.fft_plans`): no allocation
   per slice, no planning per sample. The inverse FFT is unnormalized and the 1/N it lacks is

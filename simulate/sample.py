@@ -2,7 +2,7 @@
 
 A `Sample` carries the arrays (`cbed`, `potential`) and a `SampleRecord` of every parameter that
 determines them, so that anyone can recompute the sample from the store alone with abTEM
-(`tests/test_physics_reference.py` does exactly that). datasets/ stores every field of the record
+(`tests/simulate/test_physics_reference.py` does exactly that). datasets/ stores every field of the record
 (packed into a few per-sample arrays with named columns); nothing else about a sample exists.
 """
 

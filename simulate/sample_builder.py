@@ -3,7 +3,7 @@
 A sample is a pure function of (config, index): the random choices come from
 `draws.draw_sample`, the crystal from the cached catalogue, the specimen and grid from
 `geometry.plan_geometry`, the physics from `physics`, the target from `target`. The
-`SampleRecord` holds every number those steps used, so `tests/test_physics_reference.py` can
+`SampleRecord` holds every number those steps used, so `tests/simulate/test_physics_reference.py` can
 rebuild the sample with plain abTEM calls from the record alone.
 
 `extra` carries the target smoothing σ (`target_smoothing_px`, needed to recompute the target;

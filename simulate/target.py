@@ -16,7 +16,7 @@ Computation. Everything is a convolution of a periodic function, so it is exact 
 space: V̂(k) is multiplied by sinc(k_x·p_x)·sinc(k_y·p_y) (the pixel box) and exp(−2π²σ²k²)
 (the Gaussian), and the result is evaluated at the pixel centres by a direct (separable) Fourier
 sum. The real part of that sum is the symmetric interpolant, so the Nyquist term of an even grid
-is handled correctly. `tests/test_physics_target.py` checks it against closed-form averages
+is handled correctly. `tests/simulate/test_physics_target.py` checks it against closed-form averages
 of cosines.
 """
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import matplotlib
 import pytest
-from datasets_fixtures import real_tiny_store
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -27,10 +26,9 @@ def test_notebook_file_matches_its_source() -> None:
 
 
 def test_notebook_runs_and_recomputes_a_sample(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, tiny_store) -> None:
     matplotlib.use("Agg")
-    store = real_tiny_store(tmp_path_factory.mktemp("notebook"))
+    store = tiny_store
     monkeypatch.setenv("STEMDL_STORE", str(store))
     namespace: dict = {}
     for kind, source in _cells_module().CELLS:

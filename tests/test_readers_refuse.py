@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import train_fixtures as tf
 import zarr
 
 from stemdl.datasets.records import read_field
@@ -19,27 +18,33 @@ from stemdl.datasets.store import StemdlStore, open_stemdl_store
 REPO = Path(__file__).resolve().parents[1]
 
 
-def stemdl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`python -m stemdl.pipeline ARGS` as one process (no launcher variables)."""
-    return subprocess.run([sys.executable, "-m", "stemdl.pipeline", *args], cwd=REPO,
-                          env=tf.clean_env(), text=True, capture_output=True, timeout=timeout)
+@pytest.fixture(scope="session")
+def stemdl(clean_env):  # type: ignore[no-untyped-def]
+    """`stemdl(*ARGS)`: `python -m stemdl.pipeline ARGS` as one process (no launcher
+    variables)."""
+
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "stemdl.pipeline", *args], cwd=REPO,
+                              env=clean_env(), text=True, capture_output=True, timeout=timeout)
+
+    return run
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tf.tiny_store(tmp_path_factory.getbasetemp())
+def reference(tmp_path_factory: pytest.TempPathFactory, tiny_store) -> Path:
+    return tiny_store
 
 
 @pytest.fixture(scope="module")
-def quick_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def quick_config(tmp_path_factory: pytest.TempPathFactory, tiny_config, write_config) -> Path:
     """tiny with two steps and no validation at start: what a refusal test needs to run."""
     path = tmp_path_factory.mktemp("configs") / "quick.yaml"
-    return tf.write_config(tf.tiny_config(max_steps=2, validate_at_start=False), path)
+    return write_config(tiny_config(max_steps=2, validate_at_start=False), path)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(reference: Path, quick_config: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Path:
+               tmp_path_factory: pytest.TempPathFactory, stemdl) -> Path:
     """A checkpoint trained (two steps) on the intact store."""
     out = tmp_path_factory.mktemp("run")
     result = stemdl("train", str(quick_config), "--data", str(reference), "--out", str(out))
@@ -72,7 +77,7 @@ def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> N
 
 
 def test_missing_shard_file_is_refused_by_every_reader(
-        store: Path, quick_config: Path, checkpoint: Path, tmp_path: Path) -> None:
+        store: Path, quick_config: Path, checkpoint: Path, tmp_path: Path, stemdl) -> None:
     lost = store / "cbed" / "c" / "1" / "0" / "0" / "0"
     lost.unlink()
     out = tmp_path / "run"
@@ -104,7 +109,7 @@ def test_overwritten_sample_is_refused_by_the_loader(store: Path) -> None:
 
 
 def test_incomplete_store_is_refused_unless_allowed(
-        store: Path, quick_config: Path, checkpoint: Path, tmp_path: Path) -> None:
+        store: Path, quick_config: Path, checkpoint: Path, tmp_path: Path, stemdl) -> None:
     """A killed `simulate` leaves shards not marked done: named, and refused by default."""
     info = open_stemdl_store(str(store), mode="r+")
     # Two shards of node 0 of 2 (even) that hold no validation sample, so that what is left
@@ -133,7 +138,7 @@ def test_incomplete_store_is_refused_unless_allowed(
 
 
 def test_a_split_without_samples_is_an_error_not_nan(
-        store: Path, quick_config: Path, tmp_path: Path) -> None:
+        store: Path, quick_config: Path, tmp_path: Path, stemdl) -> None:
     info = open_stemdl_store(str(store), mode="r+")
     with_validation = [k for k, splits in shard_splits(info).items() if "validation" in splits]
     assert with_validation
@@ -146,7 +151,7 @@ def test_a_split_without_samples_is_an_error_not_nan(
 
 
 def test_model_of_another_sample_shape_is_refused_before_any_work(
-        store: Path, checkpoint: Path, tmp_path: Path) -> None:
+        store: Path, checkpoint: Path, tmp_path: Path, stemdl) -> None:
     out = tmp_path / "run"
     result = stemdl("train", "small", "--data", str(store), "--out", str(out))
     assert_refused(result, "does not fit the model", "cbed (16, 24, 24)", "cbed (64, 33, 33)")
@@ -164,7 +169,7 @@ def test_model_of_another_sample_shape_is_refused_before_any_work(
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00garbage, not a torch file" * 20])
-def test_unreadable_checkpoint_is_described(store: Path, tmp_path: Path, content: bytes) -> None:
+def test_unreadable_checkpoint_is_described(store: Path, tmp_path: Path, content: bytes, stemdl) -> None:
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(content)
     result = stemdl("evaluate", str(path), "--data", str(store))
@@ -174,7 +179,7 @@ def test_unreadable_checkpoint_is_described(store: Path, tmp_path: Path, content
 
 @pytest.mark.slow
 def test_one_rank_refusing_its_data_stops_every_rank(store: Path, quick_config: Path,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, clean_env) -> None:
     """Rank 1 of 2 reads shards 1, 3, 5: without its file it refuses, and rank 0, whose data
     is intact, stops too, saying why, instead of waiting for rank 1 in the next collective
     (torchrun's agent would kill it; srun, jsrun or mpirun would leave it waiting)."""
@@ -183,7 +188,7 @@ def test_one_rank_refusing_its_data_stops_every_rank(store: Path, quick_config: 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2", str(REPO / "pipeline.py"), "train", str(quick_config),
                "--data", str(store), "--out", str(tmp_path / "run")]
-    result = subprocess.run(command, cwd=tmp_path, env=tf.clean_env(), text=True,
+    result = subprocess.run(command, cwd=tmp_path, env=clean_env(), text=True,
                             capture_output=True, timeout=240)
     assert result.returncode != 0
     assert f"{lost}" in result.stderr and "missing" in result.stderr, result.stderr[-3000:]

@@ -8,15 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-import train_fixtures as tf
 
 from stemdl.run import run_all
 from stemdl.train.metrics import METRIC_NAMES
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tf.tiny_store(tmp_path_factory.getbasetemp())
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_store) -> Path:
+    return tiny_store
 
 
 def _check_metrics(metrics: dict, doses: list[str]) -> None:
@@ -35,9 +34,9 @@ def _check_metrics(metrics: dict, doses: list[str]) -> None:
 
 
 def test_run_all_scores_models_and_baselines(store: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                             capsys: pytest.CaptureFixture[str], tiny_config) -> None:
     shutil.copytree(store, tmp_path / "store.zarr")  # generation then finds every shard done
-    config = tf.tiny_config(epochs=2, validate_every=1000, checkpoint_every=1000)
+    config = tiny_config(epochs=2, validate_every=1000, checkpoint_every=1000)
     outcome = run_all(config, tmp_path, ranks=1, doses=(1e5,))
     metrics = json.loads(outcome.metrics_json.read_text())
     _check_metrics(metrics, ["dose_1e+05_e_per_a2"])
@@ -61,9 +60,9 @@ def test_run_all_scores_models_and_baselines(store: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_run_all_trains_on_two_local_ranks(store: Path, tmp_path: Path) -> None:
+def test_run_all_trains_on_two_local_ranks(store: Path, tmp_path: Path, tiny_config) -> None:
     shutil.copytree(store, tmp_path / "store.zarr")
-    config = tf.tiny_config(epochs=2, validate_every=1000, checkpoint_every=1000)
+    config = tiny_config(epochs=2, validate_every=1000, checkpoint_every=1000)
     outcome = run_all(config, tmp_path, ranks=2, doses=())
     metrics = json.loads(outcome.metrics_json.read_text())
     _check_metrics(metrics, [])

@@ -2,8 +2,9 @@
 
 In: a (staged) store through datasets/' loader. Out: checkpoints, logs, validation metrics.
 Owns the FC-DenseNet family, the decentralized grouped allreduce (`GroupedAllreduce`), the
-training loop, and launch per allocation (torchrun, SLURM, LSF, MPI). Importing this package
-is cheap: torch is imported by the submodules that need it.
+training loop, and launch per allocation (torchrun, SLURM, LSF, MPI). Imports configs/ and
+datasets/ only (the whole-pipeline run that also generates data is `stemdl.run`, on top).
+Importing this package is cheap: torch is imported by the submodules that need it.
 
 Public API:
 
@@ -13,7 +14,8 @@ Public API:
 * `train.grouped_allreduce.GroupedAllreduce(model, process_group=None, group_bytes=8 MiB,
   num_groups=None, compression=None | "fp16" | "bf16" | plug-in)` with `.synchronize()`,
   `.no_sync()`, `.stats`; plug-ins implement `train.compression.GradientCompression`.
-* `train.arrangements.build_model(model_config, config.simulation.sample_shape)` / `build_model_from_config`;
+* `train.arrangements.build_model(model_config, config.simulation.sample_shape)` /
+  `build_model_from_config`;
   `train.flops.count_flops(model, input_shape) -> ModelCost`.
 * `train.cluster_env.detect_distributed_env(env) -> DistributedEnv`, `expand_hostlist`.
 * `train.local_ranks.run_local_ranks(fn, world_size)` — N real gloo ranks on this machine.
@@ -23,5 +25,6 @@ becomes the input; `build_model`), `flops`, `grouped_allreduce` (the reducer),
 `allreduce_grouping` (its response cache: fingerprint, groups), `compression`,
 `cluster_env` (launcher variables), `launch` (process group, nodes, staging), `loop`,
 `optim` (SGD/AdamW, LARC, EMA), `lr_schedule` (learning rate), `precision`, `metrics`,
-`validation`, `checkpoint`, `collectives`, `run_log`, `evaluate`, `local_ranks`.
+`validation`, `checkpoint`, `collectives`, `run_log`, `evaluate`, `scoring` (against
+baselines), `store_fit` (does a store hold what a model takes), `local_ranks`.
 """

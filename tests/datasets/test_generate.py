@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import datasets_fixtures as fx
 import numpy as np
 import psutil
 import pytest
@@ -25,13 +24,15 @@ from stemdl.datasets.store import open_stemdl_store
 from stemdl.datasets.verify import verify_store
 from stemdl.simulate import build_catalogue, simulate_sample
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fx.real_tiny_store(tmp_path_factory.getbasetemp())
+def reference(tmp_path_factory: pytest.TempPathFactory, tiny_store) -> Path:
+    return tiny_store
 
 
-def test_generated_store_holds_what_the_simulator_returns(reference: Path) -> None:
+def test_generated_store_holds_what_the_simulator_returns(reference: Path, assert_records_equal) -> None:
     config = load_config("tiny")
     report = verify_store(str(reference))
     assert report.complete and not report.failed_samples, report.summary()
@@ -41,7 +42,7 @@ def test_generated_store_holds_what_the_simulator_returns(reference: Path) -> No
         stored = read_sample(str(reference), index)
         np.testing.assert_array_equal(stored["cbed"], sample.cbed.astype(np.float16))
         np.testing.assert_array_equal(stored["potential"], sample.potential)
-        fx.assert_records_equal(stored["record"], sample.record)  # every SampleRecord field
+        assert_records_equal(stored["record"], sample.record)  # every SampleRecord field
     attrs = dict(zarr.open_group(str(reference), mode="r").attrs)
     table = attrs["splits"]
     listed = sorted(m for materials in table.values() for m in materials)
@@ -49,14 +50,14 @@ def test_generated_store_holds_what_the_simulator_returns(reference: Path) -> No
     assert not set(table["train"]) & (set(table["validation"]) | set(table["test"]))
 
 
-def test_another_config_is_refused(reference: Path) -> None:
+def test_another_config_is_refused(reference: Path, run_python, write_config) -> None:
     data = load_config("tiny").to_dict()
     data["simulation"]["seed"] = 8
     with pytest.raises(ConfigMismatchError, match=r"simulation\.seed: store has 7, requested 8"):
         generate(config_from_dict(data), str(reference), progress=False)
     # The same refusal through the command line, with exit status 2.
-    config_path = fx.write_config(config_from_dict(data), reference.parent / "seed8.yaml")
-    result = fx.run_python(["-m", "stemdl.pipeline", "simulate", str(config_path), "--out",
+    config_path = write_config(config_from_dict(data), reference.parent / "seed8.yaml")
+    result = run_python(["-m", "stemdl.pipeline", "simulate", str(config_path), "--out",
                             str(reference)])
     assert result.returncode == 2 and "simulation.seed" in result.stderr, result.stderr
     assert verify_store(str(reference)).complete
@@ -79,12 +80,12 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[n
 
 @pytest.mark.slow
 def test_sigkill_worker_then_client_then_resume_is_bit_identical(
-        reference: Path, tmp_path: Path) -> None:
+        reference: Path, tmp_path: Path, files_except_creation_time) -> None:
     store = tmp_path / "killed.zarr"
-    env = {**os.environ, "PYTHONPATH": f"{fx.TESTS}:{fx.REPO}"}
+    env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-m", "stemdl.pipeline", "simulate", "tiny", "--out", str(store),
-         "--workers", "2", "--no-progress"], cwd=fx.REPO, env=env, start_new_session=True,
+         "--workers", "2", "--no-progress"], cwd=REPO, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: _done_shards(store) >= 1, 120, "the first shard")
@@ -112,11 +113,11 @@ def test_sigkill_worker_then_client_then_resume_is_bit_identical(
     assert report.complete
     assert report.shards_already_done == len(partial.shards_done)
     assert sorted(report.shards_written) == partial.shards_incomplete  # only those re-simulated
-    assert fx.files_except_creation_time(store) == fx.files_except_creation_time(reference)
+    assert files_except_creation_time(store) == files_except_creation_time(reference)
 
 
 @pytest.mark.slow
-def test_failing_sample_and_bad_cif_do_not_stop_generation(tmp_path: Path) -> None:
+def test_failing_sample_and_bad_cif_do_not_stop_generation(tmp_path: Path, poisoned_simulator) -> None:
     cif_dir = tmp_path / "cifs"
     cif_dir.mkdir()
     (cif_dir / "broken.cif").write_text("data_broken\n_cell_length_a banana\n")
@@ -126,9 +127,9 @@ def test_failing_sample_and_bad_cif_do_not_stop_generation(tmp_path: Path) -> No
     config = config_from_dict(data)
     store = tmp_path / "poisoned.zarr"
     report = generate(config, str(store), n_workers=2, progress=False, retries=1,
-                      simulator=fx.PoisonedSimulator())
+                      simulator=poisoned_simulator)
     assert report.complete, report.summary()
-    assert [i for i, _ in report.failed_samples] == list(fx.POISONED_INDICES)
+    assert [i for i, _ in report.failed_samples] == list(poisoned_simulator.indices)
     assert "poisoned sample 5" in report.failed_samples[0][1]
     assert any("broken.cif" in source for source, _ in report.catalogue_skipped)
     assert "failed sample 5" in report.summary()
@@ -143,14 +144,14 @@ def test_failing_sample_and_bad_cif_do_not_stop_generation(tmp_path: Path) -> No
     assert any("broken.cif" in source for source, _ in info.attrs["catalogue_skipped"])
 
 
-def test_joins_an_existing_cluster(tmp_path: Path) -> None:
-    config = fx.small_config(num_samples=6, shard_size=2)
+def test_joins_an_existing_cluster(tmp_path: Path, small_config, synthetic) -> None:
+    config = small_config(num_samples=6, shard_size=2)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster:
         report = generate(config, str(tmp_path / "s.zarr"), scheduler_address=cluster.scheduler_address,
-                          progress=False, simulator=fx.SYNTHETIC)
+                          progress=False, simulator=synthetic)
         assert report.complete and sorted(report.shards_written) == [0, 1, 2]
         with pytest.raises(ValueError, match="n_workers sizes the local cluster"):
             generate(config, str(tmp_path / "t.zarr"), scheduler_address=cluster.scheduler_address,
-                     n_workers=2, progress=False, simulator=fx.SYNTHETIC)
+                     n_workers=2, progress=False, simulator=synthetic)
     assert verify_store(str(tmp_path / "s.zarr")).complete

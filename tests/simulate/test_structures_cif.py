@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from ase.build import bulk
-from conftest_simulate import simulation_config, write_cif
 
 from stemdl.configs.simulation import SimulationConfig
 from stemdl.simulate.catalogue import Catalogue, CatalogueError, build_catalogue, make_catalogue
@@ -29,7 +28,7 @@ Si1 Si 0 0 0
 """
 
 
-def _cif_config(cif_dir: Path, families: list[str] | None = None) -> SimulationConfig:
+def _cif_config(simulation_config, cif_dir: Path, families: list[str] | None = None) -> SimulationConfig:
     return simulation_config(
         "tiny",
         structures__cif_dir=str(cif_dir),
@@ -42,7 +41,7 @@ def _reasons(catalogue: Catalogue) -> dict[str, str]:
     return {Path(source).name: reason for source, reason in catalogue.skipped}
 
 
-def test_good_and_bad_cifs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_good_and_bad_cifs(tmp_path: Path, caplog: pytest.LogCaptureFixture, write_cif, simulation_config) -> None:
     write_cif(tmp_path / "silicon.cif", bulk("Si", "diamond", a=5.43, cubic=True))
     (tmp_path / "garbage.cif").write_text("this is not a CIF\n#$%^&\n_cell_length_a abc\n")
     crowded = bulk("Cu", "fcc", a=3.61, cubic=True)
@@ -50,7 +49,7 @@ def test_good_and_bad_cifs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
     write_cif(tmp_path / "crowded.cif", crowded)
     write_cif(tmp_path / "huge.cif", bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3))  # 108 > 64
     (tmp_path / "notes.txt").write_text("not a CIF by name: ignored")
-    config = _cif_config(tmp_path)
+    config = _cif_config(simulation_config, tmp_path)
 
     with caplog.at_level(logging.WARNING, logger="stemdl.simulate.catalogue"):
         catalogue = make_catalogue(config.structures, config.seed)
@@ -70,31 +69,31 @@ def test_good_and_bad_cifs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
         assert f"skipped {tmp_path / name}" in logged
 
 
-def test_flat_cell_and_empty_directory(tmp_path: Path) -> None:
+def test_flat_cell_and_empty_directory(tmp_path: Path, simulation_config) -> None:
     cif_dir = tmp_path / "cifs"
     cif_dir.mkdir()
     (cif_dir / "flat.cif").write_text(FLAT_CIF)
-    catalogue = make_catalogue(_cif_config(cif_dir).structures, 0)
+    catalogue = make_catalogue(_cif_config(simulation_config, cif_dir).structures, 0)
     assert "degenerate cell" in _reasons(catalogue)["flat.cif"]
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    catalogue = make_catalogue(_cif_config(empty).structures, 0)
+    catalogue = make_catalogue(_cif_config(simulation_config, empty).structures, 0)
     assert catalogue.skipped == ((str(empty), "cif_dir contains no *.cif files"),)
     assert len(catalogue) == 1  # the prototype
 
 
-def test_no_usable_material_is_a_clear_error(tmp_path: Path) -> None:
+def test_no_usable_material_is_a_clear_error(tmp_path: Path, simulation_config) -> None:
     (tmp_path / "broken.cif").write_text("data_x\n_cell_length_a 1\n")
-    config = _cif_config(tmp_path, families=[])
+    config = _cif_config(simulation_config, tmp_path, families=[])
     with pytest.raises(
         CatalogueError, match=r"no usable material \(1 skipped: .*broken.cif: not a readable CIF"
     ):
         make_catalogue(config.structures, config.seed)
 
 
-def test_catalogue_cache_sees_new_cif_files(tmp_path: Path) -> None:
-    config = _cif_config(tmp_path)
+def test_catalogue_cache_sees_new_cif_files(tmp_path: Path, write_cif, simulation_config) -> None:
+    config = _cif_config(simulation_config, tmp_path)
     write_cif(tmp_path / "a.cif", bulk("Al", "fcc", a=4.05, cubic=True))
     first = build_catalogue(config)
     assert build_catalogue(config) is first
@@ -103,7 +102,7 @@ def test_catalogue_cache_sees_new_cif_files(tmp_path: Path) -> None:
     assert len(second) == len(first) + 1
 
 
-def test_low_symmetry_cifs_fall_back_to_the_unique_axis_or_are_skipped(tmp_path: Path) -> None:
+def test_low_symmetry_cifs_fall_back_to_the_unique_axis_or_are_skipped(tmp_path: Path, write_cif, simulation_config) -> None:
     from ase.spacegroup import crystal
 
     baddeleyite = crystal(
@@ -120,7 +119,7 @@ def test_low_symmetry_cifs_fall_back_to_the_unique_axis_or_are_skipped(tmp_path:
     )
     write_cif(tmp_path / "zro2.cif", baddeleyite)
     write_cif(tmp_path / "tric.cif", triclinic)
-    config = _cif_config(tmp_path, families=[])
+    config = _cif_config(simulation_config, tmp_path, families=[])
     catalogue = make_catalogue(config.structures, config.seed)
     zro2 = next(m for m in catalogue if m.material_id.startswith("cif-zro2-"))
     assert zro2.orientations[0].zone_axis == (0, 1, 0)  # the unique axis b is ⊥ a and c

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import torch
-import train_fixtures as tf
 
 from stemdl.configs import config_from_dict
 from stemdl.train.checkpoint import load_checkpoint
@@ -16,10 +15,12 @@ from stemdl.train.local_ranks import run_local_ranks
 from stemdl.train.loop import train_main
 from stemdl.train.run_log import read_metrics
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tf.tiny_store(tmp_path_factory.getbasetemp())
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_store) -> Path:
+    return tiny_store
 
 
 def train_on_rank(rank: int, world: int, config: dict[str, Any], store: str, out: str,
@@ -33,8 +34,8 @@ def train_on_rank(rank: int, world: int, config: dict[str, Any], store: str, out
 
 @pytest.mark.slow
 def test_two_gloo_ranks_stage_train_and_lower_the_validation_loss(store: Path,
-                                                                  tmp_path: Path) -> None:
-    config = tf.tiny_config(epochs=20, lr=0.01, validate_every=40, checkpoint_every=40)
+                                                                  tmp_path: Path, tiny_config) -> None:
+    config = tiny_config(epochs=20, lr=0.01, validate_every=40, checkpoint_every=40)
     out, stage = tmp_path / "run", tmp_path / "node-local"
     results = run_local_ranks(train_on_rank, 2, (config.to_dict(), str(store), str(out),
                                                  str(stage)), timeout_s=300)
@@ -63,8 +64,8 @@ def test_two_gloo_ranks_stage_train_and_lower_the_validation_loss(store: Path,
     assert test["samples"] > 0 and set(test) >= {"mse", "psnr_db", "ssim", "rel_l2", "pearson_r"}
 
 
-def test_scan_pixels_arrangement_trains_and_evaluates(store: Path, tmp_path: Path) -> None:
-    config = tf.tiny_config(model={"arrangement": "scan_pixels", "scan_pixel_pool": 4},
+def test_scan_pixels_arrangement_trains_and_evaluates(store: Path, tmp_path: Path, tiny_config) -> None:
+    config = tiny_config(model={"arrangement": "scan_pixels", "scan_pixel_pool": 4},
                             max_steps=3, validate_at_start=False)
     result = train_main(config, str(store), tmp_path / "run")
     assert result.steps == 3 and result.validation["samples"] > 0
@@ -73,11 +74,11 @@ def test_scan_pixels_arrangement_trains_and_evaluates(store: Path, tmp_path: Pat
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
-def test_epochs_with_loader_workers_that_drop_short_batches(store: Path, tmp_path: Path) -> None:
+def test_epochs_with_loader_workers_that_drop_short_batches(store: Path, tmp_path: Path, tiny_config) -> None:
     """With loader workers each dropping its own short batch, an epoch can hold fewer than
     samples // batch_size batches, and how many changes with the epoch's shard order; the
     trainer must take the fewest any epoch gives and finish every epoch (no StopIteration)."""
-    data = tf.tiny_config(batch_size=3, epochs=4, validate_at_start=False).to_dict()
+    data = tiny_config(batch_size=3, epochs=4, validate_at_start=False).to_dict()
     data["loader"].update(num_workers=2, shuffle_buffer=2)
     config = config_from_dict(data)
     from stemdl.datasets.loader import ShardStream
@@ -91,20 +92,20 @@ def test_epochs_with_loader_workers_that_drop_short_batches(store: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_stemdl_train_under_torchrun(store: Path, tmp_path: Path) -> None:
+def test_stemdl_train_under_torchrun(store: Path, tmp_path: Path, clean_env, tiny_config, write_config) -> None:
     """The user's launch: `torchrun --nproc-per-node 2 stemdl train CONFIG --data STORE
     --stage-dir DIR` (here `python -m torch.distributed.run ... pipeline.py`): both ranks
     read the launcher's variables, train together, and the job prints one summary."""
     import subprocess
     import sys
 
-    config = tf.write_config(tf.tiny_config(max_steps=4, validate_at_start=False,
+    config = write_config(tiny_config(max_steps=4, validate_at_start=False,
                                             checkpoint_every=2), tmp_path / "tiny.yaml")
     out, stage = tmp_path / "run", tmp_path / "node-local"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", str(tf.REPO / "pipeline.py"), "train", str(config),
+               "--nproc-per-node", "2", str(REPO / "pipeline.py"), "train", str(config),
                "--data", str(store), "--stage-dir", str(stage), "--out", str(out)]
-    result = subprocess.run(command, cwd=tmp_path, env=tf.clean_env(), text=True,
+    result = subprocess.run(command, cwd=tmp_path, env=clean_env(), text=True,
                             capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count("trained 4/4 steps on 2 rank(s)") == 1, result.stdout

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from conftest_simulate import simulation_config
 
 from stemdl.simulate.geometry import fast_fft_size, plan_geometry, scan_grid, slicing
 from stemdl.simulate.physics import central_crop, sum_pool
@@ -122,7 +121,7 @@ def test_slicing_rules() -> None:
     assert slicing(6.0, 3.0, 2.0, 1)[1] == 3  # an exact multiple is not rounded up
 
 
-def test_geometry_tiles_at_least_the_cell_and_rounds_thickness() -> None:
+def test_geometry_tiles_at_least_the_cell_and_rounds_thickness(simulation_config) -> None:
     config = simulation_config("small", cell_xy_a=24.0)  # sampling 0.12 Å
     geometry = plan_geometry(config, (5.43, 7.68, 7.68), thickness_a=35.0, planes_per_period=2)
     assert geometry.repetitions == (5, 4, 5)

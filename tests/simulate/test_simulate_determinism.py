@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest_simulate import simulation_config
 
+from stemdl.configs import load_config
 from stemdl.simulate import build_catalogue, simulate_sample
 from stemdl.simulate.catalogue import make_catalogue
 from stemdl.simulate.draws import draw_sample
@@ -16,7 +16,7 @@ from stemdl.simulate.sample import SPLITS, SampleRecord
 # The split of each of 14 materials, as a catalogue of that size might assign them.
 SPLITS14 = ("train",) * 11 + ("validation",) * 2 + ("test",)
 
-TINY = simulation_config("tiny")
+TINY = load_config("tiny").simulation
 
 
 def _records_equal(a: SampleRecord, b: SampleRecord) -> bool:
@@ -38,7 +38,7 @@ def test_same_index_gives_identical_arrays() -> None:
     assert _records_equal(first.record, second.record)
 
 
-def test_same_index_with_phonons_is_identical() -> None:
+def test_same_index_with_phonons_is_identical(simulation_config) -> None:
     config = simulation_config("tiny", phonons={"num_configs": 2, "sigma_a": 0.1})
     first, second = simulate_sample(config, 1), simulate_sample(config, 1)
     assert np.array_equal(first.cbed, second.cbed)
@@ -58,7 +58,7 @@ def test_different_indices_give_different_samples() -> None:
             assert not np.array_equal(a.cbed, b.cbed)
 
 
-def test_phonon_seed_changes_the_displacements() -> None:
+def test_phonon_seed_changes_the_displacements(simulation_config) -> None:
     config = simulation_config("tiny", phonons={"num_configs": 2, "sigma_a": 0.1})
     plain = simulation_config("tiny")
     index = 2
@@ -67,7 +67,7 @@ def test_phonon_seed_changes_the_displacements() -> None:
     assert not np.array_equal(with_phonons.cbed, without.cbed)
 
 
-def test_draws_are_pure_and_depend_on_seed_and_index() -> None:
+def test_draws_are_pure_and_depend_on_seed_and_index(simulation_config) -> None:
     assert draw_sample(TINY, 5, SPLITS14) == draw_sample(TINY, 5, SPLITS14)
     assert draw_sample(TINY, 5, SPLITS14) != draw_sample(TINY, 6, SPLITS14)
     other = simulation_config("tiny", seed=8)
@@ -76,7 +76,7 @@ def test_draws_are_pure_and_depend_on_seed_and_index() -> None:
         draw_sample(TINY, -1, SPLITS14)
 
 
-def test_draws_cover_the_configured_ranges() -> None:
+def test_draws_cover_the_configured_ranges(simulation_config) -> None:
     config = simulation_config("small")
     draws = [
         draw_sample(config, i, ["train"] * 27 + ["validation"] * 3 + ["test"] * 3)

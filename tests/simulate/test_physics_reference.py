@@ -14,8 +14,8 @@ import abtem
 import numpy as np
 import pytest
 from ase import Atoms
-from conftest_simulate import relative_error, simulation_config
 
+from stemdl.configs import load_config
 from stemdl.configs.simulation import SimulationConfig
 from stemdl.simulate import build_catalogue, simulate_sample
 from stemdl.simulate.draws import draw_sample
@@ -126,22 +126,22 @@ def _indices_with_distinct_families(config: SimulationConfig, count: int) -> lis
     return sorted(chosen.values())
 
 
-TINY = simulation_config("tiny")
+TINY = load_config("tiny").simulation
 # Everything the paper turned on, at tiny scale: strongest-reflection axis, touching disks,
 # d_hkl slices, frozen phonons, binning, two depth sections, smoothing.
-PAPERLIKE = simulation_config(
-    "tiny",
-    structures__zone_axes="strongest",
-    semiangle_mrad="touching",
-    slice_thickness_a="d_hkl",
-    phonons={"num_configs": 2, "sigma_a": 0.08},
-    detector={"pattern_px": [12, 12], "binning": 2},
-    target={"target_px": [12, 12], "depth_sections": 2, "smoothing_px": 1.2},
-)
+PAPERLIKE = TINY.model_validate({
+    **TINY.model_dump(),
+    "structures": {**TINY.structures.model_dump(), "zone_axes": "strongest"},
+    "semiangle_mrad": "touching",
+    "slice_thickness_a": "d_hkl",
+    "phonons": {"num_configs": 2, "sigma_a": 0.08},
+    "detector": {"pattern_px": [12, 12], "binning": 2},
+    "target": {"target_px": [12, 12], "depth_sections": 2, "smoothing_px": 1.2},
+})
 CASES = [(TINY, i) for i in _indices_with_distinct_families(TINY, 3)] + [(PAPERLIKE, 5)]
 
 
-def _check(sample: Sample) -> None:
+def _check(relative_error, sample: Sample) -> None:
     record = sample.record
     cbed = reference_cbed(record, sample.cbed.shape[1:])
     assert sample.cbed.dtype == np.float32 and sample.potential.dtype == np.float32
@@ -156,8 +156,8 @@ def _check(sample: Sample) -> None:
     CASES,
     ids=[f"{'tiny' if c is TINY else 'paperlike'}-{i}" for c, i in CASES],
 )
-def test_sample_equals_hand_written_abtem(config: SimulationConfig, index: int) -> None:
-    _check(simulate_sample(config, index))
+def test_sample_equals_hand_written_abtem(config: SimulationConfig, index: int, relative_error) -> None:
+    _check(relative_error, simulate_sample(config, index))
 
 
 def test_the_cases_cover_different_families_and_the_paper_options() -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import Atoms
-from conftest_simulate import simulation_config
 
 from stemdl.configs.simulation import ALL_FAMILIES, SimulationConfig
 from stemdl.simulate import build_catalogue, simulate_sample
@@ -30,11 +29,11 @@ from stemdl.simulate.geometry import centre_planes_in_slices, specimen_atoms
 from stemdl.simulate.multislice import chunk_probes, window_indices
 from stemdl.simulate.physics import PotentialSettings, specimen
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5  # max |stemdl − abTEM| / max(abTEM pattern)
 
 
-def _config(slices: float | str, **changes: object) -> SimulationConfig:
+def _config(simulation_config, slices: float | str, **changes: object) -> SimulationConfig:
     settings: dict[str, object] = {
         "structures__families": list(ALL_FAMILIES),
         "structures__materials_per_family": 1,
@@ -64,8 +63,8 @@ def _one_index_per_family(config: SimulationConfig) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("slices", [2.0, "d_hkl"], ids=["2A-slices", "dhkl-slices"])
-def test_stemdl_engine_equals_abtem_for_every_family(slices: float | str) -> None:
-    config = _config(slices)
+def test_stemdl_engine_equals_abtem_for_every_family(slices: float | str, simulation_config) -> None:
+    config = _config(simulation_config, slices)
     reference = config.model_copy(update={"engine": "abtem"})
     catalogue = build_catalogue(config)
     chosen = _one_index_per_family(config)
@@ -83,8 +82,8 @@ def test_stemdl_engine_equals_abtem_for_every_family(slices: float | str) -> Non
     assert max(errors.values()) <= TOLERANCE, errors
 
 
-def test_binning_and_an_odd_window_match_abtem() -> None:
-    config = _config(2.0, detector={"pattern_px": [7, 5], "binning": 3})
+def test_binning_and_an_odd_window_match_abtem(simulation_config) -> None:
+    config = _config(simulation_config, 2.0, detector={"pattern_px": [7, 5], "binning": 3})
     ours = simulate_sample(config, 1)
     theirs = simulate_sample(config.model_copy(update={"engine": "abtem"}), 1)
     assert ours.cbed.shape == (6, 7, 5)
@@ -107,17 +106,18 @@ def test_probe_chunks_fit_the_budget_and_split_evenly() -> None:
     assert chunk_probes(1024, 1000 * 1000, "gpu") == 512
 
 
-def test_engine_is_deterministic_in_process_and_across_processes(tmp_path: Path) -> None:
-    config = _config("d_hkl")
+def test_engine_is_deterministic_in_process_and_across_processes(tmp_path: Path, simulation_config) -> None:
+    config = _config(simulation_config, "d_hkl")
     first = simulate_sample(config, 4).cbed
     clear_plans()
     again = simulate_sample(config, 4).cbed
     assert np.array_equal(first, again)
     out = tmp_path / "cbed.npy"
     script = (
-        "import sys, numpy as np; sys.path.insert(0, 'tests');"
-        "from test_multislice_engine import _config; from simulate import simulate_sample;"
-        f"np.save({str(out)!r}, simulate_sample(_config('d_hkl'), 4).cbed)"
+        "import numpy as np; from stemdl.configs import SimulationConfig;"
+        "from stemdl.simulate import simulate_sample;"
+        f"config = SimulationConfig.model_validate_json({config.model_dump_json()!r});"
+        f"np.save({str(out)!r}, simulate_sample(config, 4).cbed)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, check=True, timeout=120)
@@ -175,8 +175,8 @@ def test_no_atom_wraps_through_the_thickness() -> None:
     assert jumps.max() == num_slices - 1
 
 
-def test_reduced_grid_is_coarser_keeps_the_target_and_approximates_the_patterns() -> None:
-    full_config = _config(2.0, phonons={"num_configs": 1, "sigma_a": 0.0})
+def test_reduced_grid_is_coarser_keeps_the_target_and_approximates_the_patterns(simulation_config) -> None:
+    full_config = _config(simulation_config, 2.0, phonons={"num_configs": 1, "sigma_a": 0.0})
     full = simulate_sample(full_config, 2)
     reduced = simulate_sample(full_config.model_copy(update={"reduced_grid_margin": 1.5}), 2)
     gpts = (reduced.record.extra["multislice_gpts_x"], reduced.record.extra["multislice_gpts_y"])
@@ -188,17 +188,17 @@ def test_reduced_grid_is_coarser_keeps_the_target_and_approximates_the_patterns(
     assert np.array_equal(wide.cbed, full.cbed)  # a margin beyond the full band changes nothing
 
 
-def test_reduced_grid_refuses_the_abtem_engine() -> None:
+def test_reduced_grid_refuses_the_abtem_engine(simulation_config) -> None:
     from stemdl.configs import ConfigError
 
     with pytest.raises(ConfigError, match="reduced_grid_margin needs engine: stemdl"):
-        _config(2.0, reduced_grid_margin=2.0, engine="abtem")
+        _config(simulation_config, 2.0, reduced_grid_margin=2.0, engine="abtem")
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(cuda_device_count() == 0, reason="needs CUDA and CuPy")
-def test_stemdl_engine_on_the_gpu_equals_abtem_and_the_cpu_and_repeats_its_bits() -> None:
-    config = _config("d_hkl", device="gpu")
+def test_stemdl_engine_on_the_gpu_equals_abtem_and_the_cpu_and_repeats_its_bits(simulation_config) -> None:
+    config = _config(simulation_config, "d_hkl", device="gpu")
     catalogue = build_catalogue(config)
     for index in sorted(_one_index_per_family(config).values())[:4]:
         ours = simulate_sample(config, index, catalogue)
@@ -211,10 +211,10 @@ def test_stemdl_engine_on_the_gpu_equals_abtem_and_the_cpu_and_repeats_its_bits(
         assert np.array_equal(simulate_sample(config, index, catalogue).cbed, ours.cbed)
 
 
-def test_both_cpu_fft_libraries_agree_and_are_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_both_cpu_fft_libraries_agree_and_are_deterministic(monkeypatch: pytest.MonkeyPatch, simulation_config) -> None:
     from stemdl.simulate import fft_plans
 
-    config = _config(2.0)
+    config = _config(simulation_config, 2.0)
     pocket = simulate_sample(config, 3).cbed
     monkeypatch.setattr(fft_plans, "CPU_FFT_LIBRARY", "fftw")
     fftw = simulate_sample(config, 3).cbed

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import datasets_fixtures as fx
 import numpy as np
 import pytest
 import torch
@@ -20,9 +19,9 @@ from stemdl.datasets.transforms import electrons_per_pattern
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def store(tmp_path_factory: pytest.TempPathFactory, synthetic_store) -> Path:
     """30 synthetic samples in 8 shards of 4 (the last one short), splits by material."""
-    return fx.synthetic_store(tmp_path_factory.getbasetemp(), num_samples=30, shard_size=4)
+    return synthetic_store(num_samples=30, shard_size=4)
 
 
 def _split_indices(store: Path, split: str) -> list[int]:
@@ -156,8 +155,8 @@ def test_bad_arguments_are_named(store: Path) -> None:
         make_dataloader(str(store), split="train", batch_size=0)
 
 
-def test_real_store_streams_every_training_sample(tmp_path_factory: pytest.TempPathFactory) -> None:
-    real = fx.real_tiny_store(tmp_path_factory.getbasetemp())
+def test_real_store_streams_every_training_sample(tmp_path_factory: pytest.TempPathFactory, tiny_store) -> None:
+    real = tiny_store
     cfg = LoaderConfig(num_workers=0, decode_threads=2, shuffle_buffer=4)
     loader = make_dataloader(str(real), cfg, split="train", batch_size=2, drop_last=False)
     batches = list(loader)

@@ -4,6 +4,7 @@ URL, a changed catalogue on resume, a full disk (not retried), through real proc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -11,10 +12,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import datasets_fixtures as fx
 import pytest
 from ase.build import bulk
-from conftest_simulate import write_cif
 
 from stemdl.configs import config_from_dict
 from stemdl.datasets import shard as shard_module
@@ -26,18 +25,18 @@ from stemdl.datasets.store_lock import store_lock
 from stemdl.datasets.verify import verify_store
 
 
-def test_memory_store_is_refused_before_any_work() -> None:
-    result = fx.run_python(["-m", "stemdl.pipeline", "simulate", "tiny", "--out", "memory://x/s.zarr"])
+def test_memory_store_is_refused_before_any_work(run_python) -> None:
+    result = run_python(["-m", "stemdl.pipeline", "simulate", "tiny", "--out", "memory://x/s.zarr"])
     assert result.returncode == 2, result.stderr[-3000:]
     assert "memory://" in result.stderr and "cannot reach" in result.stderr, result.stderr
     assert "run the same command again" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_second_client_is_told_who_holds_the_store(tmp_path: Path) -> None:
+def test_second_client_is_told_who_holds_the_store(tmp_path: Path, run_python) -> None:
     store = str(tmp_path / "store.zarr")
     with store_lock(store):  # this process is the first client
-        result = fx.run_python(["-m", "stemdl.pipeline", "simulate", "tiny", "--out", store,
+        result = run_python(["-m", "stemdl.pipeline", "simulate", "tiny", "--out", store,
                                 "--workers", "1", "--no-progress"])
     assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-3000:])
     assert f"{store} is locked" in result.stderr, result.stderr
@@ -45,21 +44,21 @@ def test_second_client_is_told_who_holds_the_store(tmp_path: Path) -> None:
     assert not Path(store).exists()  # refused before planning
 
 
-def test_changed_cif_directory_is_refused_on_resume(tmp_path: Path) -> None:
+def test_changed_cif_directory_is_refused_on_resume(tmp_path: Path, run_python, small_config, write_cif, write_config) -> None:
     cifs = tmp_path / "cifs"
     cifs.mkdir()
     write_cif(cifs / "al.cif", bulk("Al", "fcc", a=4.05, cubic=True))
-    data = fx.small_config(num_samples=8, shard_size=4).to_dict()
+    data = small_config(num_samples=8, shard_size=4).to_dict()
     data["simulation"]["structures"]["cif_dir"] = str(cifs)
     config = config_from_dict(data)
-    config_path = fx.write_config(config, tmp_path / "cif.yaml")
+    config_path = write_config(config, tmp_path / "cif.yaml")
     store = str(tmp_path / "store.zarr")
     # What a killed `stemdl simulate` leaves: planned, one shard of two done.
     plan_store(config, store, catalogue_for(config))
     simulate_shard(config, store, 0)
     write_cif(cifs / "ni.cif", bulk("Ni", "fcc", a=3.52, cubic=True))
 
-    result = fx.run_python(["-m", "stemdl.pipeline", "simulate", str(config_path), "--out", store,
+    result = run_python(["-m", "stemdl.pipeline", "simulate", str(config_path), "--out", store,
                             "--workers", "1", "--no-progress"])
     assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-3000:])
     assert "catalogue differs" in result.stderr and "added: cif-ni-" in result.stderr, result.stderr
@@ -98,17 +97,17 @@ def fill(directory: Path) -> None:
 
 
 def test_full_disk_stops_once_without_retries(tmp_path: Path,
-                                              capfd: pytest.CaptureFixture[str]) -> None:
-    config = fx.small_config(num_samples=24, shard_size=4)
+                                              capfd: pytest.CaptureFixture[str], small_config, synthetic) -> None:
+    config = small_config(num_samples=24, shard_size=4)
     counts = tmp_path / "simulated.txt"
     counts.touch()
     with full_disk(tmp_path / "disk") as disk:
         store = str(disk / "store.zarr")
-        plan_store(config, store, fx.build_catalogue(config.simulation))
+        plan_store(config, store, synthetic.build_catalogue(config.simulation))
         fill(disk)
         # Real worker processes; the simulator counts every sample they simulate.
         report = generate(config, store, n_workers=2, progress=False,
-                          simulator=fx.SyntheticSimulator(count_file=str(counts)))
+                          simulator=dataclasses.replace(synthetic, count_file=str(counts)))
     summary = report.summary()
     assert not report.complete, summary
     assert summary.count("No space left on device") == 1, summary

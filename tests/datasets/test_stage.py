@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import datasets_fixtures as fx
 import numpy as np
 import pytest
 import zarr
@@ -21,6 +20,8 @@ from stemdl.datasets.stage import StageError, stage_node
 from stemdl.datasets.storage import StoreError
 from stemdl.datasets.store import open_stemdl_store
 from stemdl.datasets.verify import verify_store
+
+REPO = Path(__file__).resolve().parents[2]
 
 _STAGE_SCRIPT = """
 import dataclasses, json, os, sys, time
@@ -34,8 +35,8 @@ print(json.dumps(dataclasses.asdict(report)))
 
 
 @pytest.fixture
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fx.synthetic_store(tmp_path_factory.getbasetemp(), num_samples=30, shard_size=4)
+def source(tmp_path_factory: pytest.TempPathFactory, synthetic_store) -> Path:
+    return synthetic_store(num_samples=30, shard_size=4)
 
 
 @pytest.mark.parametrize(("num_shards", "nodes"), [(8, 3), (3, 5), (100, 7), (1, 1)])
@@ -46,7 +47,7 @@ def test_assignment_is_a_balanced_partition(num_shards: int, nodes: int) -> None
     assert parts == [shards_for_node(num_shards, node, nodes) for node in range(nodes)]
 
 
-def test_staged_store_is_valid_and_holds_only_its_shards(source: Path, tmp_path: Path) -> None:
+def test_staged_store_is_valid_and_holds_only_its_shards(source: Path, tmp_path: Path, synthetic) -> None:
     local = tmp_path / "node1"
     report = stage_node(str(source), str(local), 1, 3)
     assert report.shards_assigned == [1, 4, 7] and report.shards_copied == [1, 4, 7]
@@ -75,16 +76,16 @@ def test_staged_store_is_valid_and_holds_only_its_shards(source: Path, tmp_path:
         stage_node(str(source), "memory://x/y", 0, 3)
     config = open_stemdl_store(str(source)).config
     with pytest.raises(StoreError, match="staged copy"):
-        plan_store(config, str(local), fx.build_catalogue(config.simulation))
+        plan_store(config, str(local), synthetic.build_catalogue(config.simulation))
 
 
 def test_two_local_ranks_stage_once(source: Path, tmp_path: Path) -> None:
     local = tmp_path / "node0"
     go = tmp_path / "go"
-    env = {**os.environ, "PYTHONPATH": f"{fx.TESTS}:{fx.REPO}"}
+    env = dict(os.environ)
     ready = [tmp_path / f"ready{rank}" for rank in range(2)]
     procs = [subprocess.Popen([sys.executable, "-c", _STAGE_SCRIPT, str(source), str(local),
-                               "0", "2", str(go), str(ready[rank])], cwd=fx.REPO, env=env,
+                               "0", "2", str(go), str(ready[rank])], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for rank in range(2)]
     deadline = time.monotonic() + 120
@@ -102,12 +103,12 @@ def test_two_local_ranks_stage_once(source: Path, tmp_path: Path) -> None:
     assert verify_store(str(local)).complete
 
 
-def test_damaged_source_is_not_staged_as_good(source: Path, tmp_path: Path) -> None:
+def test_damaged_source_is_not_staged_as_good(source: Path, tmp_path: Path, flip_byte) -> None:
     import shutil
 
     damaged = tmp_path / "damaged.zarr"
     shutil.copytree(source, damaged)
-    fx.flip_byte(damaged / "cbed" / "c" / "2" / "0" / "0" / "0", 200)
+    flip_byte(damaged / "cbed" / "c" / "2" / "0" / "0" / "0", 200)
     local = tmp_path / "node2"
     with pytest.raises(StageError, match=r"shard 2 does not verify.*cbed/c/2/0/0/0"):
         stage_node(str(damaged), str(local), 0, 2)

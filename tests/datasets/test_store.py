@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import datasets_fixtures as fx
 import numpy as np
 import pytest
 import xarray as xr
@@ -24,30 +23,28 @@ from stemdl.datasets.store import open_stemdl_store
 from stemdl.datasets.verify import verify_store
 from stemdl.simulate.sample import SampleRecord
 
-SYNTHETIC = fx.SYNTHETIC
 
-
-def _fill(config, url: str) -> None:
-    plan_store(config, url, fx.build_catalogue(config.simulation))
+def _fill(synthetic, config, url: str) -> None:
+    plan_store(config, url, synthetic.build_catalogue(config.simulation))
     for shard in range(config.dataset.num_shards):
-        simulate_shard(config, url, shard, simulator=SYNTHETIC)
+        simulate_shard(config, url, shard, simulator=synthetic)
 
 
 @pytest.mark.parametrize("cbed_dtype", ["float16", "float32"])
-def test_round_trip_values_dtypes_and_every_record_field(tmp_path: Path, cbed_dtype: str) -> None:
-    config = fx.small_config(num_samples=7, shard_size=3,
+def test_round_trip_values_dtypes_and_every_record_field(tmp_path: Path, cbed_dtype: str, assert_records_equal, small_config, synthetic) -> None:
+    config = small_config(num_samples=7, shard_size=3,
                              cbed={"dtype": cbed_dtype, "codec": "blosc-zstd", "level": 5})
     url = str(tmp_path / "store.zarr")
-    _fill(config, url)
+    _fill(synthetic, config, url)
     for index in range(7):
-        expected = fx.synthetic_sample(config.simulation, index)
+        expected = synthetic.simulate_sample(config.simulation, index)
         stored = read_sample(url, index)
         assert stored["status"] == STATUS_OK
         assert stored["cbed"].dtype == np.dtype(cbed_dtype)
         assert stored["potential"].dtype == np.float32
         np.testing.assert_array_equal(stored["cbed"], expected.cbed.astype(cbed_dtype))
         np.testing.assert_array_equal(stored["potential"], expected.potential)
-        fx.assert_records_equal(stored["record"], expected.record)
+        assert_records_equal(stored["record"], expected.record)
     group = zarr.open_group(url, mode="r")
     assert group["cbed"].shards == (3, 16, 24, 24) and group["cbed"].chunks == (1, 16, 24, 24)
     assert list(group["shard_done"][:]) == [1, 1, 1]
@@ -59,18 +56,18 @@ def test_round_trip_values_dtypes_and_every_record_field(tmp_path: Path, cbed_dt
     np.testing.assert_array_equal(read_field(info, "index"), np.arange(7))
     assert read_field(info, "cell_a", [1, 2]).shape == (2, 3, 3)
     assert list(read_field(info, "split", slice(0, 3))) == [
-        fx.synthetic_sample(config.simulation, i).record.split for i in range(3)]
-    fx.assert_records_equal(read_record(info, 5), fx.synthetic_sample(config.simulation, 5).record)
+        synthetic.simulate_sample(config.simulation, i).record.split for i in range(3)]
+    assert_records_equal(read_record(info, 5), synthetic.simulate_sample(config.simulation, 5).record)
     empty = read_fields(info, ["status", "split"], np.zeros(0, dtype=np.int64))
     assert empty["status"].shape == (0,) and empty["split"].shape == (0,)
     with pytest.raises(KeyError, match="no per-sample field 'energy'"):
         read_field(info, "energy")
 
 
-def test_store_is_self_describing(tmp_path: Path) -> None:
-    config = fx.small_config(num_samples=4, shard_size=2)
+def test_store_is_self_describing(tmp_path: Path, small_config, synthetic) -> None:
+    config = small_config(num_samples=4, shard_size=2)
     url = str(tmp_path / "store.zarr")
-    _fill(config, url)
+    _fill(synthetic, config, url)
     group = zarr.open_group(url, mode="r")
     attrs = dict(group.attrs)
     assert attrs["schema_version"] == SCHEMA_VERSION
@@ -110,30 +107,30 @@ def test_store_is_self_describing(tmp_path: Path) -> None:
     assert len(files) == storage_estimate(config).total_files
 
 
-def test_another_simulation_config_is_refused_and_store_untouched(tmp_path: Path) -> None:
-    config = fx.small_config(num_samples=4, shard_size=2)
+def test_another_simulation_config_is_refused_and_store_untouched(tmp_path: Path, small_config, synthetic) -> None:
+    config = small_config(num_samples=4, shard_size=2)
     url = str(tmp_path / "store.zarr")
-    _fill(config, url)
+    _fill(synthetic, config, url)
     before = {p: p.read_bytes() for p in Path(url).rglob("*") if p.is_file()}
     data = config.to_dict()
     data["simulation"]["energy_ev"] = {"min": 120000.0, "max": 120000.0}
     other = config_from_dict(data)
     with pytest.raises(ConfigMismatchError, match=r"simulation\.energy_ev\.max: store has 100000"):
-        plan_store(other, url, fx.build_catalogue(other.simulation))
+        plan_store(other, url, synthetic.build_catalogue(other.simulation))
     with pytest.raises(ValueError, match="another config"):
-        simulate_shard(other, url, 0, simulator=SYNTHETIC)
+        simulate_shard(other, url, 0, simulator=synthetic)
     after = {p: p.read_bytes() for p in Path(url).rglob("*") if p.is_file()}
     assert after == before
     # Loader/model/train sections may differ.
     data = config.to_dict()
     data["train"]["lr"] = 0.5
     data["loader"]["shuffle_buffer"] = 3
-    plan_store(config_from_dict(data), url, fx.build_catalogue(config.simulation))
+    plan_store(config_from_dict(data), url, synthetic.build_catalogue(config.simulation))
 
 
-def test_bad_store_urls_get_clear_errors(tmp_path: Path) -> None:
-    config = fx.small_config(num_samples=2, shard_size=1)
-    catalogue = fx.build_catalogue(config.simulation)
+def test_bad_store_urls_get_clear_errors(tmp_path: Path, small_config, synthetic) -> None:
+    config = small_config(num_samples=2, shard_size=1)
+    catalogue = synthetic.build_catalogue(config.simulation)
     with pytest.raises(StoreError, match="protocol 'nosuchproto'"):
         plan_store(config, "nosuchproto://bucket/x.zarr", catalogue)
     with pytest.raises(StoreError, match="empty"):
@@ -157,27 +154,27 @@ def test_bad_store_urls_get_clear_errors(tmp_path: Path) -> None:
         open_stemdl_store(str(tmp_path / "missing.zarr"))
 
 
-def test_fsspec_url_store(tmp_path: Path) -> None:
+def test_fsspec_url_store(tmp_path: Path, small_config, synthetic) -> None:
     """Any fsspec URL works: here memory:// (in-process) and file://."""
-    config = fx.small_config(num_samples=5, shard_size=2)
+    config = small_config(num_samples=5, shard_size=2)
     for url in ("memory://stemdl-test/store.zarr", f"file://{tmp_path}/store.zarr"):
-        _fill(config, url)
+        _fill(synthetic, config, url)
         report = verify_store(url)
         assert report.complete, report.summary()
         np.testing.assert_array_equal(read_sample(url, 3)["potential"],
-                                      fx.synthetic_sample(config.simulation, 3).potential)
+                                      synthetic.simulate_sample(config.simulation, 3).potential)
 
 
-def test_interrupted_planning_is_planned_again(tmp_path: Path) -> None:
-    config = fx.small_config(num_samples=4, shard_size=2)
+def test_interrupted_planning_is_planned_again(tmp_path: Path, small_config, synthetic) -> None:
+    config = small_config(num_samples=4, shard_size=2)
     url = tmp_path / "store.zarr"
-    plan_store(config, str(url), fx.build_catalogue(config.simulation))
+    plan_store(config, str(url), synthetic.build_catalogue(config.simulation))
     doc = json.loads((url / "zarr.json").read_text())
     doc["attributes"]["planning_complete"] = False
     (url / "zarr.json").write_text(json.dumps(doc))
     with pytest.raises(StoreError, match="planning of this store did not complete"):
         open_stemdl_store(str(url))
-    _fill(config, str(url))
+    _fill(synthetic, config, str(url))
     assert verify_store(str(url)).complete
 
 
@@ -193,16 +190,16 @@ def test_paper_storage_estimate() -> None:
     assert "15,625 shards" in estimate.describe()
 
 
-def test_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
-    config = fx.small_config(num_samples=2, shard_size=1)
+def test_store_of_another_schema_version_is_refused(tmp_path: Path, small_config, synthetic) -> None:
+    config = small_config(num_samples=2, shard_size=1)
     url = tmp_path / "store.zarr"
-    _fill(config, str(url))
+    _fill(synthetic, config, str(url))
     doc = json.loads((url / "zarr.json").read_text())
     doc["attributes"]["schema_version"] = 1
     (url / "zarr.json").write_text(json.dumps(doc))
     with pytest.raises(StoreError, match=r"schema version 1, this code reads version 2.*regenerate"):
         open_stemdl_store(str(url))
     with pytest.raises(StoreError, match="schema version 1"):
-        plan_store(config, str(url), fx.build_catalogue(config.simulation))
+        plan_store(config, str(url), synthetic.build_catalogue(config.simulation))
     report = verify_store(str(url))
     assert not report.ok and "schema version 1" in report.summary()

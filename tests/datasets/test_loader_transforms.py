@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datasets_fixtures as fx
 import numpy as np
 import pytest
 
@@ -69,8 +68,8 @@ def test_without_numba_the_numpy_path_is_used(monkeypatch: pytest.MonkeyPatch) -
     assert transforms._compile_kernel() is None
 
 
-def test_loader_names_a_damaged_shard_file(tmp_path: Path) -> None:
-    store = fx.synthetic_store(tmp_path, num_samples=8, shard_size=4)
+def test_loader_names_a_damaged_shard_file(tmp_path: Path, synthetic_store) -> None:
+    store = synthetic_store(num_samples=8, shard_size=4)
     info = open_stemdl_store(str(store))
     path = Path(file_url(info.url, shard_key(info.array("cbed"), 1)))
     data = bytearray(path.read_bytes())

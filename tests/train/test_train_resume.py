@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import train_fixtures as tf
 
 from stemdl.configs import config_from_dict
 from stemdl.train.checkpoint import load_checkpoint
 from stemdl.train.loop import train_main
 from stemdl.train.run_log import read_metrics
+
+REPO = Path(__file__).resolve().parents[2]
 
 SETTINGS = {"epochs": 3, "log_every": 1, "checkpoint_every": 3, "validate_every": 1000,
             "validate_at_start": False}
@@ -27,8 +28,8 @@ KILL_AFTER_STEP = 7
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tf.tiny_store(tmp_path_factory.getbasetemp())
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_store) -> Path:
+    return tiny_store
 
 
 def _logged_steps(out_dir: Path) -> list[int]:
@@ -46,10 +47,10 @@ def _logged_steps(out_dir: Path) -> list[int]:
     return steps
 
 
-def _kill_mid_run(config_path: Path, store: Path, out_dir: Path) -> int:
+def _kill_mid_run(train_command, clean_env, config_path: Path, store: Path, out_dir: Path) -> int:
     """Start training, SIGKILL it once step KILL_AFTER_STEP is logged; the last step logged."""
-    proc = subprocess.Popen(tf.train_command(config_path, store, out_dir), cwd=tf.REPO,
-                            env=tf.clean_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(train_command(config_path, store, out_dir), cwd=REPO,
+                            env=clean_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     try:
@@ -67,21 +68,21 @@ def _kill_mid_run(config_path: Path, store: Path, out_dir: Path) -> int:
 
 
 @pytest.mark.slow
-def test_killed_and_resumed_run_matches_the_uninterrupted_run(store: Path, tmp_path: Path) -> None:
-    config_path = tf.write_config(tf.tiny_config(model=MODEL, **SETTINGS),
+def test_killed_and_resumed_run_matches_the_uninterrupted_run(store: Path, tmp_path: Path, run_training, tiny_config, write_config, clean_env, train_command) -> None:
+    config_path = write_config(tiny_config(model=MODEL, **SETTINGS),
                                   tmp_path / "config.yaml")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    tf.run_training(config_path, store, straight)
+    run_training(config_path, store, straight)
     reference = read_metrics(straight, "train")
     total = reference[-1]["step"]
 
-    last_before_kill = _kill_mid_run(config_path, store, killed)
+    last_before_kill = _kill_mid_run(train_command, clean_env, config_path, store, killed)
     assert last_before_kill < total, "the run finished before it could be killed"
     checkpoint_step = load_checkpoint(killed / "checkpoint.pt")["step"]
     assert 0 < checkpoint_step <= last_before_kill
     assert last_before_kill - checkpoint_step < 3 + 2  # at most checkpoint_every steps lost (+race)
 
-    tf.run_training(config_path, store, killed, resume=True)
+    run_training(config_path, store, killed, resume=True)
     resumed = read_metrics(killed, "train")
     assert [row["step"] for row in resumed] == [row["step"] for row in reference]
     for mine, theirs in zip(resumed, reference, strict=True):
@@ -97,16 +98,16 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_run(store: Path, tmp_p
         assert final_a[key] == final_b[key]
 
 
-def test_an_existing_run_is_not_overwritten_without_resume(store: Path, tmp_path: Path) -> None:
-    config = tf.tiny_config(max_steps=2, validate_at_start=False)
+def test_an_existing_run_is_not_overwritten_without_resume(store: Path, tmp_path: Path, tiny_config) -> None:
+    config = tiny_config(max_steps=2, validate_at_start=False)
     result = train_main(config, str(store), tmp_path / "run")
     assert result.steps == 2 and (tmp_path / "run" / "checkpoint.pt").is_file()
     with pytest.raises(FileExistsError, match="exists: pass --resume"):
         train_main(config, str(store), tmp_path / "run")
-    other = tf.tiny_config(max_steps=3, validate_at_start=False).to_dict()
+    other = tiny_config(max_steps=3, validate_at_start=False).to_dict()
     other["model"]["growth_rate"] = 5
     with pytest.raises(ValueError, match="another `model:` section"):
         train_main(config_from_dict(other), str(store), tmp_path / "run", resume=True)
-    again = train_main(tf.tiny_config(max_steps=3, validate_at_start=False), str(store),
+    again = train_main(tiny_config(max_steps=3, validate_at_start=False), str(store),
                        tmp_path / "run", resume=True)
     assert (again.resumed_from_step, again.steps) == (2, 3)

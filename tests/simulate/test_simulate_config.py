@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from ase.build import bulk
-from conftest_simulate import simulation_config, write_cif
 
 from stemdl.configs import ConfigError, config_from_dict, load_config
 from stemdl.simulate import simulate_sample
@@ -44,7 +43,7 @@ def test_bad_simulation_configs_name_the_field(changes: dict, expected: str) -> 
         config_from_dict(_tiny(**changes))
 
 
-def test_touching_disks_outside_the_grid_is_a_clear_error(tmp_path: Path) -> None:
+def test_touching_disks_outside_the_grid_is_a_clear_error(tmp_path: Path, simulation_config, write_cif) -> None:
     # Diamond-C [001]: the first allowed in-plane reflection, (220), has |g| = 0.79 / Å; a 1 Å
     # grid keeps only |g| < 0.67 / Å, so no disk can touch inside the simulated band.
     write_cif(tmp_path / "c.cif", bulk("C", "diamond", a=3.57, cubic=True))

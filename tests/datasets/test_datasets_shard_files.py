@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import datasets_fixtures as fx
 import numpy as np
 import pytest
 
@@ -23,16 +22,16 @@ from stemdl.datasets.store import open_stemdl_store
     ("float32", "blosc-lz4", 9), ("float16", "none", 0)])
 @pytest.mark.parametrize("whole_file_bytes", [shard_files.WHOLE_FILE_BYTES, 0])
 def test_direct_decode_matches_zarr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str,
-                                    codec: str, level: int, whole_file_bytes: int) -> None:
+                                    codec: str, level: int, whole_file_bytes: int, small_config, synthetic) -> None:
     """whole_file_bytes 0: every file is read as its index, then a byte range per sample."""
     monkeypatch.setattr(shard_files, "WHOLE_FILE_BYTES", whole_file_bytes)
-    config = fx.small_config(num_samples=7, shard_size=3,
+    config = small_config(num_samples=7, shard_size=3,
                              cbed={"dtype": dtype, "codec": codec, "level": level},
                              potential={"dtype": dtype, "codec": codec, "level": level})
     url = str(tmp_path / "store.zarr")
-    plan_store(config, url, fx.build_catalogue(config.simulation))
+    plan_store(config, url, synthetic.build_catalogue(config.simulation))
     for shard in range(3):
-        simulate_shard(config, url, shard, simulator=fx.SYNTHETIC)
+        simulate_shard(config, url, shard, simulator=synthetic)
     info = open_stemdl_store(url)
     fs, _ = filesystem(url)
     for name in ("cbed", "potential"):
@@ -55,10 +54,10 @@ def test_direct_decode_matches_zarr(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize("whole_file_bytes", [shard_files.WHOLE_FILE_BYTES, 0])
 def test_damaged_bytes_raise_instead_of_returning_numbers(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, whole_file_bytes: int) -> None:
+        monkeypatch: pytest.MonkeyPatch, whole_file_bytes: int, synthetic_store) -> None:
     monkeypatch.setattr(shard_files, "WHOLE_FILE_BYTES", whole_file_bytes)
     store = tmp_path / "store.zarr"  # a private copy: the session's store is shared
-    shutil.copytree(fx.synthetic_store(tmp_path_factory.getbasetemp(), num_samples=10,
+    shutil.copytree(synthetic_store(num_samples=10,
                                        shard_size=4), store)
     info = open_stemdl_store(str(store))
     array = info.array("cbed")

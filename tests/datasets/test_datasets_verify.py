@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import datasets_fixtures as fx
 import numpy as np
 import pytest
 import zarr
@@ -16,13 +15,11 @@ from stemdl.datasets.storage import file_url, shard_key
 from stemdl.datasets.store import open_stemdl_store
 from stemdl.datasets.verify import verify_store
 
-SYNTHETIC = fx.SYNTHETIC
-
 
 @pytest.fixture
-def store(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
+def store(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, synthetic_store) -> Path:
     """A private copy of a complete synthetic store (10 samples, shards of 4)."""
-    source = fx.synthetic_store(tmp_path_factory.getbasetemp(), num_samples=10, shard_size=4)
+    source = synthetic_store(num_samples=10, shard_size=4)
     copy = tmp_path / "store.zarr"
     shutil.copytree(source, copy)
     return copy
@@ -37,13 +34,13 @@ def test_clean_store_verifies(store: Path) -> None:
 @pytest.mark.parametrize(("array", "where"), [("cbed", "chunk"), ("cbed", "index"),
                                               ("record_float", "chunk"), ("record_str", "chunk"),
                                               ("atoms", "index")])
-def test_flipped_byte_is_named_and_repaired(store: Path, array: str, where: str) -> None:
-    original = fx.store_files(store)
+def test_flipped_byte_is_named_and_repaired(store: Path, array: str, where: str, flip_byte, store_files, synthetic) -> None:
+    original = store_files(store)
     info = open_stemdl_store(str(store))
     shard_file = Path(file_url(info.url, shard_key(info.array(array), 1)))
     assert shard_file.is_file()
     size = shard_file.stat().st_size
-    fx.flip_byte(shard_file, size // 3 if where == "chunk" else size - 10)
+    flip_byte(shard_file, size // 3 if where == "chunk" else size - 10)
 
     report = verify_store(str(store))
     assert not report.ok
@@ -51,10 +48,10 @@ def test_flipped_byte_is_named_and_repaired(store: Path, array: str, where: str)
     assert str(shard_file) in {p.path for p in report.problems}, report.summary()
     assert str(shard_file) in report.summary()
 
-    repaired = verify_store(str(store), repair=True, simulator=SYNTHETIC)
+    repaired = verify_store(str(store), repair=True, simulator=synthetic)
     assert repaired.repaired == [1] and repaired.ok, repaired.summary()
     assert verify_store(str(store)).complete
-    assert fx.store_files(store) == original  # bit-identical to before the damage
+    assert store_files(store) == original  # bit-identical to before the damage
 
 
 def test_checksum_mismatch_and_bad_values_are_reported(store: Path) -> None:
@@ -85,11 +82,11 @@ def test_checksum_mismatch_and_bad_values_are_reported(store: Path) -> None:
     assert report.bad_shards == [0, 1, 2]
 
 
-def test_incomplete_and_broken_schema_are_reported(store: Path) -> None:
+def test_incomplete_and_broken_schema_are_reported(store: Path, synthetic) -> None:
     zarr.open_group(str(store), mode="r+")["shard_done"][2] = 0
     report = verify_store(str(store))
     assert report.ok and not report.complete and report.shards_incomplete == [2]
-    assert verify_store(str(store), repair=True, simulator=SYNTHETIC).complete
+    assert verify_store(str(store), repair=True, simulator=synthetic).complete
 
     # Column names out of order would make every packed read wrong: refused, named.
     group = zarr.open_group(str(store), mode="r+")
@@ -109,32 +106,32 @@ def test_not_a_store_is_a_problem_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_repair_with_the_real_simulator_restores_the_reference(
-        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-    reference = fx.real_tiny_store(tmp_path_factory.getbasetemp())
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, flip_byte, store_files, tiny_store) -> None:
+    reference = tiny_store
     store = tmp_path / "real.zarr"
     shutil.copytree(reference, store)
     shard_file = store / "cbed" / "c" / "3" / "0" / "0" / "0"
-    fx.flip_byte(shard_file, shard_file.stat().st_size // 2)
+    flip_byte(shard_file, shard_file.stat().st_size // 2)
     report = verify_store(str(store))
     assert report.bad_shards == [3] and str(shard_file) in report.summary()
     repaired = verify_store(str(store), repair=True)  # config from the store's attributes
     assert repaired.repaired == [3] and repaired.complete, repaired.summary()
-    assert fx.store_files(store) == fx.store_files(reference)
+    assert store_files(store) == store_files(reference)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "deleted"])
 def test_array_metadata_is_named_and_rebuilt_from_the_stored_config(store: Path,
-                                                                     damage: str) -> None:
-    original = fx.store_files(store)
+                                                                     damage: str, run_python, store_files) -> None:
+    original = store_files(store)
     document = store / "cbed" / "zarr.json"
     if damage == "garbage":
         document.write_text('{"zarr_format": 3, "node_type": "arr')
     else:
         document.unlink()
-    result = fx.run_python(["-m", "stemdl.pipeline", "verify", str(store)])
+    result = run_python(["-m", "stemdl.pipeline", "verify", str(store)])
     assert result.returncode == 1, result.stderr[-3000:]
     assert f"array cbed ({document}): metadata of array 'cbed'" in result.stdout, result.stdout
-    repaired = fx.run_python(["-m", "stemdl.pipeline", "verify", str(store), "--repair"])
+    repaired = run_python(["-m", "stemdl.pipeline", "verify", str(store), "--repair"])
     assert repaired.returncode == 0, (repaired.stdout, repaired.stderr[-3000:])
     assert f"rebuilt array metadata {document}" in repaired.stdout, repaired.stdout
-    assert fx.store_files(store) == original  # the same bytes: no data file was touched
+    assert store_files(store) == original  # the same bytes: no data file was touched

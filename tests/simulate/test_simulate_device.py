@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-from conftest_simulate import relative_error, simulation_config
 
 from stemdl.simulate import device as device_module
 from stemdl.simulate.device import cuda_device_count, cupy_installed, resolve_device
@@ -60,7 +59,7 @@ def _digest(cbed: np.ndarray, potential: np.ndarray) -> str:
     return hashlib.sha256(cbed.tobytes() + potential.tobytes()).hexdigest()
 
 
-def test_a_fresh_cpu_process_gives_the_same_bits_and_imports_no_cupy() -> None:
+def test_a_fresh_cpu_process_gives_the_same_bits_and_imports_no_cupy(simulation_config) -> None:
     """A new interpreter plans its FFTs afresh: the sample must still be bit-identical.
 
     Without CuPy installed, the run must not import it either (with CuPy installed abTEM imports
@@ -68,8 +67,8 @@ def test_a_fresh_cpu_process_gives_the_same_bits_and_imports_no_cupy() -> None:
     """
     code = (
         "import hashlib, sys\n"
-        "from configs import load_config\n"
-        "from simulate import simulate_sample\n"
+        "from stemdl.configs import load_config\n"
+        "from stemdl.simulate import simulate_sample\n"
         "config = load_config('tiny').simulation.model_copy(update={'device': 'cpu'})\n"
         "sample = simulate_sample(config, 1)\n"
         "assert sample.record.device == 'cpu'\n"
@@ -93,7 +92,7 @@ def test_a_fresh_cpu_process_gives_the_same_bits_and_imports_no_cupy() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA and CuPy")
 @pytest.mark.parametrize("preset", ["tiny", "small"])
-def test_gpu_matches_cpu_and_reports_speed(preset: str) -> None:
+def test_gpu_matches_cpu_and_reports_speed(preset: str, relative_error, simulation_config) -> None:
     from stemdl.simulate import build_catalogue, simulate_sample
 
     cpu = simulation_config(preset, device="cpu")

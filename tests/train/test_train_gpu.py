@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import torch
-import train_fixtures as tf
 from torch import nn
 
 from stemdl.configs import config_from_dict
@@ -22,8 +21,8 @@ pytestmark = [pytest.mark.gpu,
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tf.tiny_store(tmp_path_factory.getbasetemp())
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_store) -> Path:
+    return tiny_store
 
 
 def train_on_gpu(rank: int, world: int, config: dict[str, Any], store: str, out: str
@@ -35,8 +34,8 @@ def train_on_gpu(rank: int, world: int, config: dict[str, Any], store: str, out:
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_one_gpu_nccl_run(store: Path, tmp_path: Path, precision: str) -> None:
-    config = tf.tiny_config(precision=precision, epochs=20, lr=0.01, validate_every=1000,
+def test_one_gpu_nccl_run(store: Path, tmp_path: Path, precision: str, tiny_config) -> None:
+    config = tiny_config(precision=precision, epochs=20, lr=0.01, validate_every=1000,
                             checkpoint_every=1000)
     result = run_local_ranks(train_on_gpu, 1, (config.to_dict(), str(store), str(tmp_path)),
                              backend="nccl", timeout_s=300)[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datasets_fixtures as fx
 import pytest
 from rich.console import Console
 
@@ -12,8 +11,8 @@ from stemdl.datasets.inspect import plot_sample, render_summary, summarize
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fx.synthetic_store(tmp_path_factory.getbasetemp(), num_samples=30, shard_size=4)
+def store(tmp_path_factory: pytest.TempPathFactory, synthetic_store) -> Path:
+    return synthetic_store(num_samples=30, shard_size=4)
 
 
 def test_summary_counts_and_sizes(store: Path) -> None:

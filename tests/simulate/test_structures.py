@@ -9,7 +9,6 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.neighborlist import neighbor_list
-from conftest_simulate import simulation_config
 
 from stemdl.configs.units import wavelength_a
 from stemdl.simulate.catalogue import build_catalogue, make_catalogue
@@ -178,7 +177,7 @@ def test_touching_semiangle_of_rocksalt_001_is_lambda_over_a() -> None:
     )
 
 
-def test_catalogue_is_deterministic_and_ids_are_readable() -> None:
+def test_catalogue_is_deterministic_and_ids_are_readable(simulation_config) -> None:
     config = simulation_config("small", structures__materials_per_family=3)
     first = make_catalogue(config.structures, config.seed)
     second = make_catalogue(config.structures, config.seed)
@@ -193,7 +192,7 @@ def test_catalogue_is_deterministic_and_ids_are_readable() -> None:
     assert build_catalogue(config) is build_catalogue(config)  # cached per process
 
 
-def test_configured_axis_falls_back_with_a_reason() -> None:
+def test_configured_axis_falls_back_with_a_reason(simulation_config) -> None:
     config = simulation_config(
         "tiny", structures__families=["hcp"], structures__zone_axes=[[0, 1, 1]]
     )
@@ -204,7 +203,7 @@ def test_configured_axis_falls_back_with_a_reason() -> None:
         assert "strain" in material.orientation_notes[0]
 
 
-def test_splits_are_disjoint_cover_everything_and_hold_out_at_least_one() -> None:
+def test_splits_are_disjoint_cover_everything_and_hold_out_at_least_one(simulation_config) -> None:
     config = simulation_config("small")
     catalogue = build_catalogue(config)
     parts = [

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
-from conftest_simulate import relative_error, simulation_config, write_cif
 
 from stemdl.simulate import simulate_sample
 from stemdl.simulate.device import configure_abtem
@@ -81,7 +80,7 @@ def _si_patterns(
     ).astype(np.float64)
 
 
-def test_intensity_is_conserved_inside_the_antialiasing_aperture(tmp_path: Path) -> None:
+def test_intensity_is_conserved_inside_the_antialiasing_aperture(tmp_path: Path, simulation_config, write_cif) -> None:
     # Only Si, a cell of exactly 3 x 3 unit cells, and a grid whose ceil(extent / sampling) is
     # already FFT-friendly (160), so the stored pattern is the whole 2/3 * gpts valid region.
     write_cif(tmp_path / "si.cif", bulk("Si", "diamond", a=SI_A, cubic=True))
@@ -101,7 +100,7 @@ def test_intensity_is_conserved_inside_the_antialiasing_aperture(tmp_path: Path)
         assert np.all(totals > 0.98)
 
 
-def test_stored_patterns_never_exceed_the_incident_beam() -> None:
+def test_stored_patterns_never_exceed_the_incident_beam(simulation_config) -> None:
     config = simulation_config("tiny")
     for index in range(4):
         totals = simulate_sample(config, index).cbed.astype(np.float64).sum(axis=(1, 2))
@@ -113,7 +112,7 @@ def _centre_symmetric_crop(pattern: np.ndarray, radius: int) -> np.ndarray:
     return pattern[centre - radius : centre + radius + 1, centre - radius : centre + radius + 1]
 
 
-def test_probe_on_a_si_001_column_gives_4mm_symmetry() -> None:
+def test_probe_on_a_si_001_column_gives_4mm_symmetry(relative_error) -> None:
     column = 1.5 * SI_A  # an atom column at the cell centre (cells_xy = 3)
     on, off = _si_patterns(np.array([[column, column], [column + 0.35, column + 0.12]]), cells_z=2)
     on, off = _centre_symmetric_crop(on, 30), _centre_symmetric_crop(off, 30)
@@ -146,7 +145,7 @@ def test_thicker_crystals_scatter_more_out_of_the_bright_field_disk() -> None:
     assert fractions[0] < fractions[1] < fractions[2]
 
 
-def test_target_is_the_sum_over_slices_of_the_potential() -> None:
+def test_target_is_the_sum_over_slices_of_the_potential(relative_error) -> None:
     atoms = _si_001_specimen(2, 2)
     settings = _settings(72, 8, 2 * SI_A)
     built = build_potential(atoms, settings, "cpu")

@@ -7,7 +7,6 @@ import abtem
 import numpy as np
 import pytest
 from ase import Atoms
-from conftest_simulate import simulation_config
 
 from stemdl.datasets.augment import D4_SIZE, apply_d4, check_d4
 from stemdl.simulate import build_catalogue, simulate_sample
@@ -63,7 +62,7 @@ def _simulate_directly(record: SampleRecord, atoms: Atoms, extent: tuple[float, 
 
 
 @pytest.mark.parametrize("op", [MIRROR_X, TRANSPOSE])
-def test_d4_equals_simulating_the_transformed_specimen(op: int) -> None:
+def test_d4_equals_simulating_the_transformed_specimen(op: int, simulation_config) -> None:
     config = simulation_config("tiny", detector__pattern_px=[25, 25], target__smoothing_px=1.0,
                                structures__families=["zincblende", "perovskite", "fluorite"],
                                structures__zone_axes=[[0, 1, 1]])
