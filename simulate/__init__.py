@@ -7,7 +7,7 @@ abTEM multislice physics on NumPy (CPU) or CuPy (GPU). Imports nothing from data
 
 Public API (imported lazily, so `import simulate` stays instant and does not import abTEM):
 `simulate_sample(config, index, catalogue=None) -> Sample`, `build_catalogue(config) ->
-Catalogue`, and the types `Catalogue`, `Material`, `CatalogueError`.
+Catalogue`, `warm_up()` (import abTEM ahead of the first sample), and the types `Catalogue`, `Material`, `CatalogueError`.
 
 Modules, one concept each: `prototypes` (prototype crystals), `cif_source` (reading CIFs),
 `structure_checks` (what makes a crystal unusable), `crystallography` (structure factors,
@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from simulate.catalogue import Catalogue, CatalogueError, Material, build_catalogue
-    from simulate.sample_builder import simulate_sample
+    from simulate.sample_builder import simulate_sample, warm_up
 
-__all__ = ["Catalogue", "CatalogueError", "Material", "build_catalogue", "simulate_sample"]
+__all__ = ["Catalogue", "CatalogueError", "Material", "build_catalogue", "simulate_sample",
+           "warm_up"]
 
 _LAZY = {
     "simulate_sample": "simulate.sample_builder",
@@ -35,6 +36,7 @@ _LAZY = {
     "Catalogue": "simulate.catalogue",
     "CatalogueError": "simulate.catalogue",
     "Material": "simulate.catalogue",
+    "warm_up": "simulate.sample_builder",
 }
 
 

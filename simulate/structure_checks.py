@@ -9,6 +9,8 @@ reason and skips the source, so one bad file never stops a run.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
@@ -62,19 +64,28 @@ def check_min_distance(atoms: Atoms, *, min_distance_a: float) -> None:
         )
 
 
-def check_species(atoms: Atoms, parametrization: str) -> None:
-    """Every species must have a scattering factor in the potential parametrization."""
+@functools.lru_cache(maxsize=512)
+def _missing_scattering_factor(symbol: str, parametrization: str) -> str | None:
+    """Why `parametrization` has no scattering factor for `symbol`, or None when it has one.
+    Cached: a catalogue asks about the same few species hundreds of times."""
     from abtem.parametrizations import validate_parametrization
 
-    known = validate_parametrization(parametrization)
+    try:
+        validate_parametrization(parametrization).scattering_factor(symbol)(np.zeros(1))
+    except Exception as error:  # parametrizations raise KeyError, ValueError, RuntimeError
+        return type(error).__name__
+    return None
+
+
+def check_species(atoms: Atoms, parametrization: str) -> None:
+    """Every species must have a scattering factor in the potential parametrization."""
     for symbol in sorted(set(atoms.get_chemical_symbols())):
-        try:
-            known.scattering_factor(symbol)(np.zeros(1))
-        except Exception as error:  # parametrizations raise KeyError, ValueError, RuntimeError
+        missing = _missing_scattering_factor(symbol, parametrization)
+        if missing is not None:
             raise InvalidStructure(
                 f"the {parametrization} parametrization has no scattering factor for {symbol} "
-                f"({type(error).__name__})"
-            ) from None
+                f"({missing})"
+            )
 
 
 def check_structure(

@@ -152,3 +152,29 @@ def test_joins_an_existing_cluster(tmp_path: Path) -> None:
             generate(config, str(tmp_path / "t.zarr"), scheduler_address=cluster.scheduler_address,
                      n_workers=2, progress=False, simulator="datasets_fixtures")
     assert verify_store(str(tmp_path / "s.zarr")).complete
+
+
+def test_catalogue_travels_to_workers_unchanged() -> None:
+    """Generation sends the client's catalogue to the workers (pickled) instead of each
+    rebuilding it; what arrives must be the same catalogue, fingerprint and splits included."""
+    import pickle
+
+    from datasets.fingerprint import catalogue_fingerprint
+
+    catalogue = build_catalogue(load_config("tiny").simulation)
+    arrived = pickle.loads(pickle.dumps(catalogue))
+    assert catalogue_fingerprint(arrived) == catalogue_fingerprint(catalogue)
+    assert dict(arrived.splits) == dict(catalogue.splits)
+    with pytest.raises(TypeError):  # still read-only after the trip
+        arrived.splits["x"] = "train"  # type: ignore[index]
+
+
+def test_complete_store_starts_no_cluster(reference: Path) -> None:
+    """Re-running on a finished store must not start (or join) a cluster: an address where no
+    scheduler listens would make it fail or hang if it tried."""
+    began = time.perf_counter()
+    report = generate(load_config("tiny"), str(reference), progress=False,
+                      scheduler_address="tcp://127.0.0.1:9")
+    assert report.complete and not report.shards_written
+    assert report.shards_already_done == report.num_shards
+    assert time.perf_counter() - began < 20
