@@ -23,6 +23,9 @@ and a store another client is generating into (`datasets/store_lock.py`).
 Cluster: by default a `distributed.LocalCluster` with one single-threaded worker process per
 core; `scheduler_address` or `scheduler_file` joins an existing cluster instead (dask-jobqueue,
 dask-mpi, dask-cuda …), whose workers must be able to import stemdl and reach the store URL.
+The cluster starts, and its workers import abTEM, while the client builds the catalogue and
+plans the store; the client's catalogue then travels to the workers with the tasks (no worker
+rebuilds it, or needs the CIF directory). A store already complete starts no cluster.
 
 Run as a module for a subprocess entry point: `python -m datasets.generate CONFIG STORE`.
 """
@@ -206,12 +209,21 @@ def _store_is_complete(url: str) -> bool:
         return False
 
 
+def _catalogue_on_worker(catalogue: Any) -> Any:
+    """The task whose result is the catalogue on the workers (see `_run_tasks`)."""
+    return catalogue
+
+
 def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url: str,
                retries: int, simulator: str, catalogue: Any, report: GenerationReport,
                progress: bool, shard_size: int, num_samples: int) -> None:
-    # The client's catalogue, sent once to every worker (0.7 MB for `small`) and passed to every
-    # task by reference, instead of every worker rebuilding it (seconds) from the config.
-    [shared_catalogue] = client.scatter([catalogue], broadcast=True, hash=False)
+    # The client's catalogue (0.7 MB for `small`), passed to every task by reference instead
+    # of every worker rebuilding it (seconds) from the config. It is the result of one task
+    # that returns its argument, not scattered data: Dask can run that task again when every
+    # worker holding the result has died (scattered data would be lost, and with it every
+    # shard still to do). Workers fetch it from one another when their first task needs it.
+    shared_catalogue = client.submit(_catalogue_on_worker, catalogue, pure=False,
+                                     key=f"catalogue-{time.time_ns()}")
     futures = {}
     for k in todo:
         future = client.submit(simulate_shard_task, config_dict, url, k, simulator=simulator,

@@ -178,3 +178,19 @@ def test_complete_store_starts_no_cluster(reference: Path) -> None:
     assert report.complete and not report.shards_written
     assert report.shards_already_done == report.num_shards
     assert time.perf_counter() - began < 20
+
+
+def test_the_only_worker_dying_loses_nothing(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The only worker is SIGKILLed in its second shard, after it received the catalogue: its
+    nanny starts a new one, Dask recomputes the catalogue's task there (scattered data would
+    be lost for good, and with it every shard still to do), and the run completes."""
+    flag = tmp_path / "killed"
+    monkeypatch.setenv("STEMDL_TEST_KILL_FLAG", str(flag))
+    config = fx.small_config(num_samples=6, shard_size=2)
+    report = generate(config, str(tmp_path / "s.zarr"), n_workers=1, progress=False,
+                      simulator="kill_once_simulator")
+    assert flag.exists(), "the worker was never killed: the test tests nothing"
+    assert report.complete, report.summary()
+    assert sorted(report.shards_written) == [0, 1, 2]
+    assert verify_store(str(tmp_path / "s.zarr")).complete
