@@ -48,7 +48,7 @@ examples:
 
 _PREDICT_EPILOG = """data:
   DATA is a 4D-STEM scan (scan_y, scan_x, ky, kx): a file rosettasciio reads (.hspy, .mib,
-  .emd, .dm4, .blo, .zspy, ...), a .npy array, or a stemdl Zarr store with --sample I.
+  .emd, .dm4, .blo, ...), a .npy array, or a stemdl Zarr store with --sample I.
 
 calibration (an option wins over the file's metadata; prediction.json says where each came from):
   beam energy, convergence semi-angle, angular pixel size and scan step are read from the file

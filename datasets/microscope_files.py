@@ -44,7 +44,7 @@ CALIBRATION_OPTIONS = {
 
 # rosettasciio plugin per extension where several plugins claim one (h5, mrc, xml, ...).
 _PREFERRED_PLUGIN = {
-    ".hspy": "rsciio.hspy", ".hdf5": "rsciio.hspy", ".zspy": "rsciio.zspy",
+    ".hspy": "rsciio.hspy", ".hdf5": "rsciio.hspy",
     ".mib": "rsciio.quantumdetector", ".emd": "rsciio.emd", ".dm3": "rsciio.digitalmicrograph",
     ".dm4": "rsciio.digitalmicrograph", ".blo": "rsciio.blockfile", ".mrc": "rsciio.mrc",
     ".h5": "rsciio.arina", ".xml": "rsciio.empad", ".tvips": "rsciio.tvips",
@@ -141,7 +141,12 @@ def _plugin_for(suffix: str) -> str:
 def _read_with_rosettasciio(path: Path, suffix: str, scan_shape: tuple[int, int] | None
                             ) -> Scan4D:
     module = _plugin_for(suffix)
-    reader = importlib.import_module(module)
+    try:
+        reader = importlib.import_module(module)
+    except ImportError as error:  # an optional dependency of that reader
+        raise MicroscopeFileError(f"{path}: reading '{suffix}' needs {error.name or error}, "
+                                  f"which {module} imports; install it (pip install "
+                                  f"'rosettasciio[...]', see rosettasciio's docs)") from None
     kwargs: dict[str, Any] = {}
     if module == "rsciio.quantumdetector" and scan_shape is not None:
         kwargs["navigation_shape"] = (scan_shape[1], scan_shape[0])  # rsciio: (x, y)

@@ -57,8 +57,8 @@ def simulate_large_scan(sim: SimulationConfig, material_id: str, zone_axis: tupl
                         *, repeat: int, scan_gpts: tuple[int, int], step_a: float,
                         pattern_px: int, target_px_per_probe: int, energy_ev: float,
                         semiangle_mrad: float, defocus_a: float, thickness_a: float,
-                        corner_a: float | None = None) -> LargeScan:
-    """The scan (module docstring); its square starts at (`corner_a`, `corner_a`) Å in the
+                        corner_a: tuple[float, float] | None = None) -> LargeScan:
+    """The scan (module docstring); its square starts at `corner_a` (x, y) Å in the
     supercell, or is centred in it (None)."""
     catalogue = build_catalogue(sim)
     material = catalogue.by_id(material_id)
@@ -74,8 +74,9 @@ def simulate_large_scan(sim: SimulationConfig, material_id: str, zone_axis: tupl
     assert rows == cols, "a square scan (scan_grid scans a square)"
     positions, region = scan_grid(extent, rows * step_a, scan_gpts)
     if corner_a is not None:
-        positions = positions - np.array(region[:2]) + corner_a
-        region = (corner_a, corner_a, corner_a + rows * step_a, corner_a + rows * step_a)
+        positions = positions - np.array(region[:2]) + np.array(corner_a)
+        x0, y0 = corner_a
+        region = (x0, y0, x0 + rows * step_a, y0 + rows * step_a)
     atoms = specimen_atoms(np.array(base.atoms.cell.array), np.array(base.atoms.numbers),
                            np.array(base.atoms.positions), reps)
     settings = PotentialSettings(gpts=gpts, slice_thicknesses_a=(slice_a,) * num_slices,  # type: ignore[arg-type]
@@ -97,16 +98,20 @@ def simulate_large_scan(sim: SimulationConfig, material_id: str, zone_axis: tupl
 
 
 def training_phase_corner_a(sim: SimulationConfig, material_id: str,
-                            zone_axis: tuple[int, int, int], repeat: int) -> float:
-    """A scan corner (Å) with the same position relative to the lattice as the scanned square
-    of every training sample of this material: the training square is centred in a cell of
-    `reps` base cells, (reps·L − side)/2; a corner `repeat − 1` cells further is equivalent."""
+                            zone_axis: tuple[int, int, int], repeat: int) -> tuple[float, float]:
+    """A scan corner (x, y) Å with the same position relative to the lattice as the scanned
+    square of every training sample of this material: the training square is centred in a
+    cell of `reps` base cells, at (reps·L − side)/2; one `(repeat − 1)/2` training cells further
+    (whole base cells for an odd `repeat`) is equivalent, and centred in the wider supercell."""
+    assert repeat % 2 == 1, "an odd repeat keeps the shift a whole number of base cells"
     base = next(o for o in build_catalogue(sim).by_id(material_id).orientations
                 if o.zone_axis == zone_axis)
-    length = base.lengths_a[0]
-    assert math.isclose(length, base.lengths_a[1]), "a square base cell"
-    extent = lateral_repetitions(length, sim.cell_xy_a) * length
-    return (extent - sim.scan.side_a(sim.cell_xy_a)) / 2 + (repeat - 1) / 2 * extent
+    side = sim.scan.side_a(sim.cell_xy_a)
+    corner = []
+    for length in base.lengths_a[:2]:
+        extent = lateral_repetitions(length, sim.cell_xy_a) * length
+        corner.append((extent - side) / 2 + (repeat - 1) / 2 * extent)
+    return corner[0], corner[1]
 
 
 def poisson_counts(patterns: np.ndarray, electrons_per_pattern: float, seed: int) -> np.ndarray:
