@@ -309,3 +309,31 @@ def test_export_round_trip_keeps_the_record_calibrations(reconstruction_run, tmp
     maps = [np.asarray(zarr.open_array(str(tmp_path / d / "potential.zarr"), mode="r")[...])
             for d in ("from-store", "from-file")]
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+
+
+def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
+    """ASTAR .blo through rosettasciio (it keeps the scan step, converting Å to its nm), a 3-D
+    .npy with --scan-shape, and an extension nobody reads, refused by name."""
+    from datasets.microscope_files import (
+        MicroscopeFileError,
+        calibrated_axes,
+        read_scan,
+        signal_dict,
+        write_signal,
+    )
+
+    data = (np.random.default_rng(0).random((3, 4, 16, 16)) * 200).astype(np.uint8)
+    axes = calibrated_axes(data.shape, (1.5, 1.5), (0.8, 0.8), (8.0, 8.0))
+    with pytest.warns(UserWarning, match="cm units"):  # .blo stores no angular calibration
+        write_signal(tmp_path / "scan.blo", signal_dict(data, axes, "blo"))
+    scan = read_scan(tmp_path / "scan.blo")
+    np.testing.assert_array_equal(scan.data, data)
+    assert scan.calibration == {"scan_step_a": (pytest.approx(1.5), pytest.approx(1.5))}
+
+    np.save(tmp_path / "frames.npy", data.reshape(12, 16, 16))
+    assert read_scan(tmp_path / "frames.npy", scan_shape=(3, 4)).data.shape == (3, 4, 16, 16)
+    with pytest.raises(MicroscopeFileError, match="--scan-shape"):
+        read_scan(tmp_path / "frames.npy")
+    (tmp_path / "scan.xyz").write_text("")
+    with pytest.raises(MicroscopeFileError, match=r"no reader for '\.xyz'"):
+        read_scan(tmp_path / "scan.xyz")
