@@ -174,7 +174,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     written = write_outputs(result, Path(args.out), tuple(args.save or ()))
     shape = "x".join(str(n) for n in result.potential.shape[1:])
     windows = result.record["windows"]["count"]
-    print(f"predicted a {shape} px map ({result.pixel_a[0]:.4g} Å/px) from {windows} windows; "
+    print(f"predicted a {shape} px map ({result.pixel_a[0]:.4g} Å/px) from {windows} "
+          f"window{'s' if windows != 1 else ''}; "
           f"wrote {', '.join(str(p) for p in written)}")
     return 0
 

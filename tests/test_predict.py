@@ -337,3 +337,34 @@ def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
     (tmp_path / "scan.xyz").write_text("")
     with pytest.raises(MicroscopeFileError, match=r"no reader for '\.xyz'"):
         read_scan(tmp_path / "scan.xyz")
+
+
+def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path) -> None:
+    """The paper's arrangement (patterns as channels) through the CLI: an untrained `tiny`
+    model on a 6×7 scan of random patterns gives a map of the whole scanned area."""
+    import zarr
+    from train_fixtures import tiny_config
+
+    from train.arrangements import build_model_from_config
+    from train.checkpoint import save_checkpoint
+    from train.predict import trained_ranges
+
+    config = tiny_config({"arrangement": "channels"})
+    model = build_model_from_config(config)
+    checkpoint = save_checkpoint({"model": model.state_dict(), "step": 0, "epoch": 0,
+                                  "batch_in_epoch": 0, "config": config.to_dict()},
+                                 tmp_path / "checkpoint.pt")
+    ranges = trained_ranges(config)
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "scan.npy", rng.random((6, 7, 24, 24)).astype(np.float32))
+    code = _predict(checkpoint, tmp_path / "scan.npy", tmp_path / "out", "--energy-kev", "100",
+                    "--semiangle-mrad", "8", "--scan-step-a", str(ranges.scan_step_a[0]),
+                    "--angular-pixel-mrad", str(ranges.angular_sampling_mrad[0]),
+                    "--centre", "12", "12")
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert record["model"]["arrangement"] == "channels"
+    assert record["resampling"]["ratio"] == [1.0, 1.0] and record["resampling"]["exact"]
+    stitched = zarr.open_array(str(tmp_path / "out" / "potential.zarr"), mode="r")
+    assert stitched.shape == (1, 6 * 4, 7 * 4)  # 16×16 target px per 4×4 probes
+    assert np.isfinite(stitched[...]).all()

@@ -98,12 +98,19 @@ def trained_ranges(config: StemdlConfig) -> TrainedRanges:
     side = sim.scan.side_a(sim.cell_xy_a)
     rows, cols = sim.scan.gpts
     binning = sim.detector.binning
-    catalogue = build_catalogue(sim)
-    extents = [lateral_repetitions(length, sim.cell_xy_a) * length
-               for material in catalogue if catalogue.split_of(material.material_id) == "train"
-               for orientation in material.orientations for length in orientation.lengths_a[:2]]
-    if not extents:
-        raise OutsideTrainingError("the checkpoint's catalogue has no training materials")
+    sampling_note = "training materials of the config's catalogue"
+    try:
+        catalogue = build_catalogue(sim)
+        extents = [lateral_repetitions(length, sim.cell_xy_a) * length
+                   for material in catalogue
+                   if catalogue.split_of(material.material_id) == "train"
+                   for orientation in material.orientations
+                   for length in orientation.lengths_a[:2]]
+    except (OSError, ValueError) as error:  # e.g. a cif_dir of the training machine
+        log.warning("cannot rebuild the training catalogue (%s); the trained pattern pixel "
+                    "range is taken as that of extents from cell_xy_a to twice it", error)
+        extents = [sim.cell_xy_a, 2 * sim.cell_xy_a]
+        sampling_note = "bound from cell_xy_a (catalogue not rebuilt)"
     per_px = [1e3 * wavelength_a(e) * binning for e in (sim.energy_ev.min, sim.energy_ev.max)]
     sampling = (min(per_px) / max(extents), max(per_px) / min(extents))
     semiangle = sim.semiangle_mrad
@@ -121,6 +128,7 @@ def trained_ranges(config: StemdlConfig) -> TrainedRanges:
                    "c30_a": [sim.c30_a.min, sim.c30_a.max],
                    "thickness_a": [sim.thickness_a.min, sim.thickness_a.max],
                    "zone_axes": sim.structures.zone_axes,
+                   "angular_sampling_from": sampling_note,
                    "semiangle": "touching (per material)" if isinstance(semiangle, str) else None},
     )
 
