@@ -28,10 +28,10 @@ from datasets.inspect import read_sample
 from datasets.microscope_files import (
     MicroscopeFileError,
     calibrated_axes,
-    pattern_centre_px,
     signal_dict,
     write_signal,
 )
+from datasets.pattern_resampling import pattern_centre_px
 from simulate.sample import SampleRecord
 
 EXPORT_FORMATS = ("hspy", "npy", "emd")

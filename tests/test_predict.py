@@ -29,12 +29,8 @@ import pytest
 import torch
 
 import pipeline
-from datasets.microscope_files import (
-    CalibrationError,
-    find_centre,
-    plan_resampling,
-    resample_patterns,
-)
+from datasets.microscope_files import CalibrationError
+from datasets.pattern_resampling import find_centre, plan_resampling, resample_patterns
 from train.predict import TrainedRanges, blend_weight, plan_windows, stitch
 
 MATERIAL = ("zincblende-GaP-5e4e17cd", (0, 0, 1))

@@ -15,7 +15,7 @@ Steps, in order:
    energy or semi-angle outside the trained range, a scan step that differs from the trained
    one, patterns coarser than the coarsest training pattern, a scan smaller than the model's
    probe grid; each with `RELATIVE_TOLERANCE` (2 %) for calibration uncertainty.
-3. Resampling (`datasets.microscope_files`, area-weighted rebinning about the direct beam):
+3. Resampling (`datasets.pattern_resampling`, area-weighted rebinning about the direct beam):
    an angular pixel within the trained range is kept (ratio 1); a finer one is binned by the
    smallest whole factor that lands in the range (exact), or, when no whole factor does, by the
    fractional ratio to the finest trained pixel. Then the model's pattern size is cut (or
@@ -47,15 +47,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from datasets.microscope_files import (
-    CalibrationError,
-    Scan4D,
+from datasets.microscope_files import CalibrationError, Scan4D, read_scan, resolve_calibration
+from datasets.pattern_resampling import (
     find_centre,
     pattern_centre_px,
     plan_resampling,
-    read_scan,
     resample_patterns,
-    resolve_calibration,
 )
 from datasets.transforms import normalize_inputs
 from simulate.catalogue import build_catalogue
@@ -269,7 +266,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     scan = read_scan(data, scan_shape=scan_shape, sample=sample)
     calibration, sources = resolve_calibration(scan, calibration_options)
     ratio = check_calibration(calibration, scan.scan_shape, ranges)
-    mean_pattern = np.asarray(scan.data, dtype=np.float64).mean(axis=(0, 1))
+    mean_pattern = np.asarray(scan.data).mean(axis=(0, 1), dtype=np.float64)
     if centre is None:
         centre = find_centre(mean_pattern)
         sources["centre_px"] = "found: centre of mass of the bright-field disk (half pixels)"
@@ -304,7 +301,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
         "relative_tolerance": RELATIVE_TOLERANCE,
         "resampling": {**_jsonable(asdict(resampling)), "centre_px": list(centre),
                        "method": "area-weighted rebinning about the direct beam, then crop/pad "
-                       "to the model's pattern (datasets/microscope_files.py)",
+                       "to the model's pattern (datasets/pattern_resampling.py)",
                        "model_angular_sampling_mrad": [
                            p * r for p, r in zip(calibration["angular_sampling_mrad"], ratio,
                                                  strict=True)]},
