@@ -301,10 +301,18 @@ def test_export_round_trip_keeps_the_record_calibrations(reconstruction_run, tmp
     checkpoint = reconstruction_run.checkpoint
     assert pipeline.main(["predict", str(checkpoint), store, "--sample", str(index), "--out",
                           str(tmp_path / "from-store"), "--no-progress"]) == 0
-    assert _predict(checkpoint, paths["hspy"], tmp_path / "from-file") == 0
+    assert _predict(checkpoint, paths["hspy"], tmp_path / "from-hspy") == 0
+    # NCEM EMD keeps the axes but not HyperSpy's microscope metadata: energy and semi-angle
+    # come from the options (and the axes from the file)
+    assert _predict(checkpoint, paths["emd"], tmp_path / "from-emd", "--energy-ev",
+                    str(record.energy_ev), "--semiangle-mrad", str(record.semiangle_mrad)) == 0
+    sources = json.loads((tmp_path / "from-emd" / "prediction.json").read_text())[
+        "calibration_sources"]
+    assert sources["scan_step_a"].startswith("file") and sources["energy_ev"] == "option"
     maps = [np.asarray(zarr.open_array(str(tmp_path / d / "potential.zarr"), mode="r")[...])
-            for d in ("from-store", "from-file")]
+            for d in ("from-store", "from-hspy", "from-emd")]
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+    np.testing.assert_allclose(maps[0], maps[2], atol=1e-5)
 
 
 def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
