@@ -3,7 +3,8 @@
 The end-to-end tests use the session's small reconstruction model (`reconstruction_fixtures`,
 `scan_pixels`, trained on 4×4-probe windows at a 1.5 Å step, 21×21-px patterns, 100 keV,
 semi-angles 6–12 mrad). The data it is given are simulated honestly for a held-out material
-(`measured_scan`): GaP [001] (a test-split composition, chosen before looking at any result),
+(`measured_scan`): GaP [001] (a test-split composition, chosen before looking at any result;
+it turned out the weakest of ten held-out materials for stitched maps, benchmarks/RESULTS.md),
 8×8 probes at the trained 1.5 Å step (four windows' worth of area), 9 mrad, 20 Å thick, on a
 72×72 detector whose pixel is 1/3 of the training pixel of that material (a supercell 3× wider),
 with Poisson noise at a dose of 1e5 e/Å² (2.25e5 electrons per probe position), written as
