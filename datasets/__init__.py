@@ -22,14 +22,19 @@ Public API (imported lazily, so `import datasets` stays cheap and `configs` can 
 * `read_field(info, name, rows=None)`, `read_fields(info, names, rows=None)`,
   `read_record(info, index) -> SampleRecord` (with `info = plan.open_stemdl_store(url)`): the
   one way to read per-sample metadata, independent of how it is packed into arrays;
-* `storage_estimate(config) -> StorageEstimate`.
+* `storage_estimate(config) -> StorageEstimate`;
+* `microscope_files.read_scan(path, scan_shape=None, sample=None) -> Scan4D` (a 4D-STEM scan
+  from a rosettasciio format, .npy or a store) and `resolve_calibration`;
+  `pattern_resampling.plan_resampling` / `resample_patterns`; `export.export_sample(store_url,
+  index, fmt, out)`.
 
 Modules, one concept each: `schema` (what arrays and attributes a store has), `storage`
 (URLs, Zarr stores, codecs, sharding, shard file names), `checksum`, `records` (SampleRecord ↔
 columns ↔ the packed metadata arrays, and the field accessor), `plan` (creating/checking a
 store against its config), `shard` (the generation task), `generate` (Dask), `verify`,
 `inspect`, `stage`, `partition` (who reads which shard), `shard_files` (decoding whole shard
-files), `transforms` (normalization, noise), `loader`, `estimate`.
+files), `transforms` (normalization, noise), `loader`, `estimate`, `microscope_files`
+(reading scans and their calibration, writing signals), `pattern_resampling`, `export`.
 """
 
 from __future__ import annotations
