@@ -13,6 +13,8 @@ that needs them, so `stemdl --help` is instant. Errors meant for users derive fr
     stemdl stage data/tiny.zarr --to /tmp/local --node 0 --nodes 2
     stemdl train tiny --data data/tiny.zarr --out runs/tiny
     stemdl evaluate runs/tiny/checkpoint.pt --data data/tiny.zarr
+    stemdl predict runs/tiny/checkpoint.pt scan.hspy --out pred/   # a measured scan
+    stemdl export data/tiny.zarr --sample 3 --format hspy --out sample3.hspy
 """
 
 from __future__ import annotations
@@ -44,6 +46,30 @@ examples:
   stemdl simulate paper --out s3://bucket/p.zarr --scheduler-file sched.json
   stemdl verify tiny.zarr --repair              find and re-simulate corrupted shards
   torchrun --nproc-per-node 2 -m stemdl.pipeline train tiny --data tiny.zarr --out runs/tiny
+  stemdl predict runs/tiny/checkpoint.pt scan.mib --energy-kev 100 --semiangle-mrad 9 \
+      --angular-pixel-mrad 0.8 --scan-step-a 1.5 --out pred/
+"""
+
+_PREDICT_EPILOG = """data:
+  DATA is a 4D-STEM scan (scan_y, scan_x, ky, kx): a file rosettasciio reads (.hspy, .mib,
+  .emd, .dm4, .blo, ...), a .npy array, or a stemdl Zarr store with --sample I.
+
+calibration (an option wins over the file's metadata; prediction.json says where each came from):
+  beam energy, convergence semi-angle, angular pixel size and scan step are read from the file
+  where its format records them (HyperSpy axes and Acquisition_instrument.TEM metadata); a .mib
+  or .npy records none, so pass them. A missing one is an error naming its option.
+
+what happens:
+  patterns are rebinned (area-weighted, about the direct beam; exact for whole ratios) to an
+  angular pixel the model was trained on and cut to its pattern size, normalized as in
+  training, cut into overlapping windows of the model's probe grid, predicted, and blended
+  into one map of the scanned area (Å). Refused, with the reason: beam energy or semi-angle
+  outside the trained range, a scan step other than the trained one, patterns coarser than
+  any training pattern, a scan smaller than one window (2 % tolerance on each).
+
+outputs in DIR:
+  potential.zarr (map with units and axes), prediction.png (map beside the mean pattern),
+  prediction.json (what was done), potential.hspy / potential.tif with --save.
 """
 
 
@@ -126,6 +152,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             allow_partial=args.allow_partial)
     for name, value in metrics.items():
         print(f"{name:>14}: {value:.6g}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from stemdl.train.predict import predict_main
+    from stemdl.train.predict_outputs import write_outputs
+
+    energy_ev = args.energy_ev if args.energy_ev is not None else (
+        args.energy_kev * 1e3 if args.energy_kev is not None else None)
+    options = {"energy_ev": energy_ev, "semiangle_mrad": args.semiangle_mrad,
+               "angular_sampling_mrad": args.angular_pixel_mrad,
+               "reciprocal_sampling_inv_a": args.angular_pixel_inv_a,
+               "scan_step_a": args.scan_step_a}
+    result = predict_main(Path(args.checkpoint), args.data, calibration_options=options,
+                          sample=args.sample,
+                          scan_shape=tuple(args.scan_shape) if args.scan_shape else None,
+                          centre=tuple(args.centre) if args.centre else None,
+                          stride=tuple(args.stride) if args.stride else None,
+                          device=args.device, progress=not args.no_progress)
+    written = write_outputs(result, Path(args.out), tuple(args.save or ()))
+    shape = "x".join(str(n) for n in result.potential.shape[1:])
+    windows = result.record["windows"]["count"]
+    print(f"predicted a {shape} px map ({result.pixel_a[0]:.4g} Å/px) from {windows} "
+          f"window{'s' if windows != 1 else ''}; "
+          f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from stemdl.datasets.export import export_sample
+
+    path = export_sample(args.store_url, args.sample, args.format, args.out)
+    print(f"wrote {path}")
     return 0
 
 
@@ -214,6 +273,50 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--data", required=True, dest="store_url", metavar="STORE")
     cmd.add_argument("--split", default="test", choices=["train", "validation", "test"])
     _add_allow_partial(cmd)
+
+    cmd = sub.add_parser(
+        "predict", help="apply a trained model to a 4D-STEM scan (microscope file, .npy, store)",
+        description="Apply a trained model to a 4D-STEM scan: check its calibration against "
+        "what the model was trained on, resample, tile, predict and stitch one projected-"
+        "potential map of the scanned area.",
+        epilog=_PREDICT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmd.set_defaults(func=_cmd_predict)
+    cmd.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt of `stemdl train`")
+    cmd.add_argument("data", metavar="DATA", help="scan file, .npy, or stemdl store (see below)")
+    cmd.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    energy = cmd.add_mutually_exclusive_group()
+    energy.add_argument("--energy-kev", type=float, metavar="KEV", help="beam energy (keV)")
+    energy.add_argument("--energy-ev", type=float, metavar="EV", help="beam energy (eV)")
+    cmd.add_argument("--semiangle-mrad", type=float, metavar="MRAD",
+                     help="probe convergence semi-angle (mrad)")
+    pixel = cmd.add_mutually_exclusive_group()
+    pixel.add_argument("--angular-pixel-mrad", type=float, nargs="+", metavar="MRAD",
+                       help="angular size of a detector pixel (mrad/px; one value, or ky kx)")
+    pixel.add_argument("--angular-pixel-inv-a", type=float, nargs="+", metavar="INV_A",
+                       help="the same in reciprocal units (Å⁻¹/px; one value, or ky kx)")
+    cmd.add_argument("--scan-step-a", type=float, nargs="+", metavar="A",
+                     help="probe step (Å; one value, or y x)")
+    cmd.add_argument("--centre", type=float, nargs=2, metavar=("KY", "KX"),
+                     help="direct-beam pixel (default: centre of mass of the bright-field disk)")
+    cmd.add_argument("--scan-shape", type=int, nargs=2, metavar=("ROWS", "COLS"),
+                     help="scan shape of a stack of frames (.mib without .hdr, 3-D .npy)")
+    cmd.add_argument("--sample", type=int, default=None, metavar="I",
+                     help="with a stemdl store as DATA: the sample to predict")
+    cmd.add_argument("--stride", type=int, nargs=2, metavar=("ROWS", "COLS"),
+                     help="probes between windows (default: half the model's probe grid)")
+    cmd.add_argument("--save", action="append", choices=["hspy", "tiff"],
+                     help="also write the map as potential.hspy / potential.tif; repeatable")
+    cmd.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    cmd = add("export", _cmd_export,
+              "write a stored sample as a calibrated 4D-STEM file (scan axes in Å, k in mrad) "
+              "that HyperSpy opens; npy writes the axes to PATH.json beside it")
+    cmd.add_argument("store_url", metavar="STORE")
+    cmd.add_argument("--sample", type=int, required=True, metavar="I", help="sample index")
+    cmd.add_argument("--format", required=True, choices=["hspy", "npy", "emd"])
+    cmd.add_argument("--out", required=True, metavar="PATH",
+                     help="file to write (the format's extension is added if missing)")
 
     cmd = add(
         "run",

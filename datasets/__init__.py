@@ -23,7 +23,11 @@ Public API (imported lazily, so `import stemdl.datasets` stays cheap):
   `read_record(info, index) -> SampleRecord` (with `info = store.open_stemdl_store(url)`, a
   `StemdlStore`): the
   one way to read per-sample metadata, independent of how it is packed into arrays;
-* `storage_estimate(config) -> StorageEstimate`.
+* `storage_estimate(config) -> StorageEstimate`;
+* `microscope_files.read_scan(path, scan_shape=None, sample=None) -> Scan4D` (a 4D-STEM scan
+  from a rosettasciio format, .npy or a store) and `resolve_calibration`;
+  `pattern_resampling.plan_resampling` / `resample_patterns`; `export.export_sample(store_url,
+  index, fmt, out)`.
 
 Modules, one concept each: `schema` (what arrays and attributes a store has), `storage`
 (URLs, Zarr stores, codecs, sharding, shard file names), `store` (the handle of an opened
@@ -32,7 +36,8 @@ field accessor), `plan` (creating/checking a store against its config, the split
 `shard` (the generation task), `generate` (Dask), `verify`, `inspect`, `stage`, `partition`
 (which node, rank and worker reads which shard), `shard_files` (decoding whole shard files),
 `transforms` (normalization, noise), `loader` (streaming), `batch_ring` (the shared-memory
-batch hand-off), `estimate`.
+batch hand-off), `estimate`, `microscope_files` (reading scans and their calibration,
+writing signals), `pattern_resampling`, `export`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ and a store another client is generating into (`datasets/store_lock.py`).
 Cluster: by default a `distributed.LocalCluster` with one single-threaded worker process per
 core; `scheduler_address` or `scheduler_file` joins an existing cluster instead (dask-jobqueue,
 dask-mpi, dask-cuda …), whose workers must be able to import stemdl and reach the store URL.
+The cluster starts, and its workers import abTEM, while the client builds the catalogue and
+plans the store; the client's catalogue then travels to the workers with the tasks (no worker
+rebuilds it, or needs the CIF directory). A store already complete starts no cluster.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,9 +53,10 @@ from stemdl.datasets.shard import (
     catalogue_for,
     read_done_mask,
     simulate_shard_task,
+    warm_worker,
 )
 from stemdl.datasets.storage import StoreError, normalize_store_url
-from stemdl.datasets.store import as_config
+from stemdl.datasets.store import as_config, open_stemdl_store
 from stemdl.datasets.store_lock import store_lock
 
 
@@ -119,18 +125,21 @@ def _shard_list(shards: list[int], shown: int = 20) -> str:
 
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting any glibc malloc
 # threshold switches off glibc's dynamic mmap threshold, so every multislice buffer (tens of MB)
-# is mmap'ed and unmapped again, and each reuse page-faults the whole buffer back in: a `small`
-# sample took 2.8 s instead of 1.3 s on one core (half of it system time). Simulation reuses
-# the same buffer sizes sample after sample, so the default allocator is what it needs. The
-# thread caps (OMP/MKL/OpenBLAS = 1) stay. Workers of an existing cluster are started by their
-# own nanny: see docs/generate-on-a-cluster.md.
-LOCAL_WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# is mmap'ed and unmapped again, and each reuse page-faults the whole buffer back in (a `small`
+# sample took about twice as long; benchmarks/RESULTS.md). Simulation reuses the same buffer
+# sizes sample after sample, so the default allocator is what it needs. The thread caps
+# (OMP/MKL/OpenBLAS = 1) stay. The worker's statistical profiler (a thread that takes the GIL
+# every 10 ms to walk the task's stack, for the dashboard's profile page) is off: generation
+# tasks are one known function. Workers of an existing cluster are started by their own nanny
+# and config: see docs/generate-on-a-cluster.md.
+LOCAL_WORKER_CONFIG = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.worker.profile.enabled": False,
+}
 
 
-@contextlib.contextmanager
-def dask_client(scheduler_address: str | None = None, scheduler_file: str | None = None,
-                n_workers: int | None = None) -> Iterator[Client]:
-    """A client to an existing cluster, or to a LocalCluster sized to this machine (closed after)."""
+def _check_cluster_args(scheduler_address: str | None, scheduler_file: str | None,
+                        n_workers: int | None) -> None:
     if scheduler_address and scheduler_file:
         raise UsageError("give scheduler_address or scheduler_file, not both")
     if (scheduler_address or scheduler_file) and n_workers is not None:
@@ -138,6 +147,13 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
                          "cluster (scheduler_address / scheduler_file)")
     if n_workers is not None and n_workers < 1:
         raise UsageError(f"n_workers must be >= 1, got {n_workers}")
+
+
+@contextlib.contextmanager
+def dask_client(scheduler_address: str | None = None, scheduler_file: str | None = None,
+                n_workers: int | None = None) -> Iterator[Client]:
+    """A client to an existing cluster, or to a LocalCluster sized to this machine (closed after)."""
+    _check_cluster_args(scheduler_address, scheduler_file, n_workers)
     if scheduler_address or scheduler_file:
         client = Client(scheduler_address, scheduler_file=scheduler_file)
         try:
@@ -146,20 +162,73 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
             client.close()
         return
     workers = n_workers or os.cpu_count() or 1
-    with dask.config.set(LOCAL_WORKER_ENVIRON), \
+    with dask.config.set(LOCAL_WORKER_CONFIG), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                         dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client:
-        yield client
+                         dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+        # Not `with Client(...)`: that sets a context variable which must be reset in the
+        # thread that set it, and generation starts the cluster in a thread of its own.
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def _client_started_in_background(scheduler_address: str | None, scheduler_file: str | None,
+                                  n_workers: int | None,
+                                  simulator: Simulator | None) -> Iterator[Callable[[], Client]]:
+    """Start (or join) the cluster and import the simulator in its workers, in a thread, while
+    the caller builds the catalogue and plans the store; yields a function that waits for the
+    client. Why: cluster start-up and importing abTEM in every worker take seconds each, and
+    so does the catalogue; run one after the other they were half of a 96-sample run."""
+    with contextlib.ExitStack() as opened, \
+            ThreadPoolExecutor(1, thread_name_prefix="stemdl-dask-start") as pool:
+
+        def start() -> Client:
+            client = opened.enter_context(dask_client(scheduler_address, scheduler_file,
+                                                      n_workers))
+            client.run(warm_worker, simulator)
+            return client
+
+        started = pool.submit(start)
+        try:
+            yield started.result
+        finally:
+            wait_for([started])  # what the thread opened is closed by `opened`, after it ends
+
+
+def _store_is_complete(url: str) -> bool:
+    """True when `url` is a planned stemdl store with every shard done (then no cluster is
+    started); anything else, including an unreadable store, is left to `plan_store` to judge."""
+    try:
+        info = open_stemdl_store(url, mode="r")
+        return bool(info.attrs.get("planning_complete")) and bool(read_done_mask(info).all())
+    except Exception:
+        return False
+
+
+def _catalogue_on_worker(catalogue: Any) -> Any:
+    """The task whose result is the catalogue on the workers (see `_run_tasks`)."""
+    return catalogue
 
 
 def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url: str,
-               retries: int, simulator: Simulator | None, report: GenerationReport, progress: bool,
-               shard_size: int, num_samples: int) -> None:
+               retries: int, simulator: Simulator | None, catalogue: Any,
+               report: GenerationReport, progress: bool, shard_size: int,
+               num_samples: int) -> None:
+    # The client's catalogue (0.7 MB for `small`), passed to every task by reference instead
+    # of every worker rebuilding it (seconds) from the config. It is the result of one task
+    # that returns its argument, not scattered data: Dask can run that task again when every
+    # worker holding the result has died (scattered data would be lost, and with it every
+    # shard still to do). Workers fetch it from one another when their first task needs it.
+    shared_catalogue = client.submit(_catalogue_on_worker, catalogue, pure=False,
+                                     key=f"catalogue-{time.time_ns()}")
     futures = {}
     for k in todo:
         future = client.submit(simulate_shard_task, config_dict, url, k, simulator=simulator,
-                               retries=retries, pure=False, key=f"simulate_shard-{k}-{time.time_ns()}")
+                               catalogue=shared_catalogue, retries=retries, pure=False,
+                               key=f"simulate_shard-{k}-{time.time_ns()}")
         futures[future] = (k, False)
     began = time.perf_counter()
     samples_done = 0
@@ -174,7 +243,8 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
             except Exception as error:
                 if not last_chance:
                     retry = client.submit(simulate_shard_task, config_dict, url, shard,
-                                          record_failures=True, simulator=simulator, pure=False,
+                                          record_failures=True, simulator=simulator,
+                                          catalogue=shared_catalogue, pure=False,
                                           key=f"simulate_shard-final-{shard}-{time.time_ns()}")
                     futures[retry] = (shard, True)
                     pending.add(retry)
@@ -253,8 +323,15 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
             f"{url!r}: a memory:// store lives in this process's memory, and Dask workers are "
             "other processes that cannot reach it; generate into a local path or a shared "
             "URL (file://, s3://, ...)")
-    with store_lock(url):  # one generating client per store (see datasets/store_lock.py)
-        info = plan_store(config, url, lambda: catalogue_for(config, simulator))
+    _check_cluster_args(scheduler_address, scheduler_file, n_workers)
+    with store_lock(url), contextlib.ExitStack() as cluster:  # one generating client per store
+        # (datasets/store_lock.py). A store left complete needs no cluster; otherwise the
+        # cluster starts while the catalogue is built and the store planned.
+        wait_for_client = None if _store_is_complete(url) else cluster.enter_context(
+            _client_started_in_background(scheduler_address, scheduler_file, n_workers,
+                                          simulator))
+        catalogue = catalogue_for(config, simulator)
+        info = plan_store(config, url, catalogue)
         done = read_done_mask(info)
         todo = [k for k in range(info.num_shards) if not done[k]]
         skipped = info.attrs.get("catalogue_skipped", [])
@@ -262,11 +339,14 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
                                   shards_already_done=int(done.sum()),
                                   catalogue_skipped=[(str(s), str(r)) for s, r in skipped])
         if todo:
-            with dask_client(scheduler_address, scheduler_file, n_workers) as client:
-                if progress:
-                    print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-                _run_tasks(client, todo, config.to_dict(), url, retries, simulator, report,
-                           progress, info.shard_size, info.num_samples)
+            wait_for_client = wait_for_client or cluster.enter_context(
+                _client_started_in_background(scheduler_address, scheduler_file, n_workers,
+                                              simulator))
+            client = wait_for_client()
+            if progress:
+                print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+            _run_tasks(client, todo, config.to_dict(), url, retries, simulator, catalogue, report,
+                       progress, info.shard_size, info.num_samples)
     report.shards_written.sort()
     report.elapsed_s = time.perf_counter() - began
     return report

@@ -92,6 +92,15 @@ def _catalogue(simulator: Simulator | None, simulation_json: str) -> Any:
     return _simulator(simulator).build_catalogue(simulation)
 
 
+def warm_worker(simulator: Simulator | None = None) -> None:
+    """Load the simulator in this process, and run its `warm_up()` when it has one (stemdl's
+    imports abTEM: seconds), so that generation can do it while the client still builds the
+    catalogue instead of in every worker's first task."""
+    warm_up = getattr(_simulator(simulator), "warm_up", None)
+    if callable(warm_up):
+        warm_up()
+
+
 def catalogue_for(config: StemdlConfig, simulator: Simulator | None = None) -> Any:
     return _catalogue(simulator, config.simulation.model_dump_json())
 
@@ -153,13 +162,15 @@ def _check_sample(sample: Any, info: StemdlStore) -> None:
 
 
 def simulate_block(info: StemdlStore, start: int, stop: int, *, record_failures: bool,
-                   simulator: Simulator | None = None
+                   simulator: Simulator | None = None, catalogue: Any = None
                    ) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
     """Simulate samples [start, stop) into one in-memory block of every per-sample array
-    (the physical arrays: `cbed`, `potential` and the packed metadata, see `records.pack`)."""
+    (the physical arrays: `cbed`, `potential` and the packed metadata, see `records.pack`).
+    `catalogue`: the one the store was planned with, or None to build it here."""
     config, schema = info.config, info.schema
     module = _simulator(simulator)
-    catalogue = catalogue_for(config, simulator)
+    if catalogue is None:
+        catalogue = catalogue_for(config, simulator)
     rows = stop - start
     columns = empty_columns(schema, rows)
     data = {name: np.zeros((rows, *schema[name].shape), dtype=schema[name].dtype)
@@ -247,7 +258,7 @@ def deterministic_failure(error: BaseException) -> str | None:
 
 def simulate_shard_task(config: StemdlConfig | dict[str, Any], store_url: str,
                         shard_index: int, *, record_failures: bool = False,
-                        simulator: Simulator | None = None) -> ShardResult:
+                        simulator: Simulator | None = None, catalogue: Any = None) -> ShardResult:
     """`simulate_shard` as Dask runs it: a failure that a retry cannot fix
     (`deterministic_failure`: disk full, permission denied, a store that cannot be used) is
     returned as `ShardResult.fatal` instead of raised, so that Dask does not retry it (each
@@ -255,7 +266,7 @@ def simulate_shard_task(config: StemdlConfig | dict[str, Any], store_url: str,
     for it; the client reports it once. Anything else raises and is retried."""
     try:
         return simulate_shard(config, store_url, shard_index, record_failures=record_failures,
-                              simulator=simulator)
+                              simulator=simulator, catalogue=catalogue)
     except Exception as error:
         fatal = deterministic_failure(error)
         if fatal is None:
@@ -266,24 +277,27 @@ def simulate_shard_task(config: StemdlConfig | dict[str, Any], store_url: str,
 
 def simulate_shard(config: StemdlConfig | dict[str, Any], store_url: str, shard_index: int, *,
                    record_failures: bool = False,
-                   simulator: Simulator | None = None) -> ShardResult:
+                   simulator: Simulator | None = None, catalogue: Any = None) -> ShardResult:
     """Simulate, write and mark done one shard of a planned store (idempotent, retryable).
 
     `config` is a `StemdlConfig` or its `to_dict()`; `simulator` is `stemdl.simulate` unless
-    given (see `Simulator`).
+    given (see `Simulator`). `catalogue`: the catalogue the client planned the store with
+    (generation sends it to the workers, so no worker spends seconds rebuilding it, nor needs
+    the CIF directory); None builds it here and checks it against the store's fingerprint.
     """
     began = time.perf_counter()
     config = as_config(config)
     info = open_stemdl_store(store_url, mode="r+")
     _check_task_config(info, config)
-    check_worker_catalogue(info, config, simulator)
+    if catalogue is None:
+        check_worker_catalogue(info, config, simulator)
     start, stop = shard_range(shard_index, info.shard_size, info.num_samples)
     result = ShardResult(shard_index, start, stop, host=socket.gethostname(), pid=os.getpid())
     if shard_is_done(info, shard_index):
         result.already_done = True
         return result
     block, result.failures = simulate_block(info, start, stop, record_failures=record_failures,
-                                            simulator=simulator)
+                                            simulator=simulator, catalogue=catalogue)
     write_block(info, start, block)
     set_done(info, shard_index, True)
     result.elapsed_s = time.perf_counter() - began

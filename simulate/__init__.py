@@ -9,7 +9,8 @@ abTEM multislice physics on NumPy (CPU) or CuPy (GPU). Imports configs/ only (it
 Public API (imported lazily, so `import stemdl.simulate` stays instant and does not import
 abTEM):
 `simulate_sample(config, index, catalogue=None) -> Sample`, `build_catalogue(config) ->
-Catalogue`, and the types `Catalogue`, `Material`, `CatalogueError`.
+Catalogue`, `warm_up()` (import abTEM ahead of the first sample), and the types `Catalogue`,
+`Material`, `CatalogueError`.
 
 Modules, one concept each: `prototypes` (prototype crystals), `cif_source` (reading CIFs),
 `structure_checks` (what makes a crystal unusable), `crystallography` (structure factors,
@@ -27,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stemdl.simulate.catalogue import Catalogue, CatalogueError, Material, build_catalogue
-    from stemdl.simulate.sample_builder import simulate_sample
+    from stemdl.simulate.sample_builder import simulate_sample, warm_up
 
-__all__ = ["Catalogue", "CatalogueError", "Material", "build_catalogue", "simulate_sample"]
+__all__ = ["Catalogue", "CatalogueError", "Material", "build_catalogue", "simulate_sample",
+           "warm_up"]
 
 _LAZY = {
     "simulate_sample": "stemdl.simulate.sample_builder",
@@ -37,6 +39,7 @@ _LAZY = {
     "Catalogue": "stemdl.simulate.catalogue",
     "CatalogueError": "stemdl.simulate.catalogue",
     "Material": "stemdl.simulate.catalogue",
+    "warm_up": "stemdl.simulate.sample_builder",
 }
 
 

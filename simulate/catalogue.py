@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -98,6 +99,22 @@ class Catalogue:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return tuple(m for m in self.materials if self.splits[m.material_id] == split)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Picklable (the read-only split view is not): generation builds the catalogue once
+        in the client and sends it to every Dask worker instead of each rebuilding it."""
+        return _catalogue_from_parts, (self.materials, self.skipped, dict(self.splits))
+
+    def by_id(self, material_id: str) -> Material:
+        for material in self.materials:
+            if material.material_id == material_id:
+                return material
+        raise KeyError(f"no material {material_id!r} in the catalogue")
+
+
+def _catalogue_from_parts(materials: tuple[Material, ...], skipped: tuple[tuple[str, str], ...],
+                          splits: dict[str, str]) -> Catalogue:
+    return Catalogue(materials, skipped, MappingProxyType(splits))
 
 
 def content_hash(atoms: Atoms) -> str:

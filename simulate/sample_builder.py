@@ -72,6 +72,12 @@ def _touching(
     return semiangle, extra
 
 
+def warm_up() -> None:
+    """Import abTEM (seconds: numba compiles some of its kernels at import). A Dask worker does
+    this while the client still builds the catalogue, instead of in its first task."""
+    import abtem  # noqa: F401
+
+
 def simulate_sample(
     config: SimulationConfig, index: int, catalogue: Catalogue | None = None
 ) -> Sample:

@@ -119,3 +119,12 @@ def write_cif() -> Callable[[Path, Any], None]:
         ase.io.write(path, atoms, format="cif")
 
     return write
+
+
+@pytest.fixture(scope="session")
+def reconstruction_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The small reconstruction model (`reconstruction_model.py`: simulated and trained once
+    per session), scored by test_reconstruction.py and applied by test_predict.py."""
+    from reconstruction_model import trained_reconstruction
+
+    return trained_reconstruction(tmp_path_factory.mktemp("reconstruction"))

@@ -124,3 +124,26 @@ class PoisonedSimulator:
         if index in self.indices:
             raise RuntimeError(f"poisoned sample {index}: this structure cannot be simulated")
         return simulate.simulate_sample(simulation, index, catalogue)
+
+
+@dataclass(frozen=True)
+class KillOnceSimulator:
+    """The synthetic samples, except that the worker process simulating sample `kill_at`
+    SIGKILLs itself the first time (the file `flag_file` remembers that it did): for the test
+    that a worker dying loses nothing the run cannot recover, the catalogue it held included."""
+
+    flag_file: str
+    kill_at: int = 2
+
+    def build_catalogue(self, simulation: Any) -> Catalogue:
+        return build_catalogue(simulation)
+
+    def simulate_sample(self, simulation: Any, index: int, catalogue: Any = None) -> Sample:
+        import os
+        import signal
+
+        if index == self.kill_at and not os.path.exists(self.flag_file):
+            with open(self.flag_file, "w") as handle:
+                handle.write(f"{os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return synthetic_sample(simulation, index, catalogue)

@@ -155,3 +155,45 @@ def test_joins_an_existing_cluster(tmp_path: Path, small_config, synthetic) -> N
             generate(config, str(tmp_path / "t.zarr"), scheduler_address=cluster.scheduler_address,
                      n_workers=2, progress=False, simulator=synthetic)
     assert verify_store(str(tmp_path / "s.zarr")).complete
+
+
+def test_catalogue_travels_to_workers_unchanged() -> None:
+    """Generation sends the client's catalogue to the workers (pickled) instead of each
+    rebuilding it; what arrives must be the same catalogue, fingerprint and splits included."""
+    import pickle
+
+    from stemdl.datasets.fingerprint import catalogue_fingerprint
+
+    catalogue = build_catalogue(load_config("tiny").simulation)
+    arrived = pickle.loads(pickle.dumps(catalogue))
+    assert catalogue_fingerprint(arrived) == catalogue_fingerprint(catalogue)
+    assert dict(arrived.splits) == dict(catalogue.splits)
+    with pytest.raises(TypeError):  # still read-only after the trip
+        arrived.splits["x"] = "train"  # type: ignore[index]
+
+
+def test_complete_store_starts_no_cluster(reference: Path) -> None:
+    """Re-running on a finished store must not start (or join) a cluster: an address where no
+    scheduler listens would make it fail or hang if it tried."""
+    began = time.perf_counter()
+    report = generate(load_config("tiny"), str(reference), progress=False,
+                      scheduler_address="tcp://127.0.0.1:9")
+    assert report.complete and not report.shards_written
+    assert report.shards_already_done == report.num_shards
+    assert time.perf_counter() - began < 20
+
+
+def test_the_only_worker_dying_loses_nothing(tmp_path: Path, small_config) -> None:
+    """The only worker is SIGKILLed in its second shard, after it received the catalogue: its
+    nanny starts a new one, Dask recomputes the catalogue's task there (scattered data would
+    be lost for good, and with it every shard still to do), and the run completes."""
+    from synthetic_simulator import KillOnceSimulator
+
+    flag = tmp_path / "killed"
+    config = small_config(num_samples=6, shard_size=2)
+    report = generate(config, str(tmp_path / "s.zarr"), n_workers=1, progress=False,
+                      simulator=KillOnceSimulator(str(flag)))
+    assert flag.exists(), "the worker was never killed: the test tests nothing"
+    assert report.complete, report.summary()
+    assert sorted(report.shards_written) == [0, 1, 2]
+    assert verify_store(str(tmp_path / "s.zarr")).complete

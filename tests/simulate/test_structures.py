@@ -268,3 +268,30 @@ def test_polymorphs_share_a_split() -> None:
     ids = ["a", "b", "c", "d"]
     grouped = assign_splits(ids, (0.5, 0.25, 0.25), formulas=["NaCl", "Na2Cl2", "MgO", "CdS"])
     assert grouped["a"] == grouped["b"]
+
+
+@pytest.mark.parametrize("parametrization", ["kirkland", "lobato", "peng"])
+def test_species_list_is_what_abtem_accepts(parametrization: str) -> None:
+    """The species check reads abTEM's parameter file instead of importing abTEM; the set it
+    reads must be exactly the elements abTEM's own scattering_factor accepts."""
+    from abtem.parametrizations import validate_parametrization
+    from ase.data import chemical_symbols
+
+    from stemdl.simulate.structure_checks import species_with_scattering_factors
+
+    known = validate_parametrization(parametrization)
+    accepted = set()
+    for symbol in chemical_symbols[1:]:
+        try:
+            known.scattering_factor(symbol)(np.zeros(1))
+        except Exception:
+            continue
+        accepted.add(symbol)
+    assert species_with_scattering_factors(parametrization) == accepted
+    assert len(accepted) > 90
+    missing = sorted(set(chemical_symbols[1:104]) - accepted)  # elements the checks allow
+    for symbol in missing[:2]:  # (peng lacks a few heavy ones; kirkland and lobato have all)
+        with pytest.raises(InvalidStructure, match=f"{parametrization} parametrization has no "
+                           f"scattering factor for {symbol}"):
+            check_structure(Atoms(symbol, cell=[4, 4, 4], pbc=True), min_distance_a=0.7,
+                            max_atoms=64, parametrization=parametrization)

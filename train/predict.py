@@ -1,0 +1,286 @@
+"""`predict_main(checkpoint, data, out_dir, ...)`: a trained model applied to a measured 4D-STEM scan.
+
+In: a checkpoint (its `config` says what the model was trained on) and a scan read by
+`datasets.microscope_files.read_scan` with its calibration. Out: one projected-potential map of
+the scanned area (`PredictionResult`), written by `train.predict_outputs`.
+
+Steps, in order:
+1. The trained ranges (`datasets.trained_ranges`) come from the stored config alone: beam energy and
+   semi-angle ranges as configured; the scan step, which every training sample shares
+   (scan side / probe grid, `simulate/geometry.py`); and the range of angular pixel sizes the
+   training patterns had. A pattern pixel is 1e3·λ·binning / extent mrad and the extent is
+   whole base cells of each material, so the range is computed over the training split of the
+   config's (deterministic) catalogue, at the lowest and highest energy.
+2. Refusals (`check_calibration`, `OutsideTrainingError`, every problem listed at once): beam
+   energy or semi-angle outside the trained range, a scan step that differs from the trained
+   one, patterns coarser than the coarsest training pattern, a scan smaller than the model's
+   probe grid; each with `RELATIVE_TOLERANCE` (2 %) for calibration uncertainty.
+3. Resampling (`datasets.pattern_resampling`, area-weighted rebinning about the direct beam):
+   an angular pixel within the trained range is kept (ratio 1); a finer one is binned by the
+   smallest whole factor that lands in the range (exact), or, when no whole factor does, by the
+   fractional ratio to the finest trained pixel. Then the model's pattern size is cut (or
+   zero-padded) about the centre, which lands on the model's zero-frequency pixel.
+4. Normalization: `datasets.transforms.normalize_inputs` with the checkpoint's loader config,
+   the very function the training loader calls.
+5. Windows (`plan_windows`): the scan is cut into overlapping windows of the model's probe grid
+   (gy × gx), half a window apart by default, the last ones flush with the scan's edge; each
+   window's patterns are stacked row-major, as the store holds them, so both arrangements
+   (`channels`, `scan_pixels`) get exactly the input they were trained on.
+6. Stitching (`stitch`): a window of probes covers the same square as its predicted map
+   (target pixel = scan side / target_px), so window (r, c) lands at pixel offset
+   (r·H'/gy, c·W'/gx). Overlaps are blended with the separable weight
+   w(i) = 10⁻³ + sin²(π(i + ½)/n) per window axis (small at window edges, where a prediction
+   sees the least context): map = Σ w·prediction / Σ w.
+The map is in the model's output units: with `loader.standardize_targets` (every preset) each
+window's prediction is standardized (zero mean, unit variance), not V·Å.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stemdl.configs import StemdlConfig, StemdlError
+from stemdl.datasets.microscope_files import (
+    CalibrationError,
+    Scan4D,
+    read_scan,
+    resolve_calibration,
+)
+from stemdl.datasets.pattern_resampling import find_centre, plan_resampling, resample_patterns
+from stemdl.datasets.trained_ranges import TrainedRanges, trained_ranges
+from stemdl.datasets.transforms import normalize_inputs
+from stemdl.train.evaluate import load_trained_model
+
+log = logging.getLogger(__name__)
+
+RELATIVE_TOLERANCE = 0.02
+_WEIGHT_FLOOR = 1e-3
+
+
+class OutsideTrainingError(StemdlError, ValueError):
+    """Data the model was not trained for (energy, semi-angle, scan step, pattern sampling)."""
+
+
+def _within(value: float, low: float, high: float) -> bool:
+    return low * (1 - RELATIVE_TOLERANCE) <= value <= high * (1 + RELATIVE_TOLERANCE)
+
+
+def _ratio_for(pixel_mrad: float, finest: float, coarsest: float) -> float:
+    """Output pixel / input pixel that brings `pixel_mrad` into [finest, coarsest]."""
+    if _within(pixel_mrad, finest, coarsest):
+        return 1.0
+    whole = math.ceil(finest * (1 - RELATIVE_TOLERANCE) / pixel_mrad)
+    if whole * pixel_mrad <= coarsest * (1 + RELATIVE_TOLERANCE):
+        return float(whole)
+    return finest / pixel_mrad
+
+
+def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
+                      ranges: TrainedRanges) -> tuple[float, float]:
+    """The resampling ratio (ky, kx), or `OutsideTrainingError` listing every refusal."""
+    problems = []
+    energy = calibration["energy_ev"]
+    if not _within(energy, *ranges.energy_ev):
+        problems.append(f"beam energy {energy / 1e3:.4g} keV is outside the trained "
+                        f"{_span(ranges.energy_ev, 1e-3)} keV")
+    if ranges.semiangle_mrad is not None and not _within(calibration["semiangle_mrad"],
+                                                         *ranges.semiangle_mrad):
+        problems.append(f"convergence semi-angle {calibration['semiangle_mrad']:.4g} mrad is "
+                        f"outside the trained {_span(ranges.semiangle_mrad)} mrad")
+    for axis, step, trained in zip("yx", calibration["scan_step_a"], ranges.scan_step_a,
+                                   strict=True):
+        if not math.isclose(step, trained, rel_tol=RELATIVE_TOLERANCE):
+            problems.append(f"scan step {step:.4g} Å along {axis} differs from the trained "
+                            f"{trained:.4g} Å (every training sample had this step)")
+    finest, coarsest = ranges.angular_sampling_mrad
+    ratios = []
+    for axis, pixel in zip(("ky", "kx"), calibration["angular_sampling_mrad"], strict=True):
+        if pixel > coarsest * (1 + RELATIVE_TOLERANCE):
+            problems.append(f"angular pixel {pixel:.4g} mrad/px along {axis} is coarser than "
+                            f"any training pattern ({finest:.4g}–{coarsest:.4g} mrad/px at the "
+                            "calibrated energy); finer patterns are binned, coarser ones are "
+                            "not made up")
+        ratios.append(_ratio_for(pixel, finest, coarsest))
+    gy, gx = ranges.window
+    if scan_shape[0] < gy or scan_shape[1] < gx:
+        problems.append(f"the scan of {scan_shape[0]}x{scan_shape[1]} probes is smaller than "
+                        f"the model's {gy}x{gx} probe grid")
+    if problems:
+        raise OutsideTrainingError("refused: the model was not trained for this data: "
+                                   + "; ".join(problems) + ". Check the calibration options "
+                                   "(--energy-kev, --semiangle-mrad, --scan-step-a, "
+                                   "--angular-pixel-mrad) or use a model trained for it.")
+    return ratios[0], ratios[1]
+
+
+def _span(values: tuple[float, float], scale: float = 1.0) -> str:
+    low, high = values[0] * scale, values[1] * scale
+    return f"{low:.4g}" if low == high else f"{low:.4g}–{high:.4g}"
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start indices of windows of `window` covering [0, size), `stride` apart, the last flush
+    with the end."""
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+def plan_windows(scan_shape: tuple[int, int], window: tuple[int, int],
+                 stride: tuple[int, int]) -> list[tuple[int, int]]:
+    rows = window_starts(scan_shape[0], window[0], stride[0])
+    cols = window_starts(scan_shape[1], window[1], stride[1])
+    return [(r, c) for r in rows for c in cols]
+
+
+def blend_weight(n: int) -> np.ndarray:
+    return _WEIGHT_FLOOR + np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
+
+
+@torch.no_grad()
+def stitch(model: nn.Module, inputs: np.ndarray, ranges: TrainedRanges,
+           starts: list[tuple[int, int]], device: torch.device, batch_size: int = 16,
+           progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(C, Ny·H'/gy, Nx·W'/gx) blended map and the number of windows covering each pixel."""
+    from tqdm.auto import tqdm
+
+    gy, gx = ranges.window
+    th, tw = ranges.target_px
+    fy, fx = th // gy, tw // gx
+    ny, nx = inputs.shape[:2]
+    weight = np.outer(blend_weight(th), blend_weight(tw))
+    total = None
+    weights = np.zeros((ny * fy, nx * fx))
+    counts = np.zeros((ny * fy, nx * fx), dtype=np.int32)
+    bar = tqdm(total=len(starts), desc="windows", unit="window", disable=not progress)
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first:first + batch_size]
+        stack = np.stack([inputs[r:r + gy, c:c + gx].reshape(gy * gx, *inputs.shape[2:])
+                          for r, c in chunk])
+        predicted = model(torch.from_numpy(stack).to(device)).float().cpu().numpy()
+        if total is None:
+            total = np.zeros((predicted.shape[1], ny * fy, nx * fx))
+        for (r, c), window_map in zip(chunk, predicted, strict=True):
+            rows, cols = slice(r * fy, r * fy + th), slice(c * fx, c * fx + tw)
+            total[:, rows, cols] += weight * window_map
+            weights[rows, cols] += weight
+            counts[rows, cols] += 1
+        bar.update(len(chunk))
+    bar.close()
+    assert total is not None
+    return (total / weights).astype(np.float32), counts
+
+
+@dataclass
+class PredictionResult:
+    """The stitched map and everything needed to write and explain it."""
+
+    potential: np.ndarray  # (C, H, W) float32
+    pixel_a: tuple[float, float]  # (y, x)
+    mean_pattern: np.ndarray  # of the scan as read (before resampling)
+    mean_pattern_mrad: tuple[float, float]
+    mean_pattern_centre_px: tuple[float, float]
+    units: str
+    record: dict[str, Any]  # → prediction.json
+
+
+def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dict[str, Any],
+                 sample: int | None = None, scan_shape: tuple[int, int] | None = None,
+                 centre: tuple[float, float] | None = None, stride: tuple[int, int] | None = None,
+                 batch_size: int = 16, device: str | None = None, progress: bool = True
+                 ) -> PredictionResult:
+    """Read, check, resample, normalize, tile, predict and stitch (module docstring)."""
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, config = load_trained_model(Path(checkpoint), torch_device)
+    ranges = trained_ranges(config)
+    scan = read_scan(data, scan_shape=scan_shape, sample=sample)
+    calibration, sources = resolve_calibration(scan, calibration_options)
+    ratio = check_calibration(calibration, scan.scan_shape, ranges)
+    mean_pattern = np.asarray(scan.data).mean(axis=(0, 1), dtype=np.float64)
+    if centre is None:
+        centre = find_centre(mean_pattern)
+        sources["centre_px"] = "found: centre of mass of the bright-field disk (half pixels)"
+    else:
+        sources["centre_px"] = "option"
+    resampling, matrices = plan_resampling(scan.pattern_shape, centre, ratio, ranges.pattern_px,
+                                           ranges.pattern_centre_px)
+    if resampling.padded_fraction > 0:
+        log.warning("%.0f%% of the model's pattern lies beyond the recorded detector and is "
+                    "padded with zeros", 100 * resampling.padded_fraction)
+    patterns = resample_patterns(scan.data, matrices)
+    inputs = normalize_inputs(patterns, config.loader.input_transform,
+                              config.loader.standardize_inputs, inplace=True)
+    gy, gx = ranges.window
+    th, tw = ranges.target_px
+    if th % gy or tw % gx:
+        raise OutsideTrainingError(f"the model's {th}x{tw} target is not a whole number of "
+                                   f"pixels per probe of its {gy}x{gx} grid; cannot stitch")
+    stride = stride or (max(1, gy // 2), max(1, gx // 2))
+    starts = plan_windows(scan.scan_shape, ranges.window, stride)
+    potential, counts = stitch(model, np.ascontiguousarray(inputs), ranges, starts,
+                               torch_device, batch_size, progress)
+    units = ("standardized (each window zero mean, unit variance), not V·Å"
+             if config.loader.standardize_targets else "V·Å")
+    state_info = _checkpoint_info(Path(checkpoint), config)
+    record = {
+        "data": {"path": scan.path, "format": scan.format, "scan_shape": list(scan.scan_shape),
+                 "pattern_shape": list(scan.pattern_shape), "notes": scan.notes},
+        "calibration": {name: _jsonable(value) for name, value in calibration.items()},
+        "calibration_sources": sources,
+        "trained_ranges": _jsonable(asdict(ranges)),
+        "relative_tolerance": RELATIVE_TOLERANCE,
+        "resampling": {**_jsonable(asdict(resampling)), "centre_px": list(centre),
+                       "method": "area-weighted rebinning about the direct beam, then crop/pad "
+                       "to the model's pattern (datasets/pattern_resampling.py)",
+                       "model_angular_sampling_mrad": [
+                           p * r for p, r in zip(calibration["angular_sampling_mrad"], ratio,
+                                                 strict=True)]},
+        "normalization": {"input_transform": config.loader.input_transform,
+                          "standardize_inputs": config.loader.standardize_inputs},
+        "windows": {"window_probes": list(ranges.window), "stride_probes": list(stride),
+                    "count": len(starts), "starts": [list(s) for s in starts],
+                    "min_windows_per_pixel": int(counts.min()),
+                    "max_windows_per_pixel": int(counts.max()),
+                    "blend": "separable 1e-3 + sin²(π(i+½)/n) per window axis"},
+        "map": {"shape": list(potential.shape), "pixel_a": list(ranges.target_pixel_a),
+                "units": units,
+                "origin": "corner of the scanned area: probe (0, 0) sits at half a scan step"},
+        "model": state_info,
+    }
+    return PredictionResult(potential, ranges.target_pixel_a, mean_pattern.astype(np.float32),
+                            tuple(calibration["angular_sampling_mrad"]), tuple(centre), units,
+                            record)
+
+
+def _checkpoint_info(checkpoint: Path, config: StemdlConfig) -> dict[str, Any]:
+    from stemdl.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    return {"checkpoint": str(checkpoint), "config_name": config.name,
+            "arrangement": config.model.arrangement, "step": int(state["step"]),
+            "epoch": int(state["epoch"]), "ema_weights": bool(state.get("ema")),
+            "validation_metrics": state.get("metrics", {})}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+__all__ = ["CalibrationError", "OutsideTrainingError", "PredictionResult", "Scan4D",
+           "TrainedRanges", "check_calibration", "plan_windows", "predict_main", "stitch",
+           "trained_ranges"]

@@ -1,0 +1,105 @@
+"""What `stemdl predict` leaves in its output directory (`write_outputs`).
+
+* `potential.zarr`: the stitched map (C, y, x) float32, Zarr v3, with `dimension_names`
+  (channel, y, x) and attributes `units`, `axes` (name, units, scale, offset per axis; y and
+  x in Å, offset = centre of the first pixel, origin at the corner of the scanned area);
+* `potential.hspy` / `potential.tif` when asked (`formats`), written by rosettasciio with the
+  same axes;
+* `prediction.png`: the map beside the mean diffraction pattern (log scale, axes in mrad);
+* `prediction.json`: what was done (`PredictionResult.record`: calibrations and where each
+  came from, trained ranges, resampling, windows, model and checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stemdl.configs import UsageError
+from stemdl.datasets.microscope_files import signal_dict, write_signal
+from stemdl.train.predict import PredictionResult
+
+MAP_FORMATS = ("hspy", "tiff")
+
+
+def map_axes(result: PredictionResult) -> list[dict[str, Any]]:
+    """rosettasciio axes of the (C, y, x) map."""
+    channels, height, width = result.potential.shape
+    py, px = result.pixel_a
+    return [
+        {"name": "channel", "units": "", "scale": 1.0, "offset": 0.0, "size": channels,
+         "navigate": True, "index_in_array": 0},
+        {"name": "y", "units": "Å", "scale": py, "offset": py / 2, "size": height,
+         "navigate": False, "index_in_array": 1},
+        {"name": "x", "units": "Å", "scale": px, "offset": px / 2, "size": width,
+         "navigate": False, "index_in_array": 2},
+    ]
+
+
+def write_outputs(result: PredictionResult, out_dir: Path,
+                  formats: tuple[str, ...] = ()) -> list[Path]:
+    """Write every output of the module docstring; returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [_write_zarr(result, out_dir / "potential.zarr")]
+    for fmt in formats:
+        if fmt not in MAP_FORMATS:
+            raise UsageError(f"unknown map format {fmt!r}; choose from {', '.join(MAP_FORMATS)}")
+        suffix = {"hspy": ".hspy", "tiff": ".tif"}[fmt]
+        signal = signal_dict(result.potential, map_axes(result), "stemdl projected potential",
+                             signal_type="", extra={"units": result.units})
+        written.append(write_signal(out_dir / f"potential{suffix}", signal))
+    written.append(_write_png(result, out_dir / "prediction.png"))
+    record = {**result.record, "outputs": [p.name for p in written] + ["prediction.json"]}
+    path = out_dir / "prediction.json"
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    written.append(path)
+    return written
+
+
+def _write_zarr(result: PredictionResult, path: Path) -> Path:
+    import zarr
+
+    array = zarr.create_array(store=str(path), shape=result.potential.shape, dtype="float32",
+                              chunks=result.potential.shape, dimension_names=("channel", "y", "x"),
+                              overwrite=True)
+    array[...] = result.potential
+    array.attrs.update({"units": result.units, "axes": map_axes(result),
+                        "long_name": "projected potential predicted by stemdl"})
+    return path
+
+
+def _write_png(result: PredictionResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, height, width = result.potential.shape
+    py, px = result.pixel_a
+    pattern = result.mean_pattern
+    ky, kx = result.mean_pattern_mrad
+    cy, cx = result.mean_pattern_centre_px
+    rows, cols = pattern.shape
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.6))
+    image = left.imshow(result.potential[0], cmap="magma", origin="upper",
+                        extent=(0, width * px, height * py, 0))
+    left.set_title("predicted projected potential")
+    left.set_xlabel("x (Å)")
+    left.set_ylabel("y (Å)")
+    figure.colorbar(image, ax=left, label=result.units.split(" (")[0], shrink=0.8)
+    positive = pattern[pattern > 0]
+    floor = positive.min() if positive.size else 1.0
+    right.imshow(np.log10(np.maximum(pattern, floor)), cmap="gray", origin="upper",
+                 extent=((-cx - 0.5) * kx, (cols - cx - 0.5) * kx,
+                         (rows - cy - 0.5) * ky, (-cy - 0.5) * ky))
+    right.set_title("mean diffraction pattern (log)")
+    right.set_xlabel("kx (mrad)")
+    right.set_ylabel("ky (mrad)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
