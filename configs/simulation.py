@@ -159,12 +159,22 @@ class StructureConfig(StrictModel):
 
 
 class ScanConfig(StrictModel):
-    """The probe grid: P = gpts[0] * gpts[1] probe positions over the central part of the cell."""
+    """The probe grid: P = gpts[0] * gpts[1] probe positions over a square of the cell.
+
+    Why `shift_a`: a square always centred in its supercell always sits at the same place on
+    that material's lattice, and a model trained only on such scans fails on a scan placed
+    anywhere else (a measured scan, or a window of a larger one: benchmarks/RESULTS.md). A
+    random shift per sample teaches it every placement.
+    """
 
     gpts: tuple[Annotated[int, Field(ge=1, le=256)], Annotated[int, Field(ge=1, le=256)]] = (8, 8)
     fraction: float = Field(
         0.5, gt=0, le=1, description="Side of the scanned square as a fraction of cell_xy_a: "
-        "every sample is scanned over the same square (in Å), centred in its supercell."
+        "every sample is scanned over a square of the same size (in Å)."
+    )
+    shift_a: float = Field(
+        0.0, ge=0, le=1000, description="Each sample's square is moved from the centre of its "
+        "supercell by a random (dx, dy), each uniform in ±shift_a (Å); 0 keeps it centred."
     )
 
     @property
@@ -329,6 +339,14 @@ class SimulationConfig(StrictModel):
                     f"{valid_px // self.detector.binning}]. Increase cell_xy_a or decrease "
                     f"sampling_a."
                 )
+        side = self.scan.side_a(self.cell_xy_a)
+        if side + 2 * self.scan.shift_a > self.cell_xy_a + 1e-9:
+            # The supercell is at least cell_xy_a wide: a square shifted this far can leave it.
+            raise ValueError(
+                f"scan.shift_a={self.scan.shift_a} Å moves the {side:g} Å scanned square "
+                f"(scan.fraction {self.scan.fraction} of cell_xy_a {self.cell_xy_a}) out of the "
+                f"cell; allowed range [0, {(self.cell_xy_a - side) / 2:g}] Å"
+            )
         scanned_px = self.scan.fraction * self.gpts
         for axis, px in enumerate(self.target.target_px):
             if px > 4 * scanned_px:

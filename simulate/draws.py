@@ -7,7 +7,9 @@ over the configured axes), the thickness, energy, semi-angle, defocus and C3 (un
 configured ranges; a fixed value is a range of width 0). Every value is drawn even when its range
 is fixed, so changing one range never shifts the others. The frozen-phonon seed comes from a
 separate stream, `SeedSequence([config.seed, index, 1])` (its first 32-bit word), and is
-recorded as `SampleRecord.seed`.
+recorded as `SampleRecord.seed`. The scan's shift from the centre (x, y; uniform in
+±`scan.shift_a`) comes from another, `SeedSequence([config.seed, index, 2])`, so adding it
+changed no other draw of any existing config.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class SampleDraws:
     defocus_a: float
     c30_a: float
     phonon_seed: int
+    scan_shift_a: tuple[float, float] = (0.0, 0.0)  # (dx, dy) of the scanned square
 
     def orientation_option(self, num_options: int) -> int:
         """Index of the zone-axis option, uniform over `num_options`."""
@@ -83,6 +86,8 @@ def draw_sample(
     c30_a = _uniform(rng, config.c30_a)
     phonon_stream = np.random.SeedSequence([config.seed, index, 1])
     phonon_seed = int(phonon_stream.generate_state(1, dtype=np.uint32)[0])
+    shift = np.random.default_rng(np.random.SeedSequence([config.seed, index, 2])).uniform(
+        -config.scan.shift_a, config.scan.shift_a, size=2)
     return SampleDraws(
         material_index,
         orientation_fraction,
@@ -92,4 +97,5 @@ def draw_sample(
         defocus_a,
         c30_a,
         phonon_seed,
+        (float(shift[0]), float(shift[1])),
     )

@@ -90,15 +90,20 @@ def slicing(
 
 
 def scan_grid(
-    extent_a: tuple[float, float], side_a: float, scan_gpts: tuple[int, int]
+    extent_a: tuple[float, float], side_a: float, scan_gpts: tuple[int, int],
+    shift_a: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """Probe positions (P, 2) in (x, y) and the scanned square (x0, y0, x1, y1) of side
-    `side_a`, centred in the extent."""
+    `side_a`, centred in the extent and then moved by `shift_a` (dx, dy)."""
     if not 0 < side_a <= min(extent_a) + _ROUNDING:
         raise ValueError(f"a scanned square of {side_a} Å does not fit an extent of {extent_a} Å")
+    dx, dy = shift_a
+    if any(abs(d) > (e - side_a) / 2 + _ROUNDING for d, e in zip(shift_a, extent_a, strict=True)):
+        raise ValueError(f"a {side_a} Å square shifted by {shift_a} Å leaves the extent "
+                         f"{extent_a} Å")
     rows, cols = scan_gpts
-    x0, x1 = (extent_a[0] - side_a) / 2, (extent_a[0] + side_a) / 2
-    y0, y1 = (extent_a[1] - side_a) / 2, (extent_a[1] + side_a) / 2
+    x0, x1 = (extent_a[0] - side_a) / 2 + dx, (extent_a[0] + side_a) / 2 + dx
+    y0, y1 = (extent_a[1] - side_a) / 2 + dy, (extent_a[1] + side_a) / 2 + dy
     xs = x0 + (np.arange(cols) + 0.5) * (x1 - x0) / cols
     ys = y0 + (np.arange(rows) + 0.5) * (y1 - y0) / rows
     grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")  # (rows, cols)
@@ -111,6 +116,7 @@ def plan_geometry(
     base_lengths_a: tuple[float, float, float],
     thickness_a: float,
     planes_per_period: int,
+    scan_shift_a: tuple[float, float] = (0.0, 0.0),
 ) -> Geometry:
     """Everything about the specimen and grid of one sample (see the module docstring)."""
     length_x, length_y, period = base_lengths_a
@@ -129,7 +135,8 @@ def plan_geometry(
     slice_thickness, num_slices = slicing(
         thickness, period, config.slice_thickness_a, planes_per_period
     )
-    positions, region = scan_grid(extent, config.scan.side_a(config.cell_xy_a), config.scan.gpts)
+    positions, region = scan_grid(extent, config.scan.side_a(config.cell_xy_a), config.scan.gpts,
+                                  scan_shift_a)
     return Geometry(
         reps, extent, thickness, gpts, sampling, slice_thickness, num_slices, positions, region
     )

@@ -91,7 +91,8 @@ def simulate_sample(
     device = resolve_device(config.device)
 
     planes = planes_per_period(base.atoms, config.parametrization)
-    geometry = plan_geometry(config, base.lengths_a, draws.thickness_a, planes)
+    geometry = plan_geometry(config, base.lengths_a, draws.thickness_a, planes,
+                             draws.scan_shift_a)
     wavelength = wavelength_a(draws.energy_ev)
     extra: dict[str, float] = {
         "requested_thickness_a": draws.thickness_a,

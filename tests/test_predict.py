@@ -11,13 +11,10 @@ with Poisson noise at a dose of 1e5 e/Å² (2.25e5 electrons per probe position)
 HyperSpy .hspy (calibrated: scan axes in nm, k axes in 1/nm, energy and semi-angle in the
 metadata) and as a Merlin .mib (no calibration: given as options).
 
-The scan's corner sits where the training samples of GaP had theirs relative to the lattice,
-so its first window is scanned like a training sample and the windows after it are not (they
-are 3 Å, 6 Å further). This matters: the model's accuracy depends on where the probe grid
-sits on the lattice (every training sample of a material was scanned at the same place; see
-benchmarks/RESULTS.md, "stemdl predict"), so one threshold tests the data route (file,
-calibration, rebinning, normalization) on the window scanned like training, and another the
-stitched map of the whole scan.
+The model was trained on squares placed anywhere on the lattice (`scan.shift_a` 2.5 Å), so
+every window of the scan must be mapped well, not only one placed like a centred training
+sample (a model trained on centred squares only mapped that one: benchmarks/RESULTS.md,
+"stemdl predict").
 """
 
 from __future__ import annotations
@@ -42,15 +39,13 @@ SCAN = 8
 DETECTOR_PX = 72
 # Thresholds (Pearson r against the true projected potential of the area), justified from the
 # model's test figures: its mean per-sample r on the 35 held-out test samples (one 4×4 window
-# each, noise-free) was 0.886 (tests/test_reconstruction.py; 0.903 through `stemdl predict
-# --sample` on the same samples, 0.94 on this material's test sample), the nearest-neighbour
-# baseline 0.731. A window of the measured-like scan placed like a training sample must
-# match that: r > 0.85 (measured 0.93 with the dose noise). Windows placed elsewhere on the
-# lattice score 0.05–0.93 (measured); the stitched map of the whole scan is asked for
-# r > 0.45 (measured 0.55) and to be no worse than its non-overlapping windows' mean (blending
-# and placement right: a window put one probe off would pull it below).
-MIN_R_WINDOW_AS_TRAINED = 0.85
-MIN_R_STITCHED = 0.45
+# each at a random placement, noise-free) was 0.839 (tests/test_reconstruction.py), the
+# baselines 0.06 (nearest neighbour) and 0.015 (mean target). Every non-overlapping window of
+# the measured-like scan (with the dose noise) must reach r > 0.75 (measured 0.834–0.878), and
+# the stitched map of the whole scan r > 0.80 (measured 0.891) and no worse than its windows'
+# mean (blending and placement right: a window put one probe off would pull it below).
+MIN_R_WINDOW = 0.75
+MIN_R_STITCHED = 0.80
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -145,9 +140,9 @@ def test_predict_stitches_a_held_out_scan_from_hspy_and_mib(reconstruction_run, 
     windows = {(r, c): _pearson(maps["apart"][0, r:r + 16, c:c + 16], truth[r:r + 16, c:c + 16])
                for r in (0, 16) for c in (0, 16)}
     stitched = _pearson(maps["hspy"][0], truth)
-    print(f"{scan.material_id}: window placed as in training r {windows[0, 0]:.3f}; "
-          f"windows {np.round(list(windows.values()), 3)}; stitched r {stitched:.3f}")
-    assert windows[0, 0] > MIN_R_WINDOW_AS_TRAINED, windows
+    print(f"{scan.material_id}: windows r {np.round(list(windows.values()), 3)}; "
+          f"stitched r {stitched:.3f}")
+    assert min(windows.values()) > MIN_R_WINDOW, windows
     assert stitched > MIN_R_STITCHED, stitched
     assert stitched >= np.mean(list(windows.values())), (stitched, windows)
 

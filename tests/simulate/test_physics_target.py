@@ -114,6 +114,18 @@ def test_scan_grid_is_row_major_and_centred() -> None:
         scan_grid((20.0, 12.0), 13.0, (2, 2))
 
 
+def test_scan_grid_shift_moves_square_and_probes_together() -> None:
+    """The per-sample shift (`scan.shift_a`) moves the square and every probe by the same
+    (dx, dy), and a shift that would leave the extent is refused."""
+    centred_positions, centred_region = scan_grid((20.0, 12.0), 8.0, (2, 4))
+    positions, region = scan_grid((20.0, 12.0), 8.0, (2, 4), (1.5, -0.75))
+    np.testing.assert_allclose(positions, centred_positions + np.array([1.5, -0.75]))
+    np.testing.assert_allclose(region, np.add(centred_region, [1.5, -0.75, 1.5, -0.75]))
+    scan_grid((20.0, 12.0), 8.0, (2, 2), (6.0, 2.0))  # flush with the edges: still inside
+    with pytest.raises(ValueError, match="leaves the extent"):
+        scan_grid((20.0, 12.0), 8.0, (2, 2), (0.0, 2.5))
+
+
 def test_slicing_rules() -> None:
     assert slicing(10.86, 5.43, "d_hkl", 4) == pytest.approx((1.3575, 8))
     thickness, count = slicing(10.0, 5.0, 3.0, 1)

@@ -89,6 +89,25 @@ def test_draws_cover_the_configured_ranges(simulation_config) -> None:
     assert options == {0, 1, 2}
 
 
+def test_scan_shift_is_drawn_per_sample_and_leaves_every_other_draw_alone(
+        simulation_config) -> None:
+    """`scan.shift_a` comes from a stream of its own: with it on, every other draw of every
+    sample is what it was with it off, and the shifts cover ±shift_a, different per sample."""
+    plain = simulation_config("small")
+    shifted = simulation_config("small", scan__shift_a=2.5)
+    splits = build_catalogue(plain).material_splits()
+    shifts = []
+    for index in range(200):
+        a, b = draw_sample(plain, index, splits), draw_sample(shifted, index, splits)
+        assert a.scan_shift_a == (0.0, 0.0)
+        assert dataclasses.replace(b, scan_shift_a=(0.0, 0.0)) == a
+        assert b == draw_sample(shifted, index, splits)  # pure
+        shifts.append(b.scan_shift_a)
+    shifts = np.array(shifts)
+    assert np.abs(shifts).max() <= 2.5 and np.abs(shifts).max() > 2.3
+    assert abs(shifts.mean()) < 0.3 and len({tuple(s) for s in shifts}) == 200
+
+
 def test_catalogue_is_stable_and_splits_never_share_a_material() -> None:
     first = make_catalogue(TINY.structures, TINY.seed)
     second = make_catalogue(TINY.structures, TINY.seed)
