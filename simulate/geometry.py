@@ -15,8 +15,8 @@ Choices (all recorded in the `SampleRecord`):
   an explicit tuple so abTEM does not re-derive (and possibly round differently) the count.
 * Scan: `scan.gpts` = (rows, cols) = (n_y, n_x) probe positions at the centres of an n_y × n_x
   grid of cells tiling the square [x0, x1] × [y0, y1] of side `scan.fraction` × `cell_xy_a`,
-  centred in the extent; position p = row · n_x + col, stored as (x, y). The target covers the
-  same square. Why a side in Å and not a fraction of each sample's extent: the extent varies
+  centred in the extent and moved by the sample's drawn shift (`scan.shift_a`, see `draws`);
+  position p = row · n_x + col, stored as (x, y). The target covers the same square. Why a side in Å and not a fraction of each sample's extent: the extent varies
   from sample to sample (whole base cells, up to twice `cell_xy_a`), and a scan step and target
   pixel that varied with it would show the network the same crystal at different scales; a
   fixed square gives every sample the same scan step and target pixel size, like a microscope
