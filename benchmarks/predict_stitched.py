@@ -40,12 +40,6 @@ DOSE = 1e5
 STEP_A = 1.5
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64).ravel() - np.mean(a)
-    b = np.asarray(b, dtype=np.float64).ravel() - np.mean(b)
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
-
-
 def _predict_map(checkpoint: Path, counts: np.ndarray, pixel_mrad: float, work: Path) -> np.ndarray:
     import zarr
 
@@ -73,6 +67,7 @@ def main() -> int:
 
     from stemdl.datasets.transforms import electrons_per_pattern
     from stemdl.simulate.catalogue import build_catalogue
+    from stemdl.train.metrics import pearson_r
 
     args.run.mkdir(parents=True, exist_ok=True)
     checkpoint = args.run / "reconstruction-run" / "checkpoint.pt"
@@ -101,11 +96,11 @@ def main() -> int:
             counts = poisson_counts(scan.patterns, electrons, seed=0)
             work = args.run / "bench" / material.material_id / placement
             stitched = _predict_map(checkpoint, counts, scan.angular_sampling_mrad[0], work)
-            row[f"{placement}_stitched_r"] = round(_pearson(stitched, scan.potential[0]), 4)
+            row[f"{placement}_stitched_r"] = round(pearson_r(stitched, scan.potential[0]), 4)
             if placement == "as_trained":
                 window = _predict_map(checkpoint, counts[:4, :4], scan.angular_sampling_mrad[0],
                                       work / "window")
-                row["as_trained_window_r"] = round(_pearson(window, scan.potential[0, :16, :16]), 4)
+                row["as_trained_window_r"] = round(pearson_r(window, scan.potential[0, :16, :16]), 4)
         row["seconds"] = round(time.perf_counter() - started, 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -121,7 +116,7 @@ def main() -> int:
         counts = poisson_counts(scan.patterns, electrons, seed=0)
         window = _predict_map(checkpoint, counts, scan.angular_sampling_mrad[0],
                               args.run / "bench" / "sweep" / str(step))
-        sweep.append({"shift_a": round(shift, 3), "window_r": round(_pearson(window, scan.potential[0]), 4)})
+        sweep.append({"shift_a": round(shift, 3), "window_r": round(pearson_r(window, scan.potential[0]), 4)})
         print(json.dumps(sweep[-1]), flush=True)
 
     summary = {

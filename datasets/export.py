@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 
 from stemdl.configs import UsageError
-from stemdl.datasets.inspect import read_sample
 from stemdl.datasets.microscope_files import (
-    MicroscopeFileError,
     calibrated_axes,
     signal_dict,
+    stored_scan,
     write_signal,
 )
 from stemdl.datasets.pattern_resampling import pattern_centre_px
@@ -65,15 +64,8 @@ def export_sample(store_url: str, index: int, fmt: str, out: str | Path) -> Path
     """Write sample `index` of the store as `fmt` to `out`; returns the path written."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
-    stored = read_sample(store_url, index)
-    record = stored["record"]
-    if record is None:
-        raise MicroscopeFileError(f"{store_url}: sample {index} failed to simulate "
-                                  f"({stored['failure_reason']}); nothing to export")
-    rows, cols = record.scan_gpts
-    cbed = np.asarray(stored["cbed"], dtype=np.float32)
-    data = cbed.reshape(rows, cols, *cbed.shape[1:])
-    axes = record_axes(record, cbed.shape[1:])
+    record, data = stored_scan(store_url, index)
+    axes = record_axes(record, data.shape[2:])
     out = Path(out)
     out = out if out.suffix.lower() == f".{fmt}" else out.with_name(out.name + f".{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -210,20 +210,27 @@ def _calibration_from_metadata(metadata: dict[str, Any], scan: Scan4D) -> None:
             "file metadata (Acquisition_instrument.TEM.convergence_angle, mrad)")
 
 
-def _read_store_sample(path: Path, sample: int | None) -> Scan4D:
+def stored_scan(store_url: str, index: int) -> tuple[Any, np.ndarray]:
+    """A stored sample as (its record, its patterns as a (scan_y, scan_x, ky, kx) float32
+    scan); a sample stored as failed is refused with its reason."""
     from stemdl.datasets.inspect import read_sample
 
-    if sample is None:
-        raise MicroscopeFileError(f"{path} is a directory: for a stemdl Zarr store pass "
-                                  "--sample I (which stored sample to predict)")
-    stored = read_sample(str(path), sample)
+    stored = read_sample(store_url, index)
     record = stored["record"]
     if record is None:
-        raise MicroscopeFileError(f"{path}: sample {sample} failed to simulate "
+        raise MicroscopeFileError(f"{store_url}: sample {index} failed to simulate "
                                   f"({stored['failure_reason']})")
     rows, cols = record.scan_gpts
     cbed = np.asarray(stored["cbed"], dtype=np.float32)
-    data = cbed.reshape(rows, cols, *cbed.shape[1:])
+    return record, cbed.reshape(rows, cols, *cbed.shape[1:])
+
+
+def _read_store_sample(path: Path, sample: int | None) -> Scan4D:
+    if sample is None:
+        raise MicroscopeFileError(f"{path} is a directory: for a stemdl Zarr store pass "
+                                  "--sample I (which stored sample to predict)")
+    record, data = stored_scan(str(path), sample)
+    rows, cols = record.scan_gpts
     x0, y0, x1, y1 = record.target_region_a
     source = f"store record of sample {sample}"
     calibration = {

@@ -30,6 +30,7 @@ from stemdl import pipeline
 from stemdl.datasets.microscope_files import CalibrationError
 from stemdl.datasets.pattern_resampling import find_centre, plan_resampling, resample_patterns
 from stemdl.datasets.trained_ranges import TrainedRanges
+from stemdl.train.metrics import pearson_r
 from stemdl.train.predict import blend_weight, plan_windows, stitch
 
 MATERIAL = ("zincblende-GaP-5e4e17cd", (0, 0, 1))
@@ -46,12 +47,6 @@ DETECTOR_PX = 72
 # mean (blending and placement right: a window put one probe off would pull it below).
 MIN_R_WINDOW = 0.75
 MIN_R_STITCHED = 0.80
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64).ravel() - np.mean(a)
-    b = np.asarray(b, dtype=np.float64).ravel() - np.mean(b)
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +132,9 @@ def test_predict_stitches_a_held_out_scan_from_hspy_and_mib(reconstruction_run, 
     np.testing.assert_allclose(maps["hspy"], maps["mib"], atol=1e-5)
 
     truth = scan.potential[0]
-    windows = {(r, c): _pearson(maps["apart"][0, r:r + 16, c:c + 16], truth[r:r + 16, c:c + 16])
+    windows = {(r, c): pearson_r(maps["apart"][0, r:r + 16, c:c + 16], truth[r:r + 16, c:c + 16])
                for r in (0, 16) for c in (0, 16)}
-    stitched = _pearson(maps["hspy"][0], truth)
+    stitched = pearson_r(maps["hspy"][0], truth)
     print(f"{scan.material_id}: windows r {np.round(list(windows.values()), 3)}; "
           f"stitched r {stitched:.3f}")
     assert min(windows.values()) > MIN_R_WINDOW, windows

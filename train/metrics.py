@@ -17,6 +17,7 @@ not depend on the arbitrary offset of a standardized target.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -51,6 +52,14 @@ def ssim_per_sample(pred: torch.Tensor, target: torch.Tensor, data_range: torch.
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
         (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.reshape(batch, -1).mean(dim=1)
+
+
+def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r over all values of two maps of one shape, in float64: for one map (a stitched
+    prediction of a whole scan) against another, outside a batch."""
+    a = np.asarray(a, dtype=np.float64).ravel() - np.mean(a)
+    b = np.asarray(b, dtype=np.float64).ravel() - np.mean(b)
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
 def per_sample_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -93,7 +93,7 @@ def test_scan_shift_is_drawn_per_sample_and_leaves_every_other_draw_alone(
         simulation_config) -> None:
     """`scan.shift_a` comes from a stream of its own: with it on, every other draw of every
     sample is what it was with it off, and the shifts cover ±shift_a, different per sample."""
-    plain = simulation_config("small")
+    plain = simulation_config("small", scan__shift_a=0.0)
     shifted = simulation_config("small", scan__shift_a=2.5)
     splits = build_catalogue(plain).material_splits()
     shifts = []
