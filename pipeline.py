@@ -46,7 +46,7 @@ examples:
   stemdl simulate paper --out s3://bucket/p.zarr --scheduler-file sched.json
   stemdl verify tiny.zarr --repair              find and re-simulate corrupted shards
   torchrun --nproc-per-node 2 -m stemdl.pipeline train tiny --data tiny.zarr --out runs/tiny
-  stemdl predict runs/tiny/checkpoint.pt scan.mib --energy-kev 100 --semiangle-mrad 9 \
+  stemdl predict runs/tiny/checkpoint.pt scan.mib --energy-kev 100 --semiangle-mrad 9 \\
       --angular-pixel-mrad 0.8 --scan-step-a 1.5 --out pred/
 """
 
