@@ -19,7 +19,7 @@ from typing import Any
 
 import zarr
 
-from stemdl.configs import StemdlConfig
+from stemdl.configs import ConfigError, StemdlConfig, config_from_dict
 from stemdl.datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
 from stemdl.datasets.schema import (
     CHECKSUM_DEFINITION,
@@ -60,7 +60,15 @@ def software_versions() -> dict[str, str]:
 
 def config_differences(stored: dict[str, Any], requested: dict[str, Any],
                        sections: tuple[str, ...] = BYTE_DETERMINING_SECTIONS) -> list[str]:
-    """Dotted paths (with both values) where two config dicts differ in `sections`."""
+    """Dotted paths (with both values) where two config dicts differ in `sections`.
+
+    Both sides are first completed with the defaults of this code's config schema, when they
+    validate: a field added since a store was made (e.g. `simulation.scan.shift_a`) is absent
+    from its recorded config, and a new field's default is the old behaviour, so absent and
+    default mean the same bytes. A recorded config that no longer validates is compared as it
+    was written (and differs, as it should).
+    """
+    stored, requested = _with_defaults(stored), _with_defaults(requested)
     out: list[str] = []
 
     def walk(a: Any, b: Any, path: str) -> None:
@@ -73,6 +81,13 @@ def config_differences(stored: dict[str, Any], requested: dict[str, Any],
     for section in sections:
         walk(stored.get(section, "<absent>"), requested.get(section, "<absent>"), section)
     return out
+
+
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return config_from_dict(config).to_dict()
+    except ConfigError:
+        return config
 
 
 def split_table(catalogue: Any) -> dict[str, list[str]]:
