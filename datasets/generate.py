@@ -125,9 +125,11 @@ def _shard_list(shards: list[int], shown: int = 20) -> str:
 
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting any glibc malloc
 # threshold switches off glibc's dynamic mmap threshold, so every multislice buffer (tens of MB)
-# is mmap'ed and unmapped again, and each reuse page-faults the whole buffer back in (a `small`
-# sample took about twice as long; benchmarks/RESULTS.md). Simulation reuses the same buffer
-# sizes sample after sample, so the default allocator is what it needs. The thread caps
+# is mmap'ed and unmapped again, and each reuse page-faults the whole buffer back in (with
+# abTEM's multislice a `small` sample took about twice as long; stemdl's engine reuses its
+# buffers, and both settings together now cost a few percent: benchmarks/worker_settings.py,
+# benchmarks/RESULTS.md). Simulation reuses the same buffer sizes sample after sample, so the
+# default allocator is what it needs. The thread caps
 # (OMP/MKL/OpenBLAS = 1) stay. The worker's statistical profiler (a thread that takes the GIL
 # every 10 ms to walk the task's stack, for the dashboard's profile page) is off: generation
 # tasks are one known function. Workers of an existing cluster are started by their own nanny
@@ -330,8 +332,9 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
         wait_for_client = None if _store_is_complete(url) else cluster.enter_context(
             _client_started_in_background(scheduler_address, scheduler_file, n_workers,
                                           simulator))
-        catalogue = catalogue_for(config, simulator)
-        info = plan_store(config, url, catalogue)
+        # Built only once the store's config is known to match (a refusal should not wait
+        # seconds for it); cached per process, so the tasks below get this very object.
+        info = plan_store(config, url, lambda: catalogue_for(config, simulator))
         done = read_done_mask(info)
         todo = [k for k in range(info.num_shards) if not done[k]]
         skipped = info.attrs.get("catalogue_skipped", [])
@@ -345,8 +348,9 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
             client = wait_for_client()
             if progress:
                 print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-            _run_tasks(client, todo, config.to_dict(), url, retries, simulator, catalogue, report,
-                       progress, info.shard_size, info.num_samples)
+            _run_tasks(client, todo, config.to_dict(), url, retries, simulator,
+                       catalogue_for(config, simulator), report, progress, info.shard_size,
+                       info.num_samples)
     report.shards_written.sort()
     report.elapsed_s = time.perf_counter() - began
     return report

@@ -18,7 +18,8 @@ retries it. When the retries are used up, generation runs the task once more wit
 `status = 2`, `failure_reason`), the shard is completed and the run goes on. Dask runs the
 task as `simulate_shard_task`, which returns a failure that no retry can fix (disk full,
 permission denied, an unusable store) instead of raising it, so it is neither retried nor
-logged by every worker. Every task also checks that its catalogue is the store's
+logged by every worker. Generation hands every task the catalogue the client planned the
+store with; a task run without one builds its own and checks it against the store's
 (`datasets/fingerprint.py`): a worker that sees another CIF directory refuses to write.
 """
 
