@@ -27,6 +27,7 @@ import numpy as np
 from stemdl.configs import UsageError
 from stemdl.datasets.microscope_files import (
     calibrated_axes,
+    record_calibration,
     signal_dict,
     stored_scan,
     write_signal,
@@ -40,13 +41,13 @@ EXPORT_FORMATS = ("hspy", "npy", "emd")
 def record_axes(record: SampleRecord, pattern_shape: tuple[int, int]) -> list[dict[str, Any]]:
     """The calibrated axes of a stored sample (module docstring)."""
     rows, cols = record.scan_gpts
-    x0, y0, x1, y1 = record.target_region_a
+    calibration = record_calibration(record)
     first_x, first_y = (float(v) for v in np.asarray(record.probe_positions_a)[0])
     pattern_px = tuple(int(n) for n in pattern_shape)
     return calibrated_axes(
         (rows, cols, *pattern_px),
-        scan_step_a=((y1 - y0) / rows, (x1 - x0) / cols),
-        angular_sampling_mrad=(record.angular_sampling_mrad[1], record.angular_sampling_mrad[0]),
+        scan_step_a=calibration["scan_step_a"],
+        angular_sampling_mrad=calibration["angular_sampling_mrad"],
         centre_px=pattern_centre_px(pattern_px, 1),  # stored pixels: binning already applied
         scan_offset_a=(first_y, first_x),
     )

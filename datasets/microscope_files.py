@@ -225,20 +225,25 @@ def stored_scan(store_url: str, index: int) -> tuple[Any, np.ndarray]:
     return record, cbed.reshape(rows, cols, *cbed.shape[1:])
 
 
-def _read_store_sample(path: Path, sample: int | None) -> Scan4D:
-    if sample is None:
-        raise MicroscopeFileError(f"{path} is a directory: for a stemdl Zarr store pass "
-                                  "--sample I (which stored sample to predict)")
-    record, data = stored_scan(str(path), sample)
+def record_calibration(record: Any) -> dict[str, Any]:
+    """The four calibrations of a stored sample, from its record, (y, x) where per axis."""
     rows, cols = record.scan_gpts
     x0, y0, x1, y1 = record.target_region_a
-    source = f"store record of sample {sample}"
-    calibration = {
+    return {
         "energy_ev": record.energy_ev,
         "semiangle_mrad": record.semiangle_mrad,
         "angular_sampling_mrad": (record.angular_sampling_mrad[1], record.angular_sampling_mrad[0]),
         "scan_step_a": ((y1 - y0) / rows, (x1 - x0) / cols),
     }
+
+
+def _read_store_sample(path: Path, sample: int | None) -> Scan4D:
+    if sample is None:
+        raise MicroscopeFileError(f"{path} is a directory: for a stemdl Zarr store pass "
+                                  "--sample I (which stored sample to predict)")
+    record, data = stored_scan(str(path), sample)
+    source = f"store record of sample {sample}"
+    calibration = record_calibration(record)
     return Scan4D(data, str(path), "stemdl-store", calibration,
                   dict.fromkeys(calibration, source),
                   notes=[f"stored sample {sample} ({record.material_id}, split {record.split})"])
