@@ -1,10 +1,11 @@
-"""One generating client per store: an advisory lock, and who holds it.
+"""One writing client per store: an advisory lock, and who holds it.
 
 Why: two `stemdl simulate` clients on one store both found every shard not done and both
 simulated everything (each write is safe, so the result was right, but the work was doubled
 and both reported the other's shards as their own). `generate` therefore holds
 `<store>.lock`, a `filelock` next to a local store, for its whole run; a second client finds
 it held and exits at once, naming the holder (host, pid, start time, from `<store>.lock.json`).
+`verify --repair` writes too (done flags, shards, array metadata) and holds the same lock.
 
 Non-local URLs (s3://, gs://, …): object stores have no atomic lock that fsspec exposes, so
 no lock is taken and a warning says so; run one client per store there (every write is still

@@ -42,8 +42,9 @@ from stemdl.datasets.schema import (
     sharded_arrays,
 )
 from stemdl.datasets.shard import Simulator, read_done_mask, set_done, simulate_shard
-from stemdl.datasets.storage import StoreError, file_url, shard_key, zarr_dtype
+from stemdl.datasets.storage import StoreError, file_url, normalize_store_url, shard_key, zarr_dtype
 from stemdl.datasets.store import ArrayMetadataError, StemdlStore, open_stemdl_store
+from stemdl.datasets.store_lock import store_lock
 
 CBED_RANGE_TOLERANCE = 1e-2
 METADATA_PREFIX = "metadata of array"  # float16 rounding of values near the bounds
@@ -293,7 +294,25 @@ def verify_shard(info: StemdlStore, shard: int, material_split: dict[str, str]
 
 def verify_store(store_url: str, repair: bool = False, *,
                  simulator: Simulator | None = None) -> VerifyReport:
-    """Check the store at `store_url`; with `repair`, re-simulate its bad shards."""
+    """Check the store at `store_url`; with `repair`, re-simulate its bad shards.
+
+    A repair writes (array metadata, done flags, shards), so it holds the store's lock, the
+    one `generate` holds (`datasets/store_lock.py`): a repair while a client is generating
+    into the store, or a second repair, would re-simulate the same shards as the other and
+    flip done flags under it; it is refused at once with `StoreLockedError` naming the
+    holder. A plain check only reads and takes no lock.
+    """
+    try:
+        url = normalize_store_url(store_url)
+    except StoreError:  # reported by `_verify` as the store's problem, like a missing store
+        return _verify(store_url, repair, simulator)
+    if not repair:
+        return _verify(url, False, simulator)
+    with store_lock(url, "repairing"):
+        return _verify(url, True, simulator)
+
+
+def _verify(store_url: str, repair: bool, simulator: Simulator | None) -> VerifyReport:
     try:
         info = open_stemdl_store(store_url, mode="r+" if repair else "r")
     except StoreError as error:

@@ -135,3 +135,26 @@ def test_array_metadata_is_named_and_rebuilt_from_the_stored_config(store: Path,
     assert repaired.returncode == 0, (repaired.stdout, repaired.stderr[-3000:])
     assert f"rebuilt array metadata {document}" in repaired.stdout, repaired.stdout
     assert store_files(store) == original  # the same bytes: no data file was touched
+
+
+def test_repair_is_refused_while_another_client_holds_the_store(store: Path, flip_byte,
+                                                                store_files, run_python) -> None:
+    """A repair writes, so it takes the lock `generate` takes: while this process holds it (as a
+    generating client would), `verify --repair` exits naming the holder and writes nothing; a
+    plain check still runs (it only reads)."""
+    import os
+
+    from stemdl.datasets.store_lock import store_lock
+
+    info = open_stemdl_store(str(store))
+    shard_file = Path(file_url(info.url, shard_key(info.array("cbed"), 1)))
+    flip_byte(shard_file, shard_file.stat().st_size // 3)
+    damaged = store_files(store)
+    with store_lock(str(store), "generating"):
+        refused = run_python(["-m", "stemdl.pipeline", "verify", str(store), "--repair"])
+        checked = run_python(["-m", "stemdl.pipeline", "verify", str(store)])
+    assert refused.returncode == 2, (refused.stdout, refused.stderr[-3000:])
+    assert f"{store} is locked: generating by pid {os.getpid()}" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert store_files(store) == damaged  # nothing written, the damage still there to repair
+    assert checked.returncode == 1 and str(shard_file) in checked.stdout, checked.stdout
