@@ -26,7 +26,8 @@ Public API (imported lazily, so `import stemdl.datasets` stays cheap):
 * `storage_estimate(config) -> StorageEstimate`;
 * `microscope_files.read_scan(path, scan_shape=None, sample=None) -> Scan4D` (a 4D-STEM scan
   from a rosettasciio format, .npy or a store) and `resolve_calibration`;
-  `pattern_resampling.plan_resampling` / `resample_patterns`; `export.export_sample(store_url,
+  `pattern_resampling.plan_resampling` / `resample_patterns`; `scan_inputs.ScanModelInputs`
+  and `mean_pattern` (a scan as model input, a band of rows at a time); `export.export_sample(store_url,
   index, fmt, out)`.
 
 Modules, one concept each: `schema` (what arrays and attributes a store has), `storage`
@@ -37,7 +38,8 @@ field accessor), `plan` (creating/checking a store against its config, the split
 (which node, rank and worker reads which shard), `shard_files` (decoding whole shard files),
 `transforms` (normalization, noise), `loader` (streaming), `batch_ring` (the shared-memory
 batch hand-off), `estimate`, `microscope_files` (reading scans and their calibration,
-writing signals), `pattern_resampling`, `export`.
+writing signals), `pattern_resampling`, `scan_inputs` (a scan read and resampled a band of
+rows at a time), `export`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ error naming the option that supplies it, never a default.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ class CalibrationError(StemdlError, ValueError):
 class Scan4D:
     """A 4D-STEM scan: patterns (scan_y, scan_x, ky, kx) and what the file says about them."""
 
-    data: np.ndarray
+    data: Any  # a NumPy array or memory map, or rosettasciio's lazy Dask array: slice it
     path: str
     format: str  # "hspy", "quantumdetector", "npy", "stemdl-store", ...
     calibration: dict[str, Any] = field(default_factory=dict)  # values found in the file
@@ -96,8 +97,8 @@ def read_scan(path: str | Path, *, scan_shape: tuple[int, int] | None = None,
     if sample is not None:
         raise MicroscopeFileError(f"--sample is for a stemdl Zarr store; {path} is a file")
     if suffix == ".npy":
-        data = np.load(path, mmap_mode="r")
-        return Scan4D(_as_4d(np.asarray(data), scan_shape, path), str(path), "npy",
+        data = np.load(path, mmap_mode="r")  # read as sliced, never whole
+        return Scan4D(_as_4d(data, scan_shape, path), str(path), "npy",
                       notes=["a .npy holds no calibration: all of it comes from the options"])
     return _read_with_rosettasciio(path, suffix, scan_shape)
 
@@ -141,7 +142,9 @@ def _read_with_rosettasciio(path: Path, suffix: str, scan_shape: tuple[int, int]
         raise MicroscopeFileError(f"{path}: reading '{suffix}' needs {error.name or error}, "
                                   f"which {module} imports; install it (pip install "
                                   f"'rosettasciio[...]', see rosettasciio's docs)") from None
-    kwargs: dict[str, Any] = {}
+    # Lazily (a Dask array over the file), where the reader can: a scan is read by slicing it,
+    # a band of rows at a time (`datasets.scan_inputs`), and may be larger than memory.
+    kwargs: dict[str, Any] = {"lazy": True} if _reads_lazily(reader) else {}
     if module == "rsciio.quantumdetector" and scan_shape is not None:
         kwargs["navigation_shape"] = (scan_shape[1], scan_shape[0])  # rsciio: (x, y)
     try:
@@ -156,7 +159,7 @@ def _read_with_rosettasciio(path: Path, suffix: str, scan_shape: tuple[int, int]
     if chosen is None:
         raise MicroscopeFileError(f"{path}: no 4D-STEM scan in the file (signals of shapes "
                                   f"{shapes})")
-    data = _as_4d(np.asarray(chosen["data"]), scan_shape, path)
+    data = _as_4d(chosen["data"], scan_shape, path)
     scan = Scan4D(data, str(path), module.removeprefix("rsciio."))
     if len(signals) > 1:
         scan.notes.append(f"the file holds {len(signals)} signals {shapes}; read the first "
@@ -165,6 +168,10 @@ def _read_with_rosettasciio(path: Path, suffix: str, scan_shape: tuple[int, int]
         _calibration_from_axes(chosen["axes"], scan)
     _calibration_from_metadata(chosen.get("metadata", {}), scan)
     return scan
+
+
+def _reads_lazily(reader: Any) -> bool:
+    return "lazy" in inspect.signature(reader.file_reader).parameters
 
 
 def _unit_key(units: Any) -> str:

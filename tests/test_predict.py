@@ -363,3 +363,96 @@ def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) ->
     stitched = zarr.open_array(str(tmp_path / "out" / "potential.zarr"), mode="r")
     assert stitched.shape == (1, 6 * 4, 7 * 4)  # 16×16 target px per 4×4 probes
     assert np.isfinite(stitched[...]).all()
+
+
+# --- a scan larger than memory --------------------------------------------------------------
+
+
+def _untrained_checkpoint(config, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    from stemdl.train.arrangements import build_model_from_config
+    from stemdl.train.checkpoint import save_checkpoint
+
+    model = build_model_from_config(config)
+    return save_checkpoint({"model": model.state_dict(), "step": 0, "epoch": 0,
+                            "batch_in_epoch": 0, "config": config.to_dict()}, path)
+
+
+def test_predict_holds_a_few_rows_of_the_scan_not_all_of_it(tmp_path: Path, tiny_config,
+                                                            monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A 30×26 scan of 72×72 px (16 MiB as float32), binned 3× to the model's patterns, is
+    predicted band by band: the NumPy memory traced while `predict_main` runs stays under a
+    quarter of the scan, each scan row is read and resampled once, and the map is the one
+    computed from the whole scan in memory (resampled, normalized and stitched at once)."""
+    import tracemalloc
+
+    from stemdl.datasets import scan_inputs
+    from stemdl.datasets.scan_inputs import ScanModelInputs
+    from stemdl.datasets.trained_ranges import trained_ranges
+    from stemdl.datasets.transforms import normalize_inputs
+    from stemdl.train.evaluate import load_trained_model
+    from stemdl.train.predict import predict_main
+
+    config = tiny_config()
+    checkpoint = _untrained_checkpoint(config, tmp_path / "checkpoint.pt")
+    ranges = trained_ranges(config)
+    rng = np.random.default_rng(5)
+    rows, cols = np.indices((72, 72))
+    disk = ((rows - 36) ** 2 + (cols - 36) ** 2 < 100) * 50.0
+    scan = (rng.random((30, 26, 72, 72)) + disk).astype(np.float32)
+    np.save(tmp_path / "scan.npy", scan)
+    options = {"energy_ev": 100e3, "semiangle_mrad": 8.0, "scan_step_a": ranges.scan_step_a,
+               "angular_sampling_mrad": ranges.angular_sampling_mrad[0] / 3}
+    row_bytes = scan[0].nbytes
+    monkeypatch.setattr(scan_inputs, "BAND_BYTES", 4 * row_bytes)
+
+    def predict():  # type: ignore[no-untyped-def]
+        return predict_main(checkpoint, tmp_path / "scan.npy", calibration_options=options,
+                            device="cpu", progress=False)
+
+    predict()  # imports, the catalogue of the trained ranges and the compiled kernels: once
+    tracemalloc.start()
+    try:
+        result = predict()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.record["resampling"]["ratio"] == [3.0, 3.0]
+    assert result.record["resampling"]["centre_px"] == [36.0, 36.0]
+    assert peak < scan.nbytes / 4, f"peak {peak / 2**20:.1f} MiB of a {scan.nbytes / 2**20:.1f} MiB scan"
+
+    model, _ = load_trained_model(checkpoint, torch.device("cpu"))
+    _, matrices = plan_resampling((72, 72), (36.0, 36.0), (3.0, 3.0), ranges.pattern_px,
+                                  ranges.pattern_centre_px)
+    whole = normalize_inputs(resample_patterns(scan, matrices), config.loader.input_transform,
+                             config.loader.standardize_inputs)
+    starts = plan_windows((30, 26), ranges.window, (2, 2))
+    expected, _ = stitch(model, whole, ranges, starts, torch.device("cpu"), progress=False)
+    np.testing.assert_allclose(result.potential, expected, rtol=1e-5, atol=1e-6)
+
+    banded = ScanModelInputs(np.load(tmp_path / "scan.npy", mmap_mode="r"), matrices,
+                             config.loader.input_transform, config.loader.standardize_inputs)
+    again, _ = stitch(model, banded, ranges, starts, torch.device("cpu"), progress=False)
+    np.testing.assert_array_equal(again, result.potential)
+    assert banded.rows_computed == 30  # every row once, though windows overlap by half
+    with pytest.raises(IndexError, match="row-major"):
+        banded[0:4, 0:4]  # released: a window above the last ones would be recomputed silently
+
+
+def test_microscope_files_are_opened_lazily(tmp_path: Path) -> None:
+    """rosettasciio's readers are asked for a lazy (Dask) array, and the mean pattern summed
+    band by band is the mean of the whole scan."""
+    from stemdl.datasets.microscope_files import (
+        calibrated_axes,
+        read_scan,
+        signal_dict,
+        write_signal,
+    )
+    from stemdl.datasets.scan_inputs import mean_pattern
+
+    data = np.random.default_rng(3).random((5, 6, 16, 16)).astype(np.float32)
+    axes = calibrated_axes(data.shape, (1.5, 1.5), (0.8, 0.8), (8.0, 8.0))
+    scan = read_scan(write_signal(tmp_path / "scan.hspy", signal_dict(data, axes, "lazy")))
+    assert type(scan.data).__module__.startswith("dask"), type(scan.data)
+    np.testing.assert_array_equal(np.asarray(scan.data[2:4]), data[2:4])
+    np.testing.assert_allclose(mean_pattern(scan.data), data.mean(axis=(0, 1), dtype=np.float64),
+                               rtol=1e-12)

@@ -22,6 +22,10 @@ Steps, in order:
    zero-padded) about the centre, which lands on the model's zero-frequency pixel.
 4. Normalization: `datasets.transforms.normalize_inputs` with the checkpoint's loader config,
    the very function the training loader calls.
+   Steps 3 and 4 run a band of scan rows at a time as windows ask for them
+   (`datasets.scan_inputs.ScanModelInputs`), and the direct beam is found on the mean pattern
+   summed band by band: the file is read lazily and never held whole, so a scan larger than
+   memory is predicted in the memory of a few rows of it.
 5. Windows (`plan_windows`): the scan is cut into overlapping windows of the model's probe grid
    (gy × gx), half a window apart by default, the last ones flush with the scan's edge; each
    window's patterns are stacked row-major, as the store holds them, so both arrangements
@@ -54,9 +58,9 @@ from stemdl.datasets.microscope_files import (
     read_scan,
     resolve_calibration,
 )
-from stemdl.datasets.pattern_resampling import find_centre, plan_resampling, resample_patterns
+from stemdl.datasets.pattern_resampling import find_centre, plan_resampling
+from stemdl.datasets.scan_inputs import ScanModelInputs, mean_pattern
 from stemdl.datasets.trained_ranges import TrainedRanges, trained_ranges
-from stemdl.datasets.transforms import normalize_inputs
 from stemdl.train.evaluate import load_trained_model
 
 log = logging.getLogger(__name__)
@@ -147,10 +151,13 @@ def blend_weight(n: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def stitch(model: nn.Module, inputs: np.ndarray, ranges: TrainedRanges,
+def stitch(model: nn.Module, inputs: np.ndarray | ScanModelInputs, ranges: TrainedRanges,
            starts: list[tuple[int, int]], device: torch.device, batch_size: int = 16,
            progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(C, Ny·H'/gy, Nx·W'/gx) blended map and the number of windows covering each pixel."""
+    """(C, Ny·H'/gy, Nx·W'/gx) blended map and the number of windows covering each pixel.
+
+    `inputs` (scan_y, scan_x, H, W) model input: an array, or `ScanModelInputs`, which computes
+    rows as windows ask for them (`starts` in row-major order, as `plan_windows` gives them)."""
     from tqdm.auto import tqdm
 
     gy, gx = ranges.window
@@ -164,8 +171,8 @@ def stitch(model: nn.Module, inputs: np.ndarray, ranges: TrainedRanges,
     bar = tqdm(total=len(starts), desc="windows", unit="window", disable=not progress)
     for first in range(0, len(starts), batch_size):
         chunk = starts[first:first + batch_size]
-        stack = np.stack([inputs[r:r + gy, c:c + gx].reshape(gy * gx, *inputs.shape[2:])
-                          for r, c in chunk])
+        stack = np.stack([np.asarray(inputs[r:r + gy, c:c + gx], dtype=np.float32)
+                          .reshape(gy * gx, *inputs.shape[2:]) for r, c in chunk])
         predicted = model(torch.from_numpy(stack).to(device)).float().cpu().numpy()
         if total is None:
             total = np.zeros((predicted.shape[1], ny * fy, nx * fx))
@@ -205,9 +212,9 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     scan = read_scan(data, scan_shape=scan_shape, sample=sample)
     calibration, sources = resolve_calibration(scan, calibration_options)
     ratio = check_calibration(calibration, scan.scan_shape, ranges)
-    mean_pattern = np.asarray(scan.data).mean(axis=(0, 1), dtype=np.float64)
+    mean = mean_pattern(scan.data)
     if centre is None:
-        centre = find_centre(mean_pattern)
+        centre = find_centre(mean)
         sources["centre_px"] = "found: centre of mass of the bright-field disk (half pixels)"
     else:
         sources["centre_px"] = "option"
@@ -216,9 +223,8 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     if resampling.padded_fraction > 0:
         log.warning("%.0f%% of the model's pattern lies beyond the recorded detector and is "
                     "padded with zeros", 100 * resampling.padded_fraction)
-    patterns = resample_patterns(scan.data, matrices)
-    inputs = normalize_inputs(patterns, config.loader.input_transform,
-                              config.loader.standardize_inputs, inplace=True)
+    inputs = ScanModelInputs(scan.data, matrices, config.loader.input_transform,
+                             config.loader.standardize_inputs)
     gy, gx = ranges.window
     th, tw = ranges.target_px
     if th % gy or tw % gx:
@@ -226,8 +232,8 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
                                    f"pixels per probe of its {gy}x{gx} grid; cannot stitch")
     stride = stride or (max(1, gy // 2), max(1, gx // 2))
     starts = plan_windows(scan.scan_shape, ranges.window, stride)
-    potential, counts = stitch(model, np.ascontiguousarray(inputs), ranges, starts,
-                               torch_device, batch_size, progress)
+    potential, counts = stitch(model, inputs, ranges, starts, torch_device, batch_size,
+                               progress)
     units = ("standardized (each window zero mean, unit variance), not V·Å"
              if config.loader.standardize_targets else "V·Å")
     state_info = _checkpoint_info(Path(checkpoint), config)
@@ -256,7 +262,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
                 "origin": "corner of the scanned area: probe (0, 0) sits at half a scan step"},
         "model": state_info,
     }
-    return PredictionResult(potential, ranges.target_pixel_a, mean_pattern.astype(np.float32),
+    return PredictionResult(potential, ranges.target_pixel_a, mean.astype(np.float32),
                             tuple(calibration["angular_sampling_mrad"]), tuple(centre), units,
                             record)
 
