@@ -45,7 +45,7 @@ import dask
 from distributed import Client, LocalCluster, as_completed, wait
 from tqdm.auto import tqdm
 
-from stemdl.configs import StemdlConfig, UsageError
+from stemdl.configs import SimulationConfig, StemdlConfig, UsageError
 from stemdl.datasets.plan import plan_store
 from stemdl.datasets.shard import (
     ShardResult,
@@ -178,11 +178,12 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
 
 @contextlib.contextmanager
 def _client_started_in_background(scheduler_address: str | None, scheduler_file: str | None,
-                                  n_workers: int | None,
-                                  simulator: Simulator | None) -> Iterator[Callable[[], Client]]:
-    """Start (or join) the cluster and import the simulator in its workers, in a thread, while
-    the caller builds the catalogue and plans the store; yields a function that waits for the
-    client. Why: cluster start-up and importing abTEM in every worker take seconds each, and
+                                  n_workers: int | None, simulator: Simulator | None,
+                                  simulation: SimulationConfig
+                                  ) -> Iterator[Callable[[], Client]]:
+    """Start (or join) the cluster and warm the simulator in its workers (abTEM imported, the
+    config's kernels compiled: `shard.warm_worker`), in a thread, while the caller builds the
+    catalogue and plans the store; yields a function that waits for the client. Why: cluster start-up and importing abTEM in every worker take seconds each, and
     so does the catalogue; run one after the other they were half of a 96-sample run."""
     with contextlib.ExitStack() as opened, \
             ThreadPoolExecutor(1, thread_name_prefix="stemdl-dask-start") as pool:
@@ -190,7 +191,7 @@ def _client_started_in_background(scheduler_address: str | None, scheduler_file:
         def start() -> Client:
             client = opened.enter_context(dask_client(scheduler_address, scheduler_file,
                                                       n_workers))
-            client.run(warm_worker, simulator)
+            client.run(warm_worker, simulator, simulation.model_dump_json())
             return client
 
         started = pool.submit(start)
@@ -331,7 +332,7 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
         # cluster starts while the catalogue is built and the store planned.
         wait_for_client = None if _store_is_complete(url) else cluster.enter_context(
             _client_started_in_background(scheduler_address, scheduler_file, n_workers,
-                                          simulator))
+                                          simulator, config.simulation))
         # Built only once the store's config is known to match (a refusal should not wait
         # seconds for it); cached per process, so the tasks below get this very object.
         info = plan_store(config, url, lambda: catalogue_for(config, simulator))
@@ -344,7 +345,7 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
         if todo:
             wait_for_client = wait_for_client or cluster.enter_context(
                 _client_started_in_background(scheduler_address, scheduler_file, n_workers,
-                                              simulator))
+                                              simulator, config.simulation))
             client = wait_for_client()
             if progress:
                 print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import logging
 import os
 import socket
 import time
@@ -45,6 +46,8 @@ from stemdl.datasets.records import empty_columns, pack, put_record
 from stemdl.datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
 from stemdl.datasets.storage import StoreError, delete_objects, shard_key
 from stemdl.datasets.store import StemdlStore, as_config, open_stemdl_store
+
+log = logging.getLogger(__name__)
 
 _MAX_REASON = 1000
 
@@ -93,13 +96,20 @@ def _catalogue(simulator: Simulator | None, simulation_json: str) -> Any:
     return _simulator(simulator).build_catalogue(simulation)
 
 
-def warm_worker(simulator: Simulator | None = None) -> None:
-    """Load the simulator in this process, and run its `warm_up()` when it has one (stemdl's
-    imports abTEM: seconds), so that generation can do it while the client still builds the
-    catalogue instead of in every worker's first task."""
+def warm_worker(simulator: Simulator | None = None, simulation_json: str | None = None) -> None:
+    """Load the simulator in this process, and run its `warm_up(simulation)` when it has one
+    (stemdl's imports abTEM and compiles the config's potential kernels: seconds), so that
+    generation can do it while the client still builds the catalogue instead of in every
+    worker's first task."""
     warm_up = getattr(_simulator(simulator), "warm_up", None)
-    if callable(warm_up):
-        warm_up()
+    if not callable(warm_up):
+        return
+    try:
+        warm_up(None if simulation_json is None
+                else SimulationConfig.model_validate(json.loads(simulation_json)))
+    except Exception as error:  # only a head start: the tasks meet the same cause and report it
+        log.warning("warming up the simulator failed (%s: %s); the first task will pay for it",
+                    type(error).__name__, error)
 
 
 def catalogue_for(config: StemdlConfig, simulator: Simulator | None = None) -> Any:

@@ -9,8 +9,8 @@ abTEM multislice physics on NumPy (CPU) or CuPy (GPU). Imports configs/ only (it
 Public API (imported lazily, so `import stemdl.simulate` stays instant and does not import
 abTEM):
 `simulate_sample(config, index, catalogue=None) -> Sample`, `build_catalogue(config) ->
-Catalogue`, `warm_up()` (import abTEM ahead of the first sample), and the types `Catalogue`,
-`Material`, `CatalogueError`.
+Catalogue`, `warm_up(simulation)` (import abTEM and compile the config's kernels ahead of the
+first sample), and the types `Catalogue`, `Material`, `CatalogueError`.
 
 Modules, one concept each: `prototypes` (prototype crystals), `cif_source` (reading CIFs),
 `structure_checks` (what makes a crystal unusable), `crystallography` (structure factors,
