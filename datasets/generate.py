@@ -183,8 +183,9 @@ def _client_started_in_background(scheduler_address: str | None, scheduler_file:
                                   ) -> Iterator[Callable[[], Client]]:
     """Start (or join) the cluster and warm the simulator in its workers (abTEM imported, the
     config's kernels compiled: `shard.warm_worker`), in a thread, while the caller builds the
-    catalogue and plans the store; yields a function that waits for the client. Why: cluster start-up and importing abTEM in every worker take seconds each, and
-    so does the catalogue; run one after the other they were half of a 96-sample run."""
+    catalogue and plans the store; yields a function that waits for the client. Why: cluster
+    start-up and importing abTEM in every worker take seconds each, and so does the
+    catalogue; run one after the other they were half of a 96-sample run."""
     with contextlib.ExitStack() as opened, \
             ThreadPoolExecutor(1, thread_name_prefix="stemdl-dask-start") as pool:
 
