@@ -44,13 +44,18 @@ def read_rows(data: Any, start: int, stop: int) -> np.ndarray:
     return np.asarray(data[start:stop])
 
 
-def mean_pattern(data: Any) -> np.ndarray:
-    """(ky, kx) float64 mean of every pattern of `data`, summed band by band."""
+def mean_pattern(data: Any, progress: bool = False) -> np.ndarray:
+    """(ky, kx) float64 mean of every pattern of `data`, summed band by band (with a progress
+    bar of scan rows: on a large file this pass reads all of it, minutes from a slow disk)."""
+    from tqdm.auto import tqdm
+
     total = np.zeros(data.shape[2:], dtype=np.float64)
     step = rows_per_band(data)
-    for start in range(0, data.shape[0], step):
-        band = read_rows(data, start, min(start + step, data.shape[0]))
-        total += band.sum(axis=(0, 1), dtype=np.float64)
+    with tqdm(total=data.shape[0], desc="mean pattern", unit="row", disable=not progress) as bar:
+        for start in range(0, data.shape[0], step):
+            band = read_rows(data, start, min(start + step, data.shape[0]))
+            total += band.sum(axis=(0, 1), dtype=np.float64)
+            bar.update(len(band))
     return total / (data.shape[0] * data.shape[1])
 
 

@@ -212,7 +212,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     scan = read_scan(data, scan_shape=scan_shape, sample=sample)
     calibration, sources = resolve_calibration(scan, calibration_options)
     ratio = check_calibration(calibration, scan.scan_shape, ranges)
-    mean = mean_pattern(scan.data)
+    mean = mean_pattern(scan.data, progress)
     if centre is None:
         centre = find_centre(mean)
         sources["centre_px"] = "found: centre of mass of the bright-field disk (half pixels)"
