@@ -88,6 +88,12 @@ def read_scan(path: str | Path, *, scan_shape: tuple[int, int] | None = None,
     """The scan in `path` (see the module docstring); `scan_shape` (rows, cols) reshapes a
     stack of frames (a .mib without its .hdr, a 3-D .npy); `sample` picks one stored sample of
     a stemdl Zarr store."""
+    if "://" in str(path):  # an fsspec URL (s3://, gs://, file://, ...): only stores are
+        # read remotely; Path() would also fold its '//' into a wrong local path
+        if sample is None:
+            raise MicroscopeFileError(f"{path}: a URL is read as a stemdl Zarr store; pass "
+                                      "--sample I (which stored sample to predict)")
+        return _read_store_sample(str(path), sample)
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
@@ -244,7 +250,7 @@ def record_calibration(record: Any) -> dict[str, Any]:
     }
 
 
-def _read_store_sample(path: Path, sample: int | None) -> Scan4D:
+def _read_store_sample(path: Path | str, sample: int | None) -> Scan4D:
     if sample is None:
         raise MicroscopeFileError(f"{path} is a directory: for a stemdl Zarr store pass "
                                   "--sample I (which stored sample to predict)")

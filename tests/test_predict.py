@@ -293,6 +293,8 @@ def test_export_round_trip_keeps_the_record_calibrations(reconstruction_run, tmp
     checkpoint = reconstruction_run.checkpoint
     assert pipeline.main(["predict", str(checkpoint), store, "--sample", str(index), "--out",
                           str(tmp_path / "from-store"), "--no-progress"]) == 0
+    assert pipeline.main(["predict", str(checkpoint), f"file://{store}", "--sample", str(index),
+                          "--out", str(tmp_path / "from-url"), "--no-progress"]) == 0
     assert _predict(checkpoint, paths["hspy"], tmp_path / "from-hspy") == 0
     # NCEM EMD keeps the axes but not HyperSpy's microscope metadata: energy and semi-angle
     # come from the options (and the axes from the file)
@@ -302,9 +304,10 @@ def test_export_round_trip_keeps_the_record_calibrations(reconstruction_run, tmp
         "calibration_sources"]
     assert sources["scan_step_a"].startswith("file") and sources["energy_ev"] == "option"
     maps = [np.asarray(zarr.open_array(str(tmp_path / d / "potential.zarr"), mode="r")[...])
-            for d in ("from-store", "from-hspy", "from-emd")]
+            for d in ("from-store", "from-hspy", "from-emd", "from-url")]
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
     np.testing.assert_allclose(maps[0], maps[2], atol=1e-5)
+    np.testing.assert_array_equal(maps[0], maps[3])  # the store through an fsspec URL
 
 
 def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
@@ -333,6 +336,8 @@ def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
     (tmp_path / "scan.xyz").write_text("")
     with pytest.raises(MicroscopeFileError, match=r"no reader for '\.xyz'"):
         read_scan(tmp_path / "scan.xyz")
+    with pytest.raises(MicroscopeFileError, match="a URL is read as a stemdl Zarr store"):
+        read_scan("s3://bucket/scan.zarr")  # without --sample
 
 
 def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) -> None:  # type: ignore[no-untyped-def]
