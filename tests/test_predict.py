@@ -312,7 +312,8 @@ def test_export_round_trip_keeps_the_record_calibrations(reconstruction_run, tmp
 
 def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
     """ASTAR .blo through rosettasciio (it keeps the scan step, converting Å to its nm), a 3-D
-    .npy with --scan-shape, and an extension nobody reads, refused by name."""
+    .npy with --scan-shape, an extension nobody reads, refused by name, a URL without
+    --sample, and an MRC stack of frames with --scan-shape."""
     from stemdl.datasets.microscope_files import (
         MicroscopeFileError,
         calibrated_axes,
@@ -338,6 +339,14 @@ def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
         read_scan(tmp_path / "scan.xyz")
     with pytest.raises(MicroscopeFileError, match="a URL is read as a stemdl Zarr store"):
         read_scan("s3://bucket/scan.zarr")  # without --sample
+
+    import mrcfile  # a stack of frames as direct-electron cameras write it, read by rosettasciio
+
+    with mrcfile.new(tmp_path / "frames.mrc") as mrc:
+        mrc.set_data(data.reshape(12, 16, 16).astype(np.float32))
+    scan = read_scan(tmp_path / "frames.mrc", scan_shape=(3, 4))
+    assert scan.format == "mrc" and scan.calibration == {}
+    np.testing.assert_array_equal(np.asarray(scan.data), data.astype(np.float32))
 
 
 def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) -> None:  # type: ignore[no-untyped-def]
