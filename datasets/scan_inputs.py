@@ -33,10 +33,10 @@ from stemdl.datasets.transforms import normalize_inputs
 BAND_BYTES = 256 << 20
 
 
-def rows_per_band(data: Any, budget: int | None = None) -> int:
-    """Whole scan rows of `data` (scan_y, scan_x, ky, kx) that fit `budget` bytes, at least one."""
+def rows_per_band(data: Any) -> int:
+    """Whole scan rows of `data` (scan_y, scan_x, ky, kx) in `BAND_BYTES`, at least one."""
     row_bytes = int(np.prod(data.shape[1:])) * np.dtype(data.dtype).itemsize
-    return max(1, (BAND_BYTES if budget is None else budget) // max(1, row_bytes))
+    return max(1, BAND_BYTES // max(1, row_bytes))
 
 
 def read_rows(data: Any, start: int, stop: int) -> np.ndarray:
@@ -83,7 +83,7 @@ class ScanModelInputs:
         start, stop, step = rows.indices(self.shape[0])
         if step != 1:
             raise IndexError("ScanModelInputs takes contiguous row ranges only")
-        if self._rows and start < min(self._rows) and start not in self._rows:
+        if self._rows and start < min(self._rows):
             raise IndexError(f"row {start} was released; windows must come in row-major order")
         for row in [r for r in self._rows if r < start]:
             del self._rows[row]  # windows are row-major: no later window needs these
