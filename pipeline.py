@@ -52,7 +52,9 @@ examples:
 
 _PREDICT_EPILOG = """data:
   DATA is a 4D-STEM scan (scan_y, scan_x, ky, kx): a file rosettasciio reads (.hspy, .mib,
-  .emd, .dm4, .blo, ...), a .npy array, or a stemdl Zarr store with --sample I.
+  .emd, .dm4, .blo, .mrc, ...), a .npy array, or a stemdl Zarr store (path or URL) with
+  --sample I. The file is read lazily, a band of scan rows at a time: a scan larger than
+  memory needs only about one window's rows of it in memory.
 
 calibration (an option wins over the file's metadata; prediction.json says where each came from):
   beam energy, convergence semi-angle, angular pixel size and scan step are read from the file
@@ -299,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--centre", type=float, nargs=2, metavar=("KY", "KX"),
                      help="direct-beam pixel (default: centre of mass of the bright-field disk)")
     cmd.add_argument("--scan-shape", type=int, nargs=2, metavar=("ROWS", "COLS"),
-                     help="scan shape of a stack of frames (.mib without .hdr, 3-D .npy)")
+                     help="scan shape of a stack of frames (.mib without .hdr, 3-D .npy or .mrc)")
     cmd.add_argument("--sample", type=int, default=None, metavar="I",
                      help="with a stemdl store as DATA: the sample to predict")
     cmd.add_argument("--stride", type=int, nargs=2, metavar=("ROWS", "COLS"),
