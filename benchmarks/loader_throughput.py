@@ -49,17 +49,19 @@ CRC = 4
 
 def raw_pass(store: str) -> tuple[int, float]:
     """Read + decompress every cbed/potential chunk of every done shard; (samples, seconds)."""
-    info = open_stemdl_store(store)
-    codecs = {name: (Zstd(), np.dtype(info.schema[name].dtype)) for name in ("cbed", "potential")}
-    shards = available_shards(info)
+    stemdl_store = open_stemdl_store(store)
+    codecs = {name: (Zstd(), np.dtype(stemdl_store.schema[name].dtype))
+              for name in ("cbed", "potential")}
+    shards = available_shards(stemdl_store)
     began = time.perf_counter()
     samples = 0
     for shard in shards:
-        start, stop = shard_range(shard, info.shard_size, info.num_samples)
+        start, stop = shard_range(shard, stemdl_store.shard_size, stemdl_store.num_samples)
         for name, (zstd, dtype) in codecs.items():
-            with open(file_url(info.url, shard_key(info.array(name), shard)), "rb") as handle:
+            with open(file_url(stemdl_store.url, shard_key(stemdl_store.array(name), shard)),
+                      "rb") as handle:
                 data = handle.read()
-            index = np.frombuffer(data[-(INDEX_ENTRY * info.shard_size + CRC):-CRC],
+            index = np.frombuffer(data[-(INDEX_ENTRY * stemdl_store.shard_size + CRC):-CRC],
                                   dtype="<u8").reshape(-1, 2)
             for offset, length in index[: stop - start]:
                 chunk = data[offset: offset + length - CRC]  # the chunk's trailing crc32c
@@ -77,15 +79,15 @@ def stage_times(store: str, cfg) -> dict[str, float]:  # type: ignore[no-untyped
     from stemdl.datasets.transforms import normalize_inputs, normalize_targets, to_float32
 
     torch.set_num_threads(1)
-    info = open_stemdl_store(store)
-    reader = _ShardReader(info)
+    stemdl_store = open_stemdl_store(store)
+    reader = _ShardReader(stemdl_store)
     times = dict.fromkeys(("read + checksum + decompress", "float16 -> float32 into the batch",
                            "normalize in the batch (sqrt_min, standardize)"), 0.0)
     labels = list(times)
     samples = 0
     batch_cbed = batch_potential = np.empty(0, np.float32)
-    for shard in available_shards(info):
-        start, stop = shard_range(shard, info.shard_size, info.num_samples)
+    for shard in available_shards(stemdl_store):
+        start, stop = shard_range(shard, stemdl_store.shard_size, stemdl_store.num_samples)
         rows = np.arange(stop - start)
         t0 = time.perf_counter()
         samples_of = {name: reader.open(name, shard) for name in ("cbed", "potential")}
@@ -137,12 +139,12 @@ def main() -> int:
         print(f"generating {args.store} with the {args.config} preset …", flush=True)
         report = generate(load_config(args.config), args.store, progress=False)
         print(report.summary(), flush=True)
-    info = open_stemdl_store(args.store)
+    store = open_stemdl_store(args.store)
     # The preset's current loader settings (the store's recorded ones may be older: the loader
     # section does not change the stored data, so a store is reused across loader changes).
     loader_cfg = load_config(args.config).loader
-    cbed = info.array("cbed")
-    shards = len(available_shards(info))
+    cbed = store.array("cbed")
+    shards = len(available_shards(store))
 
     modes = {
         "inline (num_workers=0)": {"num_workers": 0, "decode_threads": 0},
@@ -182,9 +184,9 @@ def main() -> int:
     load_after = os.getloadavg()
     raw = statistics.median(raw_rates)
     cfg = loader_cfg
-    print(f"Store `{Path(info.url).name}`: {shards} shards of {info.shard_size}, "
-          f"cbed {cbed.shape[1:]} {cbed.dtype} + potential {info.array('potential').shape[1:]} "
-          f"{info.array('potential').dtype}, codec {info.config.dataset.cbed.codec}; "
+    print(f"Store `{Path(store.url).name}`: {shards} shards of {store.shard_size}, "
+          f"cbed {cbed.shape[1:]} {cbed.dtype} + potential {store.array('potential').shape[1:]} "
+          f"{store.array('potential').dtype}, codec {store.config.dataset.cbed.codec}; "
           f"{os.cpu_count()} cores; loader input_transform={cfg.input_transform}, "
           f"standardize_inputs={cfg.standardize_inputs}, "
           f"standardize_targets={cfg.standardize_targets}, prefetch_factor={cfg.prefetch_factor}, "

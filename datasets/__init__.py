@@ -19,9 +19,9 @@ Public API (imported lazily, so `import stemdl.datasets` stays cheap):
 * `ShardStream`, `make_dataloader(store_url, loader_cfg, *, split, batch_size, rank=0,
   world_size=1, seed=0, shuffle=True, drop_last=True)`, `count_samples(store_url, split, rank,
   world_size)`;
-* `read_field(info, name, rows=None)`, `read_fields(info, names, rows=None)`,
-  `read_record(info, index) -> SampleRecord` (with `info = store.open_stemdl_store(url)`, a
-  `StemdlStore`): the
+* `read_field(store, name, rows=None)`, `read_fields(store, names, rows=None)`,
+  `read_record(store, index) -> SampleRecord` (with `store = open_stemdl_store(url)` of
+  `datasets.store`, a `StemdlStore`): the
   one way to read per-sample metadata, independent of how it is packed into arrays;
 * `storage_estimate(config) -> StorageEstimate`;
 * `microscope_files.read_scan(path, scan_shape=None, sample=None) -> Scan4D` (a 4D-STEM scan

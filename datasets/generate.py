@@ -206,8 +206,8 @@ def _store_is_complete(url: str) -> bool:
     """True when `url` is a planned stemdl store with every shard done (then no cluster is
     started); anything else, including an unreadable store, is left to `plan_store` to judge."""
     try:
-        info = open_stemdl_store(url, mode="r")
-        return bool(info.attrs.get("planning_complete")) and bool(read_done_mask(info).all())
+        store = open_stemdl_store(url, mode="r")
+        return bool(store.attrs.get("planning_complete")) and bool(read_done_mask(store).all())
     except Exception:
         return False
 
@@ -336,11 +336,11 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
                                           simulator, config.simulation))
         # Built only once the store's config is known to match (a refusal should not wait
         # seconds for it); cached per process, so the tasks below get this very object.
-        info = plan_store(config, url, lambda: catalogue_for(config, simulator))
-        done = read_done_mask(info)
-        todo = [k for k in range(info.num_shards) if not done[k]]
-        skipped = info.attrs.get("catalogue_skipped", [])
-        report = GenerationReport(url, info.num_samples, info.num_shards,
+        store = plan_store(config, url, lambda: catalogue_for(config, simulator))
+        done = read_done_mask(store)
+        todo = [k for k in range(store.num_shards) if not done[k]]
+        skipped = store.attrs.get("catalogue_skipped", [])
+        report = GenerationReport(url, store.num_samples, store.num_shards,
                                   shards_already_done=int(done.sum()),
                                   catalogue_skipped=[(str(s), str(r)) for s, r in skipped])
         if todo:
@@ -351,8 +351,8 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
             if progress:
                 print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             _run_tasks(client, todo, config.to_dict(), url, retries, simulator,
-                       catalogue_for(config, simulator), report, progress, info.shard_size,
-                       info.num_samples)
+                       catalogue_for(config, simulator), report, progress, store.shard_size,
+                       store.num_samples)
     report.shards_written.sort()
     report.elapsed_s = time.perf_counter() - began
     return report

@@ -40,43 +40,43 @@ def _bytes_on_disk(url: str, name: str) -> int:
 
 def summarize(store_url: str) -> dict[str, Any]:
     """Counts per split, materials, shards, bytes on disk and compression ratio per array."""
-    info = open_stemdl_store(store_url)
-    shards = available_shards(info)
-    require_files(info, shards)  # a lost file would be summarized as fill values
-    indices = sample_indices(info, shards)
-    columns = read_fields(info, ["status", "split", "material_id"], indices)
+    store = open_stemdl_store(store_url)
+    shards = available_shards(store)
+    require_files(store, shards)  # a lost file would be summarized as fill values
+    indices = sample_indices(store, shards)
+    columns = read_fields(store, ["status", "split", "material_id"], indices)
     status, split, material = columns["status"], columns["split"], columns["material_id"]
     ok = status == STATUS_OK
     per_split = {
         s: {"samples": int((ok & (split == s)).sum()),
-            "materials_in_catalogue": len(info.attrs.get("splits", {}).get(s, [])),
+            "materials_in_catalogue": len(store.attrs.get("splits", {}).get(s, [])),
             "materials_with_samples": len({str(m) for m in material[ok & (split == s)]})}
         for s in SPLITS
     }
     arrays = {}
-    for name, spec in info.schema.items():
+    for name, spec in store.schema.items():
         itemsize = 1 if spec.per != "sample" else np.dtype(
             "uint8" if spec.dtype == "string" else spec.dtype).itemsize
         raw = int(indices.size * itemsize * math.prod(spec.shape)) if spec.per == "sample" else 0
-        disk = _bytes_on_disk(info.url, name)
-        arrays[name] = {"dtype": spec.dtype, "shape": list(info.array(name).shape),
+        disk = _bytes_on_disk(store.url, name)
+        arrays[name] = {"dtype": spec.dtype, "shape": list(store.array(name).shape),
                         "bytes_on_disk": disk, "bytes_uncompressed": raw if spec.dtype != "string" else None,
                         "compression_ratio": (raw / disk) if disk and spec.dtype != "string" else None}
     data_raw = sum(arrays[n]["bytes_uncompressed"] for n in ("cbed", "potential"))
     data_disk = sum(arrays[n]["bytes_on_disk"] for n in ("cbed", "potential"))
     return {
-        "store": info.url,
-        "config_name": info.config.name,
-        "created_utc": info.attrs.get("created_utc"),
-        "staged": info.attrs.get("staged"),
-        "num_samples": info.num_samples,
-        "shard_size": info.shard_size,
-        "num_shards": info.num_shards,
+        "store": store.url,
+        "config_name": store.config.name,
+        "created_utc": store.attrs.get("created_utc"),
+        "staged": store.attrs.get("staged"),
+        "num_samples": store.num_samples,
+        "shard_size": store.shard_size,
+        "num_shards": store.num_shards,
         "shards_done": len(shards),
         "samples_ok": int(ok.sum()),
         "samples_failed": int((status == STATUS_FAILED).sum()),
         "splits": per_split,
-        "catalogue_skipped": info.attrs.get("catalogue_skipped", []),
+        "catalogue_skipped": store.attrs.get("catalogue_skipped", []),
         "arrays": arrays,
         "bytes_on_disk": sum(a["bytes_on_disk"] for a in arrays.values()),
         "data_compression_ratio": data_raw / data_disk if data_disk else None,
@@ -124,22 +124,22 @@ def _human(n: float) -> str:
 
 def read_sample(store_url: str, index: int) -> dict[str, Any]:
     """The stored arrays, status and `SampleRecord` of sample `index` (as stored, not decoded)."""
-    info = open_stemdl_store(store_url)
-    if not 0 <= index < info.num_samples:
-        raise IndexError(f"sample {index} out of range: the store has {info.num_samples} samples")
-    shard = index // info.shard_size
-    if not read_done_mask(info)[shard]:
-        raise IncompleteStoreError(f"{info.url}: sample {index} is in shard {shard}, which is "
+    store = open_stemdl_store(store_url)
+    if not 0 <= index < store.num_samples:
+        raise IndexError(f"sample {index} out of range: the store has {store.num_samples} samples")
+    shard = index // store.shard_size
+    if not read_done_mask(store)[shard]:
+        raise IncompleteStoreError(f"{store.url}: sample {index} is in shard {shard}, which is "
                                    "not done (not generated yet, or not staged here)")
-    require_files(info, [shard])
-    columns = read_fields(info, FIELDS, slice(index, index + 1))
+    require_files(store, [shard])
+    columns = read_fields(store, FIELDS, slice(index, index + 1))
     status = int(columns["status"][0])
-    arrays = {name: np.asarray(info.array(name)[index]) for name in ("cbed", "potential")}
+    arrays = {name: np.asarray(store.array(name)[index]) for name in ("cbed", "potential")}
     for name, values in arrays.items():
         if status == STATUS_OK and sample_crc32c(values) != int(columns[f"{name}_crc32c"][0]):
-            raise MissingDataError(f"{shard_file(info, name, shard)}: sample {index} of {name} "
+            raise MissingDataError(f"{shard_file(store, name, shard)}: sample {index} of {name} "
                                    "does not match its recorded CRC-32C (lost or overwritten); "
-                                   f"`stemdl verify {info.url} --repair` re-simulates it")
+                                   f"`stemdl verify {store.url} --repair` re-simulates it")
     return {
         **arrays,
         "status": status,

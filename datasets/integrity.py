@@ -7,11 +7,11 @@ deleted `cbed/c/1/0/0/0` became four all-zero training samples. A shard marked d
 array's shard file, and every chunk in it (stores are written with `write_empty_chunks`), so
 an absent one is never "not written yet": it is data that was lost.
 
-* `missing_shards(info)`: shards this store should hold (all, or a staged store's own) that are
+* `missing_shards(store)`: shards this store should hold (all, or a staged store's own) that are
   not marked done, i.e. generation (or staging) did not finish;
-* `require_complete(info, allow_partial=...)`: refuse such a store (`IncompleteStoreError`,
+* `require_complete(store, allow_partial=...)`: refuse such a store (`IncompleteStoreError`,
   naming the shards) unless the caller explicitly allows a partial one;
-* `missing_files(info, shards)` / `require_files(info, shards)`: shard files of done shards
+* `missing_files(store, shards)` / `require_files(store, shards)`: shard files of done shards
   that do not exist (`MissingDataError`, naming the files).
 """
 
@@ -42,63 +42,63 @@ def listing(values: Iterable[object], shown: int = SHOWN) -> str:
     return ", ".join(values[:shown]) + more
 
 
-def expected_shards(info: StemdlStore) -> list[int]:
+def expected_shards(store: StemdlStore) -> list[int]:
     """The shards this store should hold: all of them, or a staged store's own."""
-    staged = info.attrs.get("staged")
+    staged = store.attrs.get("staged")
     if staged:
         return sorted(int(k) for k in staged["shards"])
-    return list(range(info.num_shards))
+    return list(range(store.num_shards))
 
 
-def missing_shards(info: StemdlStore) -> list[int]:
+def missing_shards(store: StemdlStore) -> list[int]:
     """Shards this store should hold that are not marked done."""
-    done = read_done_mask(info)
-    return [k for k in expected_shards(info) if not done[k]]
+    done = read_done_mask(store)
+    return [k for k in expected_shards(store) if not done[k]]
 
 
-def require_complete(info: StemdlStore, *, allow_partial: bool = False) -> list[int]:
+def require_complete(store: StemdlStore, *, allow_partial: bool = False) -> list[int]:
     """The missing shards (empty for a complete store); `IncompleteStoreError` when there are
     any and `allow_partial` is not set. The message says how to finish or what to pass."""
-    missing = missing_shards(info)
+    missing = missing_shards(store)
     if missing and not allow_partial:
-        expected = len(expected_shards(info))
-        fix = ("stage again once the source store is complete" if info.attrs.get("staged")
+        expected = len(expected_shards(store))
+        fix = ("stage again once the source store is complete" if store.attrs.get("staged")
                else "finish it with the same `stemdl simulate` command (it resumes), or "
                     "`stemdl verify --repair`")
         raise IncompleteStoreError(
-            f"{info.url} is incomplete: {len(missing)} of {expected} shards are not done "
+            f"{store.url} is incomplete: {len(missing)} of {expected} shards are not done "
             f"(shards {listing(missing)}); {fix}, or pass --allow-partial to use only the "
             "shards that are done")
     return missing
 
 
-def partial_note(info: StemdlStore, missing: list[int]) -> str:
+def partial_note(store: StemdlStore, missing: list[int]) -> str:
     """The line a run prints when it was allowed to use a partial store."""
-    return (f"using a PARTIAL store {info.url}: {len(missing)} of "
-            f"{len(expected_shards(info))} shards are not done and are left out "
+    return (f"using a PARTIAL store {store.url}: {len(missing)} of "
+            f"{len(expected_shards(store))} shards are not done and are left out "
             f"(shards {listing(missing)})")
 
 
-def shard_file(info: StemdlStore, name: str, shard: int) -> str:
+def shard_file(store: StemdlStore, name: str, shard: int) -> str:
     """Path or URL of array `name`'s file for `shard`."""
-    return file_url(info.url, shard_key(info.array(name), shard))
+    return file_url(store.url, shard_key(store.array(name), shard))
 
 
-def missing_files(info: StemdlStore, shards: Iterable[int],
+def missing_files(store: StemdlStore, shards: Iterable[int],
                   arrays: Iterable[str] | None = None) -> list[str]:
     """Shard files of `shards` (of `arrays`, default every per-sample array) that do not exist."""
-    fs, _ = filesystem(info.url)
-    names = list(arrays) if arrays is not None else [s.name for s in sharded_arrays(info.schema)]
+    fs, _ = filesystem(store.url)
+    names = list(arrays) if arrays is not None else [s.name for s in sharded_arrays(store.schema)]
     return [path for shard in shards for name in names
-            if not fs.exists(path := shard_file(info, name, shard))]
+            if not fs.exists(path := shard_file(store, name, shard))]
 
 
-def require_files(info: StemdlStore, shards: Iterable[int],
+def require_files(store: StemdlStore, shards: Iterable[int],
                   arrays: Iterable[str] | None = None) -> None:
     """`MissingDataError` naming the files of done `shards` that are missing."""
-    missing = missing_files(info, shards, arrays)
+    missing = missing_files(store, shards, arrays)
     if missing:
         raise MissingDataError(
-            f"{info.url} is damaged: {len(missing)} shard file(s) of shards marked done are "
-            f"missing: {listing(missing, 4)}; `stemdl verify {info.url} --repair` re-simulates "
+            f"{store.url} is damaged: {len(missing)} shard file(s) of shards marked done are "
+            f"missing: {listing(missing, 4)}; `stemdl verify {store.url} --repair` re-simulates "
             "them")

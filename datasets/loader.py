@@ -96,19 +96,21 @@ class _ShardReader:
     """Opens one shard's `cbed` or `potential` for reading samples one at a time, in a worker
     process (`ShardFileReader`; through Zarr for a layout it does not handle)."""
 
-    def __init__(self, info: StemdlStore) -> None:
-        self.info = info
-        self.fs, _ = filesystem(info.url)
-        self.decoders = {name: ShardFileDecoder(info.array(name)) for name in ("cbed", "potential")}
+    def __init__(self, store: StemdlStore) -> None:
+        self.store = store
+        self.fs, _ = filesystem(store.url)
+        self.decoders = {name: ShardFileDecoder(store.array(name))
+                         for name in ("cbed", "potential")}
 
     def open(self, name: str, shard: int) -> Callable[[int], np.ndarray]:
         """`sample(row)`: row `row` of the shard, decoded, in the stored dtype."""
-        array = self.info.array(name)
+        array = self.store.array(name)
         decoder = self.decoders[name]
         if not decoder.supported:
-            start, _ = shard_range(shard, self.info.shard_size, self.info.num_samples)
+            start, _ = shard_range(shard, self.store.shard_size, self.store.num_samples)
             return lambda row: np.asarray(array[start + int(row)])
-        return ShardFileReader(decoder, self.fs, file_url(self.info.url, shard_key(array, shard))).sample
+        return ShardFileReader(decoder, self.fs,
+                               file_url(self.store.url, shard_key(array, shard))).sample
 
 
 class ShardStream(IterableDataset):
@@ -127,31 +129,31 @@ class ShardStream(IterableDataset):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         check_split(split)
-        info = open_stemdl_store(store_url)
+        store = open_stemdl_store(store_url)
         # Trust nothing: an unfinished store is refused (unless allowed, and then said), and
         # so is a done shard whose file is gone (Zarr would read it as zeros).
-        missing = require_complete(info, allow_partial=allow_partial)
-        self.partial_note = partial_note(info, missing) if missing else None
-        self.store_url = info.url
+        missing = require_complete(store, allow_partial=allow_partial)
+        self.partial_note = partial_note(store, missing) if missing else None
+        self.store_url = store.url
         self.cfg = loader_cfg or LoaderConfig()
         self.split = split
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle = seed, shuffle
-        self.shards = rank_shards(available_shards(info), rank, world_size)
-        self.num_patterns = info.schema["cbed"].shape[0]
-        self.shard_size, self.num_samples_in_store = info.shard_size, info.num_samples
+        self.shards = rank_shards(available_shards(store), rank, world_size)
+        self.num_patterns = store.schema["cbed"].shape[0]
+        self.shard_size, self.num_samples_in_store = store.shard_size, store.num_samples
         self.noisy = self.cfg.dose_e_per_a2 is not None and (
             self.cfg.noise == "always" or split == "train")
         self.augment = self.cfg.augment == "d4" and split == "train"
-        sim = info.config.simulation
+        sim = store.config.simulation
         self.scan_gpts = tuple(sim.scan.gpts)
         if self.augment:
             check_d4(self.scan_gpts, tuple(sim.detector.pattern_px), sim.detector.binning,
                      tuple(sim.target.target_px))
-        self._rows = shard_rows(info, self.shards, split)
-        require_files(info, [shard for shard, rows in self._rows.items() if rows.size])
-        self._crc = self._checksums(info)
-        self._regions = self._target_regions(info)
+        self._rows = shard_rows(store, self.shards, split)
+        require_files(store, [shard for shard, rows in self._rows.items() if rows.size])
+        self._crc = self._checksums(store)
+        self._regions = self._target_regions(store)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.batch_size, self.drop_last = batch_size, drop_last
         # Per-sample shapes, from the store's config by the one route a model is sized by too.
@@ -160,22 +162,22 @@ class ShardStream(IterableDataset):
         # Batches from worker processes travel through this ring (`datasets/batch_ring.py`).
         self.ring = BatchRing(self.cfg.num_workers, batch_size, self.sample_shapes)
 
-    def _target_regions(self, info: StemdlStore) -> dict[int, np.ndarray]:
+    def _target_regions(self, store: StemdlStore) -> dict[int, np.ndarray]:
         """`target_region_a` by global sample index, for the dose of Poisson noise."""
         if not self.noisy or not self.shards:
             return {}
-        indices = sample_indices(info, self.shards)
-        regions = read_fields(info, ["target_region_a"], indices)["target_region_a"]
+        indices = sample_indices(store, self.shards)
+        regions = read_fields(store, ["target_region_a"], indices)["target_region_a"]
         return {int(index): region for index, region in zip(indices, regions, strict=True)}
 
-    def _checksums(self, info: StemdlStore) -> dict[str, dict[int, int]]:
+    def _checksums(self, store: StemdlStore) -> dict[str, dict[int, int]]:
         """The recorded CRC-32C of `cbed` and `potential` by global sample index, for the
         samples this rank reads: every decoded sample is checked against them, so lost or
         overwritten data stops the run instead of being trained on."""
-        indices = sample_indices(info, self.shards)
+        indices = sample_indices(store, self.shards)
         if indices.size == 0:
             return {"cbed": {}, "potential": {}}
-        values = read_fields(info, ["cbed_crc32c", "potential_crc32c"], indices)
+        values = read_fields(store, ["cbed_crc32c", "potential_crc32c"], indices)
         return {name: dict(zip(indices.tolist(), values[f"{name}_crc32c"].tolist(), strict=True))
                 for name in ("cbed", "potential")}
 
@@ -220,9 +222,9 @@ class ShardStream(IterableDataset):
         """The samples at `rows` of `shard` as stored (dtype and values), decoded one at a
         time as they are asked for (a large shard is never in memory whole); `_finalize`
         makes network inputs of them when they are batched."""
-        start, _ = shard_range(shard, reader.info.shard_size, reader.info.num_samples)
+        start, _ = shard_range(shard, reader.store.shard_size, reader.store.num_samples)
         cbed, potential = reader.open("cbed", shard), reader.open("potential", shard)
-        where = {name: file_url(reader.info.url, shard_key(reader.info.array(name), shard))
+        where = {name: file_url(reader.store.url, shard_key(reader.store.array(name), shard))
                  for name in ("cbed", "potential")}
         for row in rows:
             index = start + int(row)

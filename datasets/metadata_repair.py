@@ -18,14 +18,14 @@ from stemdl.datasets.storage import create_array, filesystem
 from stemdl.datasets.store import StemdlStore
 
 
-def rebuild_array_metadata(info: StemdlStore, names: list[str]) -> list[str]:
+def rebuild_array_metadata(store: StemdlStore, names: list[str]) -> list[str]:
     """Write the `zarr.json` of arrays `names` as planning would; returns the paths written."""
-    ds = info.config.dataset
+    ds = store.config.dataset
     scratch = zarr.open_group(store=MemoryStore(), mode="w", zarr_format=3)
-    fs, root = filesystem(info.url)
+    fs, root = filesystem(store.url)
     written = []
     for name in names:
-        spec = info.schema[name]
+        spec = store.schema[name]
         storage = getattr(ds, spec.name) if spec.role == "data" else None
         length = {"shard": ds.num_shards, "sample": ds.num_samples}.get(spec.per, 0)
         create_array(scratch, spec, length=length, shard_size=ds.shard_size, storage=storage)
@@ -33,6 +33,6 @@ def rebuild_array_metadata(info: StemdlStore, names: list[str]) -> list[str]:
         path = f"{root}/{name}/zarr.json"
         fs.makedirs(f"{root}/{name}", exist_ok=True)
         fs.pipe_file(path, document)
-        info._arrays.pop(name, None)
+        store._arrays.pop(name, None)
         written.append(path)
     return written

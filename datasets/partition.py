@@ -47,9 +47,9 @@ def shards_for_node(num_shards: int, node: int, nodes: int) -> list[int]:
     return list(range(node, num_shards, nodes))
 
 
-def available_shards(info: StemdlStore) -> list[int]:
+def available_shards(store: StemdlStore) -> list[int]:
     """Shards marked done here (for a staged store: its local shards)."""
-    return [int(k) for k in np.flatnonzero(read_done_mask(info))]
+    return [int(k) for k in np.flatnonzero(read_done_mask(store))]
 
 
 def rank_shards(shards: list[int], rank: int, world_size: int) -> list[int]:
@@ -76,25 +76,25 @@ def selected_rows(split_values: np.ndarray, status: np.ndarray, split: str | Non
     return np.flatnonzero(keep)
 
 
-def sample_indices(info: StemdlStore, shards: list[int]) -> np.ndarray:
-    ranges = [np.arange(*shard_range(k, info.shard_size, info.num_samples)) for k in shards]
+def sample_indices(store: StemdlStore, shards: list[int]) -> np.ndarray:
+    ranges = [np.arange(*shard_range(k, store.shard_size, store.num_samples)) for k in shards]
     return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
 
 
-def shard_rows(info: StemdlStore, shards: list[int], split: str | None) -> dict[int, np.ndarray]:
+def shard_rows(store: StemdlStore, shards: list[int], split: str | None) -> dict[int, np.ndarray]:
     """Per shard of `shards`, the rows (positions inside it) that hold a successfully simulated
     sample of `split` (or of any split), read from the small `status`/`split` columns only."""
     check_split(split)
-    indices = sample_indices(info, shards)
+    indices = sample_indices(store, shards)
     if indices.size == 0:
         return {}
-    values = read_fields(info, ["status", "split"] if split else ["status"], indices)
+    values = read_fields(store, ["status", "split"] if split else ["status"], indices)
     status = values["status"]
     splits = values.get("split", status)
     rows: dict[int, np.ndarray] = {}
     offset = 0
     for shard in shards:
-        start, stop = shard_range(shard, info.shard_size, info.num_samples)
+        start, stop = shard_range(shard, store.shard_size, store.num_samples)
         span = slice(offset, offset + stop - start)
         rows[shard] = selected_rows(splits[span], status[span], split)
         offset += stop - start
@@ -105,6 +105,6 @@ def count_samples(store_url: str, split: str | None, rank: int = 0, world_size: 
     """Samples of `split` that rank `rank` of `world_size` yields per epoch (cheap: reads
     only the `split` and `status` columns of this rank's shards)."""
     check_split(split)
-    info = open_stemdl_store(store_url)
-    shards = rank_shards(available_shards(info), rank, world_size)
-    return int(sum(rows.size for rows in shard_rows(info, shards, split).values()))
+    store = open_stemdl_store(store_url)
+    shards = rank_shards(available_shards(store), rank, world_size)
+    return int(sum(rows.size for rows in shard_rows(store, shards, split).values()))

@@ -197,9 +197,9 @@ def record_from_columns(columns: Columns, row: int) -> SampleRecord:
     return SampleRecord(**values)
 
 
-def read_fields(info: Any, names: Iterable[str], rows: np.ndarray | slice | None = None
+def read_fields(store: Any, names: Iterable[str], rows: np.ndarray | slice | None = None
                 ) -> Columns:
-    """Logical columns `names` of the store `info` (a `StemdlStore`) at `rows` (global sample
+    """Logical columns `names` of `store` (a `StemdlStore`) at `rows` (global sample
     indices, a slice, or None for all). Reads each packed table once, only the needed
     columns of it."""
     names = list(names)
@@ -209,7 +209,7 @@ def read_fields(info: Any, names: Iterable[str], rows: np.ndarray | slice | None
     selection: Any = slice(None) if rows is None else rows
     arrays: Columns = {}
     for array_name in dict.fromkeys(FIELDS[n].array for n in names):
-        array = info.array(array_name)
+        array = store.array(array_name)
         if array_name in TABLES:
             index = column_index(array_name)
             needed = sorted({index[c] for n in names if FIELDS[n].array == array_name
@@ -235,13 +235,13 @@ def _read(array: Any, selection: Any, columns: list[int] | None) -> np.ndarray:
                       else array.oindex[selection, columns])
 
 
-def read_field(info: Any, name: str, rows: np.ndarray | slice | None = None) -> np.ndarray:
+def read_field(store: Any, name: str, rows: np.ndarray | slice | None = None) -> np.ndarray:
     """One logical column (see `read_fields`)."""
-    return read_fields(info, [name], rows)[name]
+    return read_fields(store, [name], rows)[name]
 
 
-def read_record(info: Any, index: int) -> SampleRecord:
-    """The `SampleRecord` of sample `index` of the store `info`."""
+def read_record(store: Any, index: int) -> SampleRecord:
+    """The `SampleRecord` of sample `index` of `store`."""
     names = [*SampleRecord.field_names(), "num_atoms"]
-    return record_from_columns(read_fields(info, names, slice(index, index + 1)), 0)
+    return record_from_columns(read_fields(store, names, slice(index, index + 1)), 0)
 

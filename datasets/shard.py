@@ -123,18 +123,18 @@ def _fingerprint(simulator: Simulator | None,
     return catalogue_fingerprint(catalogue), split_table(catalogue)
 
 
-def check_worker_catalogue(info: StemdlStore, config: StemdlConfig,
+def check_worker_catalogue(store: StemdlStore, config: StemdlConfig,
                            simulator: Simulator | None) -> None:
     """This worker's catalogue must be the store's (a worker elsewhere may see another CIF
     directory than the client that planned the store)."""
     fingerprint, table = _fingerprint(simulator, config.simulation.model_dump_json())
-    if info.attrs.get(ATTRIBUTE) not in (None, fingerprint):
-        check_catalogue(info.attrs, catalogue_for(config, simulator), table, info.url)
+    if store.attrs.get(ATTRIBUTE) not in (None, fingerprint):
+        check_catalogue(store.attrs, catalogue_for(config, simulator), table, store.url)
 
 
-def read_done_mask(info: StemdlStore) -> np.ndarray:
+def read_done_mask(store: StemdlStore) -> np.ndarray:
     """`shard_done` as a bool array; a chunk that cannot be decoded counts as not done."""
-    done = info.array("shard_done")
+    done = store.array("shard_done")
     try:
         return np.asarray(done[:]) == 1
     except Exception:  # a damaged chunk: fall back to reading chunk by chunk
@@ -147,16 +147,16 @@ def read_done_mask(info: StemdlStore) -> np.ndarray:
         return mask
 
 
-def shard_is_done(info: StemdlStore, shard_index: int) -> bool:
+def shard_is_done(store: StemdlStore, shard_index: int) -> bool:
     """Read one shard's completion flag (one small file); unreadable counts as not done."""
     try:
-        return int(info.array("shard_done")[shard_index]) == 1
+        return int(store.array("shard_done")[shard_index]) == 1
     except Exception:
         return False
 
 
-def set_done(info: StemdlStore, shard_index: int, done: bool) -> None:
-    info.array("shard_done")[shard_index] = 1 if done else 0
+def set_done(store: StemdlStore, shard_index: int, done: bool) -> None:
+    store.array("shard_done")[shard_index] = 1 if done else 0
 
 
 def _reason(error: BaseException) -> str:
@@ -164,21 +164,21 @@ def _reason(error: BaseException) -> str:
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
-def _check_sample(sample: Any, info: StemdlStore) -> None:
+def _check_sample(sample: Any, store: StemdlStore) -> None:
     for name in ("cbed", "potential"):
-        expected = info.schema[name].shape
+        expected = store.schema[name].shape
         actual = np.shape(getattr(sample, name))
         if actual != expected:
             raise ValueError(f"{name} has shape {actual}, the store expects {expected}")
 
 
-def simulate_block(info: StemdlStore, start: int, stop: int, *, record_failures: bool,
+def simulate_block(store: StemdlStore, start: int, stop: int, *, record_failures: bool,
                    simulator: Simulator | None = None, catalogue: Any = None
                    ) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
     """Simulate samples [start, stop) into one in-memory block of every per-sample array
     (the physical arrays: `cbed`, `potential` and the packed metadata, see `records.pack`).
     `catalogue`: the one the store was planned with, or None to build it here."""
-    config, schema = info.config, info.schema
+    config, schema = store.config, store.schema
     module = _simulator(simulator)
     if catalogue is None:
         catalogue = catalogue_for(config, simulator)
@@ -191,7 +191,7 @@ def simulate_block(info: StemdlStore, start: int, stop: int, *, record_failures:
     for row, index in enumerate(range(start, stop)):
         try:
             sample = module.simulate_sample(config.simulation, index, catalogue)
-            _check_sample(sample, info)
+            _check_sample(sample, store)
             cbed = stored_bytes(sample.cbed, schema["cbed"].dtype)
             potential = stored_bytes(sample.potential, schema["potential"].dtype)
             for name, values in (("cbed", cbed), ("potential", potential)):
@@ -204,7 +204,7 @@ def simulate_block(info: StemdlStore, start: int, stop: int, *, record_failures:
         except Exception as error:
             if not record_failures:
                 raise SampleSimulationError(
-                    f"sample {index} (shard {start // info.shard_size}) failed: {_reason(error)}"
+                    f"sample {index} (shard {start // store.shard_size}) failed: {_reason(error)}"
                 ) from error
             failures.append((index, _reason(error)))
             columns["status"][row] = STATUS_FAILED
@@ -220,28 +220,29 @@ def simulate_block(info: StemdlStore, start: int, stop: int, *, record_failures:
     return {**data, **pack(columns, schema)}, failures
 
 
-def write_block(info: StemdlStore, start: int, block: dict[str, np.ndarray]) -> None:
+def write_block(store: StemdlStore, start: int, block: dict[str, np.ndarray]) -> None:
     """Write one whole shard of every per-sample array (never `shard_done`).
 
     The shard's existing files (from an interrupted attempt, or corrupted) are deleted first:
     they belong to this shard alone, and zarr would otherwise read and merge them.
     """
-    shard = start // info.shard_size
+    shard = start // store.shard_size
     stop = start + len(block["cbed"])
-    arrays = [info.array(spec.name) for spec in sharded_arrays(info.schema)]
-    delete_objects(info.url, [shard_key(array, shard) for array in arrays])
-    for spec in sharded_arrays(info.schema):
-        info.array(spec.name)[start:stop] = block[spec.name]
+    arrays = [store.array(spec.name) for spec in sharded_arrays(store.schema)]
+    delete_objects(store.url, [shard_key(array, shard) for array in arrays])
+    for spec in sharded_arrays(store.schema):
+        store.array(spec.name)[start:stop] = block[spec.name]
 
 
 class TaskConfigError(StoreError):
     """A task was given another config than the store's (deterministic: never retried)."""
 
 
-def _check_task_config(info: StemdlStore, config: StemdlConfig) -> None:
-    differences = config_differences(info.attrs["config"], config.to_dict())
+def _check_task_config(store: StemdlStore, config: StemdlConfig) -> None:
+    differences = config_differences(store.attrs["config"], config.to_dict())
     if differences:
-        raise TaskConfigError(f"store {info.url!r} was made with another config: {differences[:5]}")
+        raise TaskConfigError(f"store {store.url!r} was made with another config: "
+                              f"{differences[:5]}")
 
 
 # errno values of failures that are the same on every attempt: the disk is full, the store is
@@ -298,18 +299,18 @@ def simulate_shard(config: StemdlConfig | dict[str, Any], store_url: str, shard_
     """
     began = time.perf_counter()
     config = as_config(config)
-    info = open_stemdl_store(store_url, mode="r+")
-    _check_task_config(info, config)
+    store = open_stemdl_store(store_url, mode="r+")
+    _check_task_config(store, config)
     if catalogue is None:
-        check_worker_catalogue(info, config, simulator)
-    start, stop = shard_range(shard_index, info.shard_size, info.num_samples)
+        check_worker_catalogue(store, config, simulator)
+    start, stop = shard_range(shard_index, store.shard_size, store.num_samples)
     result = ShardResult(shard_index, start, stop, host=socket.gethostname(), pid=os.getpid())
-    if shard_is_done(info, shard_index):
+    if shard_is_done(store, shard_index):
         result.already_done = True
         return result
-    block, result.failures = simulate_block(info, start, stop, record_failures=record_failures,
+    block, result.failures = simulate_block(store, start, stop, record_failures=record_failures,
                                             simulator=simulator, catalogue=catalogue)
-    write_block(info, start, block)
-    set_done(info, shard_index, True)
+    write_block(store, start, block)
+    set_done(store, shard_index, True)
     result.elapsed_s = time.perf_counter() - began
     return result

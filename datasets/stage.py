@@ -128,18 +128,18 @@ def _create_local_store(source: StemdlStore, local: Path, node: int, nodes: int,
 def _open_or_create(source: StemdlStore, local: Path, node: int, nodes: int,
                     assigned: list[int]) -> StemdlStore:
     if (local / "zarr.json").exists():
-        info = open_stemdl_store(str(local), mode="r+")
-        staged = info.attrs.get("staged") or {}
+        store = open_stemdl_store(str(local), mode="r+")
+        staged = store.attrs.get("staged") or {}
         if (staged.get("node"), staged.get("nodes")) != (node, nodes):
             raise StoreError(
                 f"{local} holds node {staged.get('node')}/{staged.get('nodes')} of a staged "
                 f"store; refusing to stage node {node}/{nodes} into it"
             )
-        differences = config_differences(info.attrs["config"], source.attrs["config"])
+        differences = config_differences(store.attrs["config"], source.attrs["config"])
         if differences:
             raise StoreError(f"{local} was staged from a store with another config: "
                              f"{differences[:5]}; remove it or stage elsewhere")
-        return info
+        return store
     if local.exists() and any(local.iterdir()):
         raise StoreError(f"{local} exists, is not empty and is not a stemdl store")
     local.mkdir(parents=True, exist_ok=True)

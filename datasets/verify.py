@@ -114,12 +114,12 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(str(v) for v in values[:50]) + (" …" if len(values) > 50 else "")
 
 
-def _check_schema(info: StemdlStore) -> list[Problem]:
+def _check_schema(store: StemdlStore) -> list[Problem]:
     problems = []
-    ds = info.config.dataset
-    for spec in info.schema.values():
+    ds = store.config.dataset
+    for spec in store.schema.values():
         try:
-            array = info.array(spec.name)
+            array = store.array(spec.name)
         except ArrayMetadataError as error:
             path, _, message = str(error).partition(": ")
             problems.append(Problem(None, spec.name, path, message.split(";")[0]))
@@ -167,40 +167,40 @@ SAMPLE_ARRAYS = ("cbed", "potential")
 MISSING_FILE = "shard file missing (deleted or lost; the shard is marked done)"
 
 
-def _read_shard(info: StemdlStore, shard: int) -> tuple[dict[str, np.ndarray], list[Problem]]:
+def _read_shard(store: StemdlStore, shard: int) -> tuple[dict[str, np.ndarray], list[Problem]]:
     """The shard's record arrays (small), read whole through Zarr; a missing file is reported
     as missing (Zarr would read it as fill values) and not read."""
-    start, stop = shard_range(shard, info.shard_size, info.num_samples)
+    start, stop = shard_range(shard, store.shard_size, store.num_samples)
     block, problems = {}, []
-    missing = set(missing_files(info, [shard]))
-    for spec in sharded_arrays(info.schema):
-        path = shard_file(info, spec.name, shard)
+    missing = set(missing_files(store, [shard]))
+    for spec in sharded_arrays(store.schema):
+        path = shard_file(store, spec.name, shard)
         if path in missing:
             problems.append(Problem(shard, spec.name, path, MISSING_FILE))
             continue
         if spec.name in SAMPLE_ARRAYS:
             continue
-        array = info.array(spec.name)
+        array = store.array(spec.name)
         try:
             block[spec.name] = np.asarray(array[start:stop])
         except Exception as error:
-            problems.append(_undecodable(info, spec.name, shard, error))
+            problems.append(_undecodable(store, spec.name, shard, error))
     return block, problems
 
 
-def _undecodable(info: StemdlStore, name: str, shard: int, error: Exception,
+def _undecodable(store: StemdlStore, name: str, shard: int, error: Exception,
                  sample: int | None = None) -> Problem:
-    path = file_url(info.url, shard_key(info.array(name), shard))
+    path = file_url(store.url, shard_key(store.array(name), shard))
     where = f"sample {sample} of " if sample is not None else ""
     return Problem(shard, name, path,
                    f"cannot decode {where}the shard file ({type(error).__name__}: {error})")
 
 
-def _check_samples(info: StemdlStore, shard: int, records: dict[str, np.ndarray],
+def _check_samples(store: StemdlStore, shard: int, records: dict[str, np.ndarray],
                    problem: Callable[[str, str], None], missing: set[str]) -> list[Problem]:
     """Per sample of `cbed` and `potential`, read through Zarr one at a time: decodes, its
     CRC-32C equals the recorded one, finite (if simulated), and `cbed` within [0, 1]."""
-    start, stop = shard_range(shard, info.shard_size, info.num_samples)
+    start, stop = shard_range(shard, store.shard_size, store.num_samples)
     status = records.get("status")
     ok = status == STATUS_OK if status is not None else np.zeros(stop - start, dtype=bool)
     undecodable: list[Problem] = []
@@ -208,13 +208,13 @@ def _check_samples(info: StemdlStore, shard: int, records: dict[str, np.ndarray]
     for name in SAMPLE_ARRAYS:
         if name in missing:  # reported by _read_shard
             continue
-        array = info.array(name)
+        array = store.array(name)
         stored = records.get(f"{name}_crc32c")
         for row in range(stop - start):
             try:
                 sample = np.asarray(array[start + row])
             except Exception as error:
-                undecodable.append(_undecodable(info, name, shard, error, start + row))
+                undecodable.append(_undecodable(store, name, shard, error, start + row))
                 break  # one damaged file is reported once
             if stored is not None and (computed := sample_crc32c(sample)) != stored[row]:
                 problem(name, f"sample {start + row}: CRC-32C {computed:#010x} != stored "
@@ -231,10 +231,10 @@ def _check_samples(info: StemdlStore, shard: int, records: dict[str, np.ndarray]
     return undecodable
 
 
-def _check_values(info: StemdlStore, shard: int, arrays: dict[str, np.ndarray],
+def _check_values(store: StemdlStore, shard: int, arrays: dict[str, np.ndarray],
                   material_split: dict[str, str], missing: set[str] | None = None
                   ) -> tuple[list[Problem], list[tuple[int, str]]]:
-    start, stop = shard_range(shard, info.shard_size, info.num_samples)
+    start, stop = shard_range(shard, store.shard_size, store.num_samples)
     problems: list[Problem] = []
     failed: list[tuple[int, str]] = []
     block = unpack(arrays)
@@ -242,12 +242,12 @@ def _check_values(info: StemdlStore, shard: int, arrays: dict[str, np.ndarray],
     def problem(name: str, message: str) -> None:
         """Report against the array (and shard file) that holds the value `name`."""
         array = FIELDS[name].array if name in FIELDS else name
-        path = file_url(info.url, shard_key(info.array(array), shard))
+        path = file_url(store.url, shard_key(store.array(array), shard))
         if name != array:
             message = f"{name}: {message}"
         problems.append(Problem(shard, array, path, message))
 
-    problems += _check_samples(info, shard, block, problem, missing or set())
+    problems += _check_samples(store, shard, block, problem, missing or set())
     if "index" in block and not np.array_equal(block["index"], np.arange(start, stop)):
         problem("index", f"index holds {block['index'].tolist()}, expected {start}..{stop - 1}")
     status = block.get("status")
@@ -269,26 +269,26 @@ def _check_values(info: StemdlStore, shard: int, arrays: dict[str, np.ndarray],
                 problem("split", f"sample {start + row}: material {material!r} has split "
                                  f"{split!r} but the store's split table says {expected!r}")
     if "num_atoms" in block:
-        max_atoms = info.schema["atoms"].shape[0]
+        max_atoms = store.schema["atoms"].shape[0]
         bad = ok & ((block["num_atoms"] < 1) | (block["num_atoms"] > max_atoms))
         for row in np.flatnonzero(bad):
             problem("num_atoms", f"sample {start + row} has num_atoms {block['num_atoms'][row]}")
     return problems, failed
 
 
-def local_shards(info: StemdlStore) -> list[int] | None:
+def local_shards(store: StemdlStore) -> list[int] | None:
     """The shards a staged store holds (None for a full store)."""
-    staged = info.attrs.get("staged")
+    staged = store.attrs.get("staged")
     return None if not staged else sorted(int(k) for k in staged["shards"])
 
 
-def verify_shard(info: StemdlStore, shard: int, material_split: dict[str, str]
+def verify_shard(store: StemdlStore, shard: int, material_split: dict[str, str]
                  ) -> tuple[list[Problem], list[tuple[int, str]]]:
-    block, problems = _read_shard(info, shard)
+    block, problems = _read_shard(store, shard)
     missing = {p.array for p in problems if p.message == MISSING_FILE}
     if missing & {"record_int", "record_str"}:  # no status or checksums to check against
         return problems, []
-    value_problems, failed = _check_values(info, shard, block, material_split, missing)
+    value_problems, failed = _check_values(store, shard, block, material_split, missing)
     return problems + value_problems, failed
 
 
@@ -314,50 +314,50 @@ def verify_store(store_url: str, repair: bool = False, *,
 
 def _verify(store_url: str, repair: bool, simulator: Simulator | None) -> VerifyReport:
     try:
-        info = open_stemdl_store(store_url, mode="r+" if repair else "r")
+        store = open_stemdl_store(store_url, mode="r+" if repair else "r")
     except StoreError as error:
         report = VerifyReport(str(store_url))
         report.problems.append(Problem(None, None, None, str(error)))
         return report
-    report = VerifyReport(info.url, num_shards=info.num_shards)
-    report.problems += _check_schema(info)
+    report = VerifyReport(store.url, num_shards=store.num_shards)
+    report.problems += _check_schema(store)
     if report.problems and repair and all(p.message.startswith(METADATA_PREFIX)
                                           for p in report.problems):
         # Array metadata is a pure function of the stored config: rebuild it, then verify the
         # data files as usual (bad ones are re-simulated below).
         names = [p.array for p in report.problems if p.array]
-        report.metadata_rebuilt = rebuild_array_metadata(info, names)
-        info = open_stemdl_store(info.url, mode="r+")
-        report.problems = _check_schema(info)
+        report.metadata_rebuilt = rebuild_array_metadata(store, names)
+        store = open_stemdl_store(store.url, mode="r+")
+        report.problems = _check_schema(store)
     if report.problems:
         return report
-    split_of = split_by_material(info.attrs)
-    if len(split_of) != sum(len(v) for v in info.attrs.get("splits", {}).values()):
+    split_of = split_by_material(store.attrs)
+    if len(split_of) != sum(len(v) for v in store.attrs.get("splits", {}).values()):
         report.problems.append(Problem(None, None, None, "a material is listed in two splits"))
-    done = read_done_mask(info)
-    local = local_shards(info)
-    expected = list(range(info.num_shards)) if local is None else local
-    report.shards_not_local = sorted(set(range(info.num_shards)) - set(expected))
+    done = read_done_mask(store)
+    local = local_shards(store)
+    expected = list(range(store.num_shards)) if local is None else local
+    report.shards_not_local = sorted(set(range(store.num_shards)) - set(expected))
     for shard in expected:
         if not done[shard]:
             report.shards_incomplete.append(shard)
             continue
         report.shards_done.append(shard)
-        problems, failed = verify_shard(info, shard, split_of)
+        problems, failed = verify_shard(store, shard, split_of)
         report.problems += problems
         report.failed_samples += failed
     if repair and (report.bad_shards or report.shards_incomplete):
-        _repair(info, report, split_of, simulator)
+        _repair(store, report, split_of, simulator)
     return report
 
 
-def _repair(info: StemdlStore, report: VerifyReport, split_of: dict[str, str],
+def _repair(store: StemdlStore, report: VerifyReport, split_of: dict[str, str],
             simulator: Simulator | None) -> None:
-    config = info.config.to_dict()
+    config = store.config.to_dict()
     for shard in sorted(set(report.bad_shards) | set(report.shards_incomplete)):
-        set_done(info, shard, False)
-        simulate_shard(config, info.url, shard, simulator=simulator, record_failures=True)
-        problems, _ = verify_shard(info, shard, split_of)
+        set_done(store, shard, False)
+        simulate_shard(config, store.url, shard, simulator=simulator, record_failures=True)
+        problems, _ = verify_shard(store, shard, split_of)
         if problems:
             report.problems += [Problem(shard, p.array, p.path, f"after repair: {p.message}")
                                 for p in problems]

@@ -59,12 +59,12 @@ def store(reference: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def shard_splits(info: StemdlStore) -> dict[int, set[str]]:
+def shard_splits(stemdl_store: StemdlStore) -> dict[int, set[str]]:
     """The splits of the samples of each shard."""
-    splits = read_field(info, "split")
-    out: dict[int, set[str]] = {k: set() for k in range(info.num_shards)}
+    splits = read_field(stemdl_store, "split")
+    out: dict[int, set[str]] = {k: set() for k in range(stemdl_store.num_shards)}
     for index, split in enumerate(splits):
-        out[index // info.shard_size].add(str(split))
+        out[index // stemdl_store.shard_size].add(str(split))
     return out
 
 
@@ -111,14 +111,14 @@ def test_overwritten_sample_is_refused_by_the_loader(store: Path) -> None:
 def test_incomplete_store_is_refused_unless_allowed(
         store: Path, quick_config: Path, checkpoint: Path, tmp_path: Path, stemdl) -> None:
     """A killed `simulate` leaves shards not marked done: named, and refused by default."""
-    info = open_stemdl_store(str(store), mode="r+")
+    stemdl_store = open_stemdl_store(str(store), mode="r+")
     # Two shards of node 0 of 2 (even) that hold no validation sample, so that what is left
     # can still be trained on when allowed.
-    by_shard = shard_splits(info)
-    lost = [k for k in range(0, info.num_shards, 2) if "validation" not in by_shard[k]][:2]
+    by_shard = shard_splits(stemdl_store)
+    lost = [k for k in range(0, stemdl_store.num_shards, 2) if "validation" not in by_shard[k]][:2]
     assert len(lost) == 2, by_shard
     for shard in lost:
-        set_done(info, shard, False)
+        set_done(stemdl_store, shard, False)
     named = f"shards {lost[0]}, {lost[1]}"
     out = tmp_path / "run"
     assert_refused(stemdl("train", str(quick_config), "--data", str(store), "--out", str(out)),
@@ -139,11 +139,12 @@ def test_incomplete_store_is_refused_unless_allowed(
 
 def test_a_split_without_samples_is_an_error_not_nan(
         store: Path, quick_config: Path, tmp_path: Path, stemdl) -> None:
-    info = open_stemdl_store(str(store), mode="r+")
-    with_validation = [k for k, splits in shard_splits(info).items() if "validation" in splits]
+    stemdl_store = open_stemdl_store(str(store), mode="r+")
+    with_validation = [k for k, splits in shard_splits(stemdl_store).items()
+                       if "validation" in splits]
     assert with_validation
     for shard in with_validation:
-        set_done(info, shard, False)
+        set_done(stemdl_store, shard, False)
     result = stemdl("train", str(quick_config), "--data", str(store), "--out",
                     str(tmp_path / "run"), "--allow-partial")
     assert_refused(result, "no validation samples")

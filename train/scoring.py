@@ -81,8 +81,8 @@ def load_split(store_url: str, loader: LoaderConfig, split: str,
     index = torch.cat([torch.as_tensor(b["index"]) for b in batches]).numpy()
     order = np.argsort(index, kind="stable")
     index = index[order]
-    info = open_stemdl_store(store_url)
-    materials = read_fields(info, ["material_id"], index)["material_id"]
+    store = open_stemdl_store(store_url)
+    materials = read_fields(store, ["material_id"], index)["material_id"]
     return SplitArrays(cbed[order], potential[order], index, np.asarray(materials, dtype=str))
 
 

@@ -20,16 +20,16 @@ class StoreShapeError(StemdlError, ValueError):
 def check_store_fits(store_url: str, shape: SampleShape, model_from: str) -> None:
     """`StoreShapeError` unless the store's per-sample `cbed` is (P, H, W) = `shape.input_shape`
     and `potential` is (C, H', W'); `model_from` says where the model's shape came from."""
-    info = open_stemdl_store(str(store_url))
-    stored = info.config.simulation.sample_shape  # the schema's (and the loader's) sizes
+    stemdl_store = open_stemdl_store(str(store_url))
+    stored = stemdl_store.config.simulation.sample_shape  # the schema's (and the loader's) sizes
     store = {"cbed": stored.input_shape, "potential": stored.target_shape}
     model = {"cbed": shape.input_shape, "potential": shape.target_shape}
     if store != model:
-        sim = info.config.simulation
+        sim = stemdl_store.config.simulation
         raise StoreShapeError(
-            f"{info.url} does not fit the model of {model_from}: the store holds cbed "
+            f"{stemdl_store.url} does not fit the model of {model_from}: the store holds cbed "
             f"{store['cbed']} and potential {store['potential']} per sample (its config "
-            f"{info.config.name!r}: scan {tuple(sim.scan.gpts)}, pattern_px "
+            f"{stemdl_store.config.name!r}: scan {tuple(sim.scan.gpts)}, pattern_px "
             f"{tuple(sim.detector.pattern_px)}, target_px {tuple(sim.target.target_px)}), the "
             f"model takes cbed {model['cbed']} and gives potential {model['potential']} (scan "
             f"{shape.scan_gpts}, pattern_px {shape.pattern_px}, target_px {shape.target_px}); "

@@ -32,10 +32,10 @@ def test_direct_decode_matches_zarr(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     plan_store(config, url, synthetic.build_catalogue(config.simulation))
     for shard in range(3):
         simulate_shard(config, url, shard, simulator=synthetic)
-    info = open_stemdl_store(url)
+    store = open_stemdl_store(url)
     fs, _ = filesystem(url)
     for name in ("cbed", "potential"):
-        array = info.array(name)
+        array = store.array(name)
         decoder = ShardFileDecoder(array)
         assert decoder.supported
         for shard, (start, stop) in enumerate([(0, 3), (3, 6), (6, 7)]):
@@ -59,12 +59,12 @@ def test_damaged_bytes_raise_instead_of_returning_numbers(
     store = tmp_path / "store.zarr"  # a private copy: the session's store is shared
     shutil.copytree(synthetic_store(num_samples=10,
                                        shard_size=4), store)
-    info = open_stemdl_store(str(store))
-    array = info.array("cbed")
-    path = Path(file_url(info.url, shard_key(array, 1)))
+    stemdl_store = open_stemdl_store(str(store))
+    array = stemdl_store.array("cbed")
+    path = Path(file_url(stemdl_store.url, shard_key(array, 1)))
     data = path.read_bytes()
     decoder = ShardFileDecoder(array)
-    fs, _ = filesystem(info.url)
+    fs, _ = filesystem(stemdl_store.url)
     for offset in (100, len(data) // 2, len(data) - 8):  # chunk bytes and the index
         damaged = bytearray(data)
         damaged[offset] ^= 0x01

@@ -36,8 +36,8 @@ def test_clean_store_verifies(store: Path) -> None:
                                               ("atoms", "index")])
 def test_flipped_byte_is_named_and_repaired(store: Path, array: str, where: str, flip_byte, store_files, synthetic) -> None:
     original = store_files(store)
-    info = open_stemdl_store(str(store))
-    shard_file = Path(file_url(info.url, shard_key(info.array(array), 1)))
+    stemdl_store = open_stemdl_store(str(store))
+    shard_file = Path(file_url(stemdl_store.url, shard_key(stemdl_store.array(array), 1)))
     assert shard_file.is_file()
     size = shard_file.stat().st_size
     flip_byte(shard_file, size // 3 if where == "chunk" else size - 10)
@@ -146,8 +146,8 @@ def test_repair_is_refused_while_another_client_holds_the_store(store: Path, fli
 
     from stemdl.datasets.store_lock import store_lock
 
-    info = open_stemdl_store(str(store))
-    shard_file = Path(file_url(info.url, shard_key(info.array("cbed"), 1)))
+    stemdl_store = open_stemdl_store(str(store))
+    shard_file = Path(file_url(stemdl_store.url, shard_key(stemdl_store.array("cbed"), 1)))
     flip_byte(shard_file, shard_file.stat().st_size // 3)
     damaged = store_files(store)
     with store_lock(str(store), "generating"):

@@ -137,11 +137,11 @@ def test_failing_sample_and_bad_cif_do_not_stop_generation(tmp_path: Path, poiso
     check = verify_store(str(store))
     assert check.complete, check.summary()
     assert [i for i, _ in check.failed_samples] == [5]
-    info = open_stemdl_store(str(store))
-    assert list(read_field(info, "status")) == [1, 1, 1, 1, 1, 2, 1, 1]
-    assert "poisoned sample 5" in str(read_field(info, "failure_reason", [5])[0])
-    assert read_field(info, "index", [5])[0] == 5
-    assert any("broken.cif" in source for source, _ in info.attrs["catalogue_skipped"])
+    stemdl_store = open_stemdl_store(str(store))
+    assert list(read_field(stemdl_store, "status")) == [1, 1, 1, 1, 1, 2, 1, 1]
+    assert "poisoned sample 5" in str(read_field(stemdl_store, "failure_reason", [5])[0])
+    assert read_field(stemdl_store, "index", [5])[0] == 5
+    assert any("broken.cif" in source for source, _ in stemdl_store.attrs["catalogue_skipped"])
 
 
 def test_joins_an_existing_cluster(tmp_path: Path, small_config, synthetic) -> None:

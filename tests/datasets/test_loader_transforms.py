@@ -70,8 +70,8 @@ def test_without_numba_the_numpy_path_is_used(monkeypatch: pytest.MonkeyPatch) -
 
 def test_loader_names_a_damaged_shard_file(tmp_path: Path, synthetic_store) -> None:
     store = synthetic_store(num_samples=8, shard_size=4)
-    info = open_stemdl_store(str(store))
-    path = Path(file_url(info.url, shard_key(info.array("cbed"), 1)))
+    stemdl_store = open_stemdl_store(str(store))
+    path = Path(file_url(stemdl_store.url, shard_key(stemdl_store.array("cbed"), 1)))
     data = bytearray(path.read_bytes())
     data[len(data) // 3] ^= 0x01  # inside a chunk's compressed bytes
     path.write_bytes(bytes(data))

@@ -49,19 +49,20 @@ def test_round_trip_values_dtypes_and_every_record_field(tmp_path: Path, cbed_dt
     assert group["cbed"].shards == (3, 16, 24, 24) and group["cbed"].chunks == (1, 16, 24, 24)
     assert list(group["shard_done"][:]) == [1, 1, 1]
     # The stored checksum is the CRC-32C of the stored bytes, recomputable by any reader.
-    info = open_stemdl_store(url)
-    assert int(read_field(info, "cbed_crc32c", [4])[0]) == sample_crc32c(group["cbed"][4])
+    store = open_stemdl_store(url)
+    assert int(read_field(store, "cbed_crc32c", [4])[0]) == sample_crc32c(group["cbed"][4])
     assert verify_store(url).complete
     # The accessor reads any field of any rows, in the field's own shape.
-    np.testing.assert_array_equal(read_field(info, "index"), np.arange(7))
-    assert read_field(info, "cell_a", [1, 2]).shape == (2, 3, 3)
-    assert list(read_field(info, "split", slice(0, 3))) == [
+    np.testing.assert_array_equal(read_field(store, "index"), np.arange(7))
+    assert read_field(store, "cell_a", [1, 2]).shape == (2, 3, 3)
+    assert list(read_field(store, "split", slice(0, 3))) == [
         synthetic.simulate_sample(config.simulation, i).record.split for i in range(3)]
-    assert_records_equal(read_record(info, 5), synthetic.simulate_sample(config.simulation, 5).record)
-    empty = read_fields(info, ["status", "split"], np.zeros(0, dtype=np.int64))
+    assert_records_equal(read_record(store, 5),
+                         synthetic.simulate_sample(config.simulation, 5).record)
+    empty = read_fields(store, ["status", "split"], np.zeros(0, dtype=np.int64))
     assert empty["status"].shape == (0,) and empty["split"].shape == (0,)
     with pytest.raises(KeyError, match="no per-sample field 'energy'"):
-        read_field(info, "energy")
+        read_field(store, "energy")
 
 
 def test_store_is_self_describing(tmp_path: Path, small_config, synthetic) -> None:
