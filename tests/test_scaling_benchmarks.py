@@ -120,15 +120,23 @@ def _fit_then_predict(rank: int, world: int) -> dict[str, object]:
 
 @pytest.mark.parametrize("world", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_allreduce_term_predicts_a_held_out_measurement(world: int) -> None:
-    per_rank = run_local_ranks(_fit_then_predict, world, timeout_s=90)
-    sweep = {k: max(r["sweep"][k] for r in per_rank) for k in per_rank[0]["sweep"]}
-    fit = scaling_model.fit_link(sweep)
-    predicted = scaling_model.allreduce_term(per_rank[0]["sizes"], fit)
-    measured = max(r["measured"] for r in per_rank)
-    error = abs(predicted - measured) / measured
-    assert error <= LIVE_TOLERANCE, (
-        f"{world} ranks: α–β term predicts {predicted * 1e3:.1f} ms for 100 per-tensor "
-        f"allreduces, measured {measured * 1e3:.1f} ms (error {error:.0%}); fit {fit}")
+    """Fit and held-out measurement are taken twice at most: a burst of load from another job
+    can hit the sweep and not the measurement (seen once, with a second test suite running on
+    the 2 cores). A wrong model misses both times; a disturbed measurement rarely twice."""
+    outcomes = []
+    for _ in range(2):
+        per_rank = run_local_ranks(_fit_then_predict, world, timeout_s=90)
+        sweep = {k: max(r["sweep"][k] for r in per_rank) for k in per_rank[0]["sweep"]}
+        fit = scaling_model.fit_link(sweep)
+        predicted = scaling_model.allreduce_term(per_rank[0]["sizes"], fit)
+        measured = max(r["measured"] for r in per_rank)
+        error = abs(predicted - measured) / measured
+        outcomes.append(f"predicted {predicted * 1e3:.1f} ms, measured {measured * 1e3:.1f} ms "
+                        f"(error {error:.0%}); fit {fit}")
+        if error <= LIVE_TOLERANCE:
+            return
+    pytest.fail(f"{world} ranks: the α–β term missed 100 per-tensor allreduces twice: "
+                + "; ".join(outcomes))
 
 
 def test_recorded_step_times_are_reproduced_by_the_allreduce_term() -> None:
