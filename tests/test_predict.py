@@ -349,20 +349,24 @@ def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(scan.data), data.astype(np.float32))
 
 
+def _untrained_checkpoint(config, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    from stemdl.train.arrangements import build_model_from_config
+    from stemdl.train.checkpoint import save_checkpoint
+
+    model = build_model_from_config(config)
+    return save_checkpoint({"model": model.state_dict(), "step": 0, "epoch": 0,
+                            "batch_in_epoch": 0, "config": config.to_dict()}, path)
+
+
 def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) -> None:  # type: ignore[no-untyped-def]
     """The paper's arrangement (patterns as channels) through the CLI: an untrained `tiny`
     model on a 6×7 scan of random patterns gives a map of the whole scanned area."""
     import zarr
 
     from stemdl.datasets.trained_ranges import trained_ranges
-    from stemdl.train.arrangements import build_model_from_config
-    from stemdl.train.checkpoint import save_checkpoint
 
     config = tiny_config({"arrangement": "channels"})
-    model = build_model_from_config(config)
-    checkpoint = save_checkpoint({"model": model.state_dict(), "step": 0, "epoch": 0,
-                                  "batch_in_epoch": 0, "config": config.to_dict()},
-                                 tmp_path / "checkpoint.pt")
+    checkpoint = _untrained_checkpoint(config, tmp_path / "checkpoint.pt")
     ranges = trained_ranges(config)
     rng = np.random.default_rng(2)
     np.save(tmp_path / "scan.npy", rng.random((6, 7, 24, 24)).astype(np.float32))
@@ -380,15 +384,6 @@ def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) ->
 
 
 # --- a scan larger than memory --------------------------------------------------------------
-
-
-def _untrained_checkpoint(config, path: Path) -> Path:  # type: ignore[no-untyped-def]
-    from stemdl.train.arrangements import build_model_from_config
-    from stemdl.train.checkpoint import save_checkpoint
-
-    model = build_model_from_config(config)
-    return save_checkpoint({"model": model.state_dict(), "step": 0, "epoch": 0,
-                            "batch_in_epoch": 0, "config": config.to_dict()}, path)
 
 
 def test_predict_holds_a_few_rows_of_the_scan_not_all_of_it(tmp_path: Path, tiny_config,
