@@ -212,7 +212,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     scan = read_scan(data, scan_shape=scan_shape, sample=sample)
     calibration, sources = resolve_calibration(scan, calibration_options)
     ratio = check_calibration(calibration, scan.scan_shape, ranges)
-    mean = mean_pattern(scan.data, progress)
+    mean = mean_pattern(scan.data, progress, scan.path)
     if centre is None:
         centre = find_centre(mean)
         sources["centre_px"] = "found: centre of mass of the bright-field disk (half pixels)"
@@ -224,7 +224,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
         log.warning("%.0f%% of the model's pattern lies beyond the recorded detector and is "
                     "padded with zeros", 100 * resampling.padded_fraction)
     inputs = ScanModelInputs(scan.data, matrices, config.loader.input_transform,
-                             config.loader.standardize_inputs)
+                             config.loader.standardize_inputs, scan.path)
     gy, gx = ranges.window
     th, tw = ranges.target_px
     if th % gy or tw % gx:
