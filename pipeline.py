@@ -52,14 +52,18 @@ examples:
 
 _PREDICT_EPILOG = """data:
   DATA is a 4D-STEM scan (scan_y, scan_x, ky, kx): a file rosettasciio reads (.hspy, .mib,
-  .emd, .dm4, .blo, .mrc, ...), a .npy array, or a stemdl Zarr store (path or URL) with
-  --sample I. The file is read lazily, a band of scan rows at a time: a scan larger than
-  memory needs only about one window's rows of it in memory.
+  .emd, .dm4, .blo, .mrc, ...), a Dectris ARINA master (NAME_master.h5 with its data files), a
+  .npy array, or a stemdl Zarr store (path or URL) with --sample I. An .h5/.hdf5/.emd is read
+  by its content: EMD (py4DSTEM, Prismatic, Velox), ARINA master or HyperSpy. The file is read
+  lazily, a band of scan rows at a time: a scan larger than memory needs only about one
+  window's rows of it in memory. A damaged file is refused saying what is wrong.
 
 calibration (an option wins over the file's metadata; prediction.json says where each came from):
   beam energy, convergence semi-angle, angular pixel size and scan step are read from the file
-  where its format records them (HyperSpy axes and Acquisition_instrument.TEM metadata); a .mib
-  or .npy records none, so pass them. A missing one is an error naming its option.
+  where its format records them (HyperSpy axes and Acquisition_instrument.TEM metadata,
+  py4DSTEM's R_pixel_size/Q_pixel_size, an ARINA master's beam energy or wavelength and pixel
+  size / detector distance); a .mib or .npy records none, so pass them. A missing one is an
+  error naming its option.
 
 what happens:
   patterns are rebinned (area-weighted, about the direct beam; exact for whole ratios) to an

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from stemdl.configs import StemdlError
 from stemdl.datasets.pattern_resampling import resample_patterns
 from stemdl.datasets.transforms import normalize_inputs
 
@@ -45,8 +46,6 @@ def read_rows(data: Any, start: int, stop: int, source: str = "the scan") -> np.
     A file found damaged or truncated while reading (the reader fails on some rows, or a
     memory map ends early) is a `MicroscopeFileError` naming the first scan row that cannot
     be read, found by reading the band row by row: nothing is predicted from a partial scan."""
-    from stemdl.configs import StemdlError
-
     try:
         band = np.asarray(data[start:stop])
     except StemdlError:
@@ -61,8 +60,6 @@ def read_rows(data: Any, start: int, stop: int, source: str = "the scan") -> np.
 
 def _raise_damaged_row(data: Any, start: int, stop: int, source: str,
                        error: BaseException) -> None:
-    from stemdl.configs import StemdlError
-
     for row in range(start, stop):
         try:
             np.asarray(data[row:row + 1])
