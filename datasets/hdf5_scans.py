@@ -73,6 +73,10 @@ def hdf5_kind(path: Path) -> str:
             data = f.get("entry/data")
             if data is not None and "data_000001" in data:
                 return "arina"
+            if isinstance(data, h5py.Group) and isinstance(data.get("data"), h5py.Dataset):
+                raise _error(f"{path}: a Dectris data file (frames in /entry/data/data, no "
+                             "calibration): pass its master file, NAME_master.h5, which "
+                             "links every data file of the acquisition")
             top = ", ".join(sorted(f.keys())[:8]) or "nothing"
     except OSError as error:
         raise _error(f"{path}: HDF5 could not open it, the file is damaged or truncated "

@@ -170,6 +170,27 @@ def test_hdf5_kind_is_read_from_the_content(setting, tmp_path: Path) -> None:  #
     assert hdf5_kind(master) == "arina"
 
 
+def test_py4dstem_calibration_units_and_lazy_reading(setting, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """py4DSTEM's R in nm and Q in mrad are converted; its default 'pixels' (uncalibrated)
+    gives nothing; the datacube is read lazily (rosettasciio's Dask array over the file)."""
+    from h5_layouts import write_py4dstem
+
+    from stemdl.datasets.microscope_files import read_scan
+
+    counts = setting["counts"][:4, :6]
+    path = write_py4dstem(tmp_path / "nm.h5", counts, r_pixel_size=0.15, r_pixel_units="nm",
+                          q_pixel_size=0.9, q_pixel_units="mrad", origin=(24.0, 24.0))
+    scan = read_scan(path)
+    assert type(scan.data).__module__.startswith("dask"), type(scan.data)
+    np.testing.assert_array_equal(np.asarray(scan.data[1:3]), counts[1:3])
+    assert scan.calibration == {"scan_step_a": (pytest.approx(1.5), pytest.approx(1.5)),
+                                "angular_sampling_mrad": (0.9, 0.9)}
+    assert "R_pixel_size 0.15 nm" in scan.calibration_sources["scan_step_a"]
+    path = write_py4dstem(tmp_path / "px.h5", counts, r_pixel_size=1, r_pixel_units="pixels",
+                          q_pixel_size=1, q_pixel_units="pixels")
+    assert read_scan(path).calibration == {}
+
+
 # --- damaged and foreign files: one line, exit 2, nothing written ----------------------------
 
 
@@ -230,8 +251,14 @@ def test_damaged_blockfiles(setting, tmp_path, capsys) -> None:  # type: ignore[
     _refused(setting, capsys, blo, tmp_path / "out", "no blockfile header")
 
 
-def test_an_arina_master_without_one_of_its_data_files(setting, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_an_arina_data_file_given_cut_short_or_missing(setting, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     written = _write_arina(setting, tmp_path / "arina")
+    _refused(setting, capsys, written[1], tmp_path / "out", "a Dectris data file",
+             "pass its master file")
+    with open(written[3], "r+b") as handle:  # the last data file cut in half
+        handle.truncate(written[3].stat().st_size // 2)
+    _refused(setting, capsys, written[0], tmp_path / "out", "data_000003 of the ARINA master "
+             "cannot be opened", "truncated file")
     written[2].unlink()
     _refused(setting, capsys, written[0], tmp_path / "out", "links data_000002 to "
              "scan_data_000002.h5, which is not beside it")
