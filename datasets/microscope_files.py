@@ -1,8 +1,11 @@
 """4D-STEM scans from microscope files: read them, know their calibration, write signals.
 
 In: a file written by acquisition or analysis software (.hspy, .mib, .emd, .dm4, .blo, ... read
-through HyperSpy's rosettasciio, never parsed by hand), a `.npy` array, or one sample of a stemdl
-Zarr store. Out: a `Scan4D`, the patterns as (scan_y, scan_x, ky, kx) and the calibrations the
+through HyperSpy's rosettasciio; a Dectris ARINA master through h5py, lazily), a `.npy` array,
+or one sample of a stemdl Zarr store. An .h5/.hdf5/.emd goes to the reader its content calls
+for (EMD, ARINA, HyperSpy: `datasets.hdf5_scans`); a .mib, .blo or .npy is first checked
+against its own header (`datasets.file_checks`), so a damaged file is refused in its own
+terms. Out: a `Scan4D`, the patterns as (scan_y, scan_x, ky, kx) and the calibrations the
 file holds; and the other way, `signal_dict` / `write_signal` (rosettasciio's writers, used
 by `export` and for the predicted map). Putting patterns on a model's angular grid is
 `datasets.pattern_resampling`.
@@ -10,7 +13,8 @@ by `export` and for the predicted map). Putting patterns on a model's angular gr
 Calibrations (`CALIBRATION_FIELDS`): beam energy (eV), convergence semi-angle (mrad), angular
 pixel size (mrad/px, or Å⁻¹/px, converted with the electron wavelength), scan step (Å). A file
 gives what its format records (hspy/emd/dm axes scales and units, HyperSpy's
-`Acquisition_instrument.TEM` metadata; a .mib or .npy gives none), the command line overrides
+`Acquisition_instrument.TEM` metadata, py4DSTEM's Calibration, an ARINA master's NeXus
+instrument fields; a .mib or .npy gives none), the command line overrides
 it, and `resolve_calibration` says where each value came from. A value that is missing is an
 error naming the option that supplies it, never a default.
 """
