@@ -61,7 +61,7 @@ def check_mib(path: Path, scan_shape: tuple[int, int] | None) -> int:
                                    "--scan-shape ROWS COLS")
     else:
         recorded = _hdr_frames(hdr)
-        if recorded is not None and recorded != frames:
+        if recorded and recorded != frames:  # 0: a continuous acquisition, no count
             raise DamagedFileError(f"{path}: {hdr.name} records {recorded} frames, the file "
                                    f"holds {frames} ({frame} bytes each): an interrupted or "
                                    "truncated acquisition, or a header of another file")
