@@ -201,6 +201,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_storage_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--storage-options", default=None, metavar="JSON",
+                     help="fsspec options for a STORE URL, as a JSON object, e.g. for s3:// "
+                     '\'{"endpoint_url": "http://host:9000", "key": "...", "secret": "..."}\' '
+                     "(default: the AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
+                     "variables)")
+
+
 def _add_allow_partial(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--allow-partial", action="store_true",
                      help="use a store whose generation did not finish (only its done shards; "
@@ -240,15 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--scheduler-file", metavar="FILE", help="join via a scheduler file (dask-mpi, dask-jobqueue)")
     cmd.add_argument("--workers", type=int, default=None, metavar="N", help="local cluster size (default: one per core)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_storage_options(cmd)
 
     cmd = add("verify", _cmd_verify, "check schema, completion, checksums, NaN/inf and value ranges")
     cmd.add_argument("store_url", metavar="STORE")
     cmd.add_argument("--repair", action="store_true", help="re-simulate the shards found bad")
+    _add_storage_options(cmd)
 
     cmd = add("inspect", _cmd_inspect, "summarize a store; with --sample, draw one sample to PNG")
     cmd.add_argument("store_url", metavar="STORE")
     cmd.add_argument("--sample", type=int, default=None, metavar="I", help="sample index to draw")
     cmd.add_argument("--png", default=None, metavar="PATH", help="where to write the picture")
+    _add_storage_options(cmd)
 
     cmd = add("stage", _cmd_stage, "copy one node's shards to node-local disk as a verified store")
     cmd.add_argument("store_url", metavar="STORE")
@@ -256,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--node", type=int, required=True, metavar="K", help="this node, 0-based")
     cmd.add_argument("--nodes", type=int, required=True, metavar="N", help="number of nodes")
     _add_allow_partial(cmd)
+    _add_storage_options(cmd)
 
     cmd = add(
         "train",
@@ -269,12 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--out", default="runs/latest", metavar="DIR", help="checkpoints, logs, TensorBoard")
     cmd.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     _add_allow_partial(cmd)
+    _add_storage_options(cmd)
 
     cmd = add("evaluate", _cmd_evaluate, "metrics of a checkpoint on a split (MSE, PSNR, SSIM, ...)")
     cmd.add_argument("checkpoint", metavar="CHECKPOINT")
     cmd.add_argument("--data", required=True, dest="store_url", metavar="STORE")
     cmd.add_argument("--split", default="test", choices=["train", "validation", "test"])
     _add_allow_partial(cmd)
+    _add_storage_options(cmd)
 
     cmd = sub.add_parser(
         "predict", help="apply a trained model to a 4D-STEM scan (microscope file, .npy, store)",
@@ -310,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the map as potential.hspy / potential.tif; repeatable")
     cmd.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_storage_options(cmd)
 
     cmd = add("export", _cmd_export,
               "write a stored sample as a calibrated 4D-STEM file (scan axes in Å, k in mrad) "
@@ -319,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--format", required=True, choices=["hspy", "npy", "emd"])
     cmd.add_argument("--out", required=True, metavar="PATH",
                      help="file to write (the format's extension is added if missing)")
+    _add_storage_options(cmd)
 
     cmd = add(
         "run",
@@ -350,9 +366,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Dask narrates every worker start and stop at INFO; the progress bar says what matters.
         # distributed configures its loggers when imported, from this config key.
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-        for noisy in ("distributed", "tornado", "fsspec", "numcodecs", "matplotlib"):
+        for noisy in ("distributed", "tornado", "fsspec", "numcodecs", "matplotlib",
+                      "botocore", "aiobotocore", "s3fs"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if getattr(args, "storage_options", None) is not None:
+            from stemdl.datasets.storage import parse_storage_options, set_storage_options
+
+            set_storage_options(parse_storage_options(args.storage_options))
         return args.func(args)
     except StemdlError as error:
         if args.verbose:

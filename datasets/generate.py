@@ -55,7 +55,13 @@ from stemdl.datasets.shard import (
     simulate_shard_task,
     warm_worker,
 )
-from stemdl.datasets.storage import StoreError, normalize_store_url
+from stemdl.datasets.storage import (
+    StoreError,
+    check_remote,
+    is_local,
+    normalize_store_url,
+    user_storage_options,
+)
 from stemdl.datasets.store import as_config, open_stemdl_store
 from stemdl.datasets.store_lock import store_lock
 
@@ -228,10 +234,14 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
     # shard still to do). Workers fetch it from one another when their first task needs it.
     shared_catalogue = client.submit(_catalogue_on_worker, catalogue, pure=False,
                                      key=f"catalogue-{time.time_ns()}")
+    # `--storage-options` given to this client (endpoint, credentials) go to every task: a
+    # worker is another process, maybe on another machine, and has only its environment.
+    options = user_storage_options() or None
     futures = {}
     for k in todo:
         future = client.submit(simulate_shard_task, config_dict, url, k, simulator=simulator,
-                               catalogue=shared_catalogue, retries=retries, pure=False,
+                               catalogue=shared_catalogue, storage_options=options,
+                               retries=retries, pure=False,
                                key=f"simulate_shard-{k}-{time.time_ns()}")
         futures[future] = (k, False)
     began = time.perf_counter()
@@ -248,7 +258,8 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
                 if not last_chance:
                     retry = client.submit(simulate_shard_task, config_dict, url, shard,
                                           record_failures=True, simulator=simulator,
-                                          catalogue=shared_catalogue, pure=False,
+                                          catalogue=shared_catalogue,
+                                          storage_options=options, pure=False,
                                           key=f"simulate_shard-final-{shard}-{time.time_ns()}")
                     futures[retry] = (shard, True)
                     pending.add(retry)
@@ -328,6 +339,8 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
             "other processes that cannot reach it; generate into a local path or a shared "
             "URL (file://, s3://, ...)")
     _check_cluster_args(scheduler_address, scheduler_file, n_workers)
+    if not is_local(url):
+        check_remote(url)  # a wrong endpoint, no credentials, no bucket: said before any work
     with store_lock(url), contextlib.ExitStack() as cluster:  # one generating client per store
         # (datasets/store_lock.py). A store left complete needs no cluster; otherwise the
         # cluster starts while the catalogue is built and the store planned.
