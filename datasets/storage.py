@@ -74,8 +74,9 @@ def normalize_store_url(store_url: object) -> str:
     try:
         fsspec.get_filesystem_class(protocol)
     except (ValueError, ImportError) as error:
+        hint = '; `pip install "stemdl[s3]"` adds s3fs' if protocol in S3_PROTOCOLS else ""
         raise StoreError(
-            f"store URL {store_url!r}: fsspec cannot open protocol {protocol!r} ({error})"
+            f"store URL {store_url!r}: fsspec cannot open protocol {protocol!r} ({error}){hint}"
         ) from None
     return url.rstrip("/")
 
