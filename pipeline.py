@@ -37,7 +37,10 @@ configs:
   with the name of the field.
 
 stores:
-  STORE is a local path or an fsspec URL (file://, s3://, gs://, memory://, ...).
+  STORE is a local path or an fsspec URL (file://, s3://, gs://, memory://, ...). For s3://,
+  the endpoint and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
+  AWS_SECRET_ACCESS_KEY (or a profile), or from --storage-options '{"endpoint_url": ...,
+  "key": ..., "secret": ...}' of the command; the bucket must exist.
 
 examples:
   stemdl run                                    simulate, verify, train and score `small`
