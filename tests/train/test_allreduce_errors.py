@@ -138,9 +138,14 @@ def test_a_port_taken_before_rank_0_listens_is_retried_on_another(monkeypatch) -
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        ports = iter([taken.getsockname()[1]])
-        real = local_ranks.free_port
-        monkeypatch.setattr(local_ranks, "free_port", lambda: next(ports, None) or real())
+        real, picked = local_ranks.free_port, []
+
+        def pick() -> int:
+            picked.append(taken.getsockname()[1] if not picked else real())
+            return picked[-1]
+
+        monkeypatch.setattr(local_ranks, "free_port", pick)
         began = time.monotonic()
         assert run_local_ranks(_sum_of_ranks, 2, timeout_s=60) == [1, 1]
         assert time.monotonic() - began < 45  # not the 60 s rendezvous timeout
+        assert len(picked) == 2, picked  # the taken port was tried, and given up
