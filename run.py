@@ -319,8 +319,7 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
                     "Pearson r during training (best.pt); the best arrangement: the higher "
                     "noise-free validation Pearson r of those checkpoints; the test split is "
                     "scored after both choices",
-            "checkpoints": {name: {"file": path.name,
-                                   "step": results[name].best_validation.get("step")}
+            "checkpoints": {name: {"file": path.name, "step": _step_of(results[name])}
                             for name, path in checkpoints.items()}},
         "doses": [dose_key(d) for d in doses],
         "dose_definition": "electrons per Å² spread uniformly over the scanned region; "
@@ -345,6 +344,12 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
     report.write_text(render_report(config, metrics, generation, verification, results,
                                     curves, materials_png))
     return RunOutcome(report, metrics_json, metrics, wall)
+
+
+def _step_of(result: TrainResult) -> int | None:
+    """The step of a run's best.pt (a float once read back from a checkpoint)."""
+    step = result.best_validation.get("step")
+    return None if step is None else int(step)
 
 
 def _jsonable(value: Any) -> Any:

@@ -52,6 +52,18 @@ def test_run_all_scores_models_and_baselines(store: Path, tmp_path: Path,
     metrics = json.loads(outcome.metrics_json.read_text())
     _check_metrics(metrics, ["dose_1e+05_e_per_a2"])
     assert metrics["training"]["channels"]["ranks"] == 1
+    # best.pt is the state of the validation with the highest r (every one is in metrics.jsonl)
+    from stemdl.train.checkpoint import load_checkpoint
+    from stemdl.train.run_log import read_metrics
+
+    for name in ("channels", "scan_pixels"):
+        rows = read_metrics(tmp_path / f"train-{name}", "validation")
+        assert len(rows) >= 2
+        best_row = max(rows, key=lambda row: row["pearson_r"])
+        state = load_checkpoint(tmp_path / f"train-{name}" / "best.pt")
+        assert state["step"] == best_row["step"] == metrics["selection"]["checkpoints"][name][
+            "step"]
+        assert state["metrics"]["pearson_r"] == pytest.approx(best_row["pearson_r"])
     # Noise changes the inputs, so the scores at a dose differ from the noise-free ones.
     free = metrics["baselines"]["nearest_neighbour"]["noise_free"]
     noisy = metrics["baselines"]["nearest_neighbour"]["dose_1e+05_e_per_a2"]
