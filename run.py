@@ -8,7 +8,13 @@ Everything on one machine: the store is generated on a local Dask cluster, each 
 (`channels`, the paper's; `scan_pixels`, see `train.arrangements`) is trained on `ranks` local
 torch.distributed processes (gloo, through the grouped allreduce) or in this process
 (`ranks=1`), and both are scored on the held-out test materials, noise-free and at finite
-electron doses, beside the two baselines of `train.scoring`. The run folder receives
+electron doses, beside the baselines of `train.scoring` and `train.baselines`.
+
+Selection is honest: each arrangement's checkpoint is the one with the best validation
+Pearson r (`best.pt`, `train.loop`), the best arrangement is the one with the higher
+validation r (`score_validation`, on the validation materials, which neither training nor
+the test split holds), and only then is the test split read and scored. metrics.json keeps the
+validation figures of every model and baseline beside the test ones. The run folder receives
 
 * `store.zarr`, `train-<arrangement>/` (checkpoint, metrics.jsonl, TensorBoard),
 * `metrics.json`: every test metric of every model and baseline, per dose and per material,
@@ -40,6 +46,8 @@ from stemdl.configs import StemdlConfig, UsageError, config_from_dict
 from stemdl.datasets.generate import generate
 from stemdl.datasets.verify import verify_store
 from stemdl.report import plot_curves, plot_materials, render_report
+from stemdl.train.baselines import strong_baselines
+from stemdl.train.checkpoint import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, SELECTION_METRIC
 from stemdl.train.evaluate import load_trained_model
 from stemdl.train.local_ranks import run_local_ranks
 from stemdl.train.loop import TrainResult, train_main
@@ -82,8 +90,10 @@ class RunOutcome:
         m = self.metrics
         best = m["best_arrangement"]
         free = m["models"][best][NOISE_FREE]
-        lines = [f"best arrangement: {best} on {m['test_samples']} test samples of "
-                 f"{len(m['test_materials'])} held-out materials",
+        lines = [f"best arrangement (chosen on validation r "
+                 f"{m['validation']['models'][best][NOISE_FREE]['pearson_r']:.3f}): {best}; test "
+                 f"on {m['test_samples']} samples of {len(m['test_materials'])} held-out "
+                 "materials",
                  f"  Pearson r {free['pearson_r']:.3f}, relative L2 {free['rel_l2']:.3f}, "
                  f"SSIM {free['ssim']:.3f}, PSNR {free['psnr_db']:.1f} dB (noise-free)"]
         for name in m["models"]:
@@ -194,7 +204,7 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
     models = {name: load_trained_model(path, device)[0] for name, path in checkpoints.items()}
     train_split = load_split(store_url, config.loader, "train", seed=config.train.seed)
     metrics: dict[str, Any] = {"models": {n: {} for n in models},
-                               "baselines": {"mean_target": {}, "nearest_neighbour": {}},
+                               "baselines": {name: {} for name in BASELINES},
                                "per_material": {}}
     pictures: dict[str, Any] = {}
     for dose in (None, *doses):
@@ -204,6 +214,9 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
         predictions = {name: predict(model, test.cbed) for name, model in models.items()}
         predictions["mean_target"] = mean_target_prediction(train_split, len(test))
         predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, test.cbed)
+        predictions.update(strong_baselines(store_url, config.loader, "test", train_split, test,
+                                            config.simulation.sample_shape, dose,
+                                            config.train.seed))
         for name, prediction in predictions.items():
             scored = _score(prediction, test)
             group = "models" if name in models else "baselines"
@@ -217,6 +230,37 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
             metrics["test_materials"] = sorted(set(test.material_id.tolist()))
             metrics["train_samples"] = len(train_split)
     return metrics, pictures
+
+
+BASELINES = ("mean_target", "nearest_neighbour", "aligned_nearest_neighbour", "icom")
+
+
+def selected_checkpoint(run_dir: Path) -> Path:
+    """best.pt (the best validation r of the run) when training wrote one, else the last."""
+    best = run_dir / BEST_CHECKPOINT_NAME
+    return best if best.is_file() else run_dir / CHECKPOINT_NAME
+
+
+def score_validation(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
+                     ) -> dict[str, Any]:
+    """Noise-free metrics of every model and baseline on the validation split: what the best
+    arrangement is chosen by (the test split is not read here)."""
+    device = torch.device("cpu")
+    train_split = load_split(store_url, config.loader, "train", seed=config.train.seed)
+    val = load_split(store_url, config.loader, "validation", seed=config.train.seed)
+    predictions = {name: predict(load_trained_model(path, device)[0], val.cbed)
+                   for name, path in checkpoints.items()}
+    models = list(predictions)
+    predictions["mean_target"] = mean_target_prediction(train_split, len(val))
+    predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, val.cbed)
+    predictions.update(strong_baselines(store_url, config.loader, "validation", train_split, val,
+                                        config.simulation.sample_shape, None, config.train.seed))
+    out: dict[str, Any] = {"models": {}, "baselines": {}, "samples": len(val),
+                           "materials": sorted(set(val.material_id.tolist()))}
+    for name, prediction in predictions.items():
+        group = "models" if name in models else "baselines"
+        out[group][name] = {NOISE_FREE: _score(prediction, val)["summary"]}
+    return out
 
 
 def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None,
@@ -251,12 +295,15 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
                 results[arrangement] = train_arrangement(
                     with_arrangement(config, arrangement), store_url, run_dir, ranks, log_path)
             runs[arrangement] = run_dir
+        checkpoints = {n: selected_checkpoint(d) for n, d in runs.items()}
+        print("selecting on the validation materials", file=sys.stderr)
+        with clock.stage("validate"):
+            validation = score_validation(config, store_url, checkpoints)
+        best = max(arrangements,
+                   key=lambda n: validation["models"][n][NOISE_FREE][SELECTION_METRIC])
         print("scoring on the held-out test materials", file=sys.stderr)
         with clock.stage("score"):
-            metrics, pictures = score_run(config, store_url,
-                                          {n: d / "checkpoint.pt" for n, d in runs.items()},
-                                          doses)
-        best = max(arrangements, key=lambda n: metrics["models"][n][NOISE_FREE]["pearson_r"])
+            metrics, pictures = score_run(config, store_url, checkpoints, doses)
         with clock.stage("report"):
             curves = plot_curves(runs, out_dir / "curves.png")
             materials_png = plot_materials(pictures["test"], pictures["predictions"],
@@ -265,6 +312,15 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
     metrics.update({
         "config": config.name,
         "best_arrangement": best,
+        "validation": validation,
+        "selection": {
+            "split": "validation", "metric": SELECTION_METRIC,
+            "rule": "each arrangement's checkpoint: the validation pass with the highest "
+                    "Pearson r during training (best.pt); the best arrangement: the higher "
+                    "noise-free validation Pearson r of those checkpoints; the test split is "
+                    "scored after both choices",
+            "checkpoints": {name: {"file": path.name, "step": _step_of(results[name])}
+                            for name, path in checkpoints.items()}},
         "doses": [dose_key(d) for d in doses],
         "dose_definition": "electrons per Å² spread uniformly over the scanned region; "
                            "Poisson noise on every test pattern (datasets/transforms.py)",
@@ -288,6 +344,12 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
     report.write_text(render_report(config, metrics, generation, verification, results,
                                     curves, materials_png))
     return RunOutcome(report, metrics_json, metrics, wall)
+
+
+def _step_of(result: TrainResult) -> int | None:
+    """The step of a run's best.pt (a float once read back from a checkpoint)."""
+    step = result.best_validation.get("step")
+    return None if step is None else int(step)
 
 
 def _jsonable(value: Any) -> Any:

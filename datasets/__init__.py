@@ -39,7 +39,8 @@ field accessor), `plan` (creating/checking a store against its config, the split
 `transforms` (normalization, noise), `loader` (streaming), `batch_ring` (the shared-memory
 batch hand-off), `estimate`, `microscope_files` (reading scans and their calibration,
 writing signals), `pattern_resampling`, `scan_inputs` (a scan read and resampled a band of
-rows at a time), `export`.
+rows at a time), `scan_checks` (a scan against itself: not empty, finite, a bright-field
+disk of the calibrated size), `export`.
 """
 
 from __future__ import annotations

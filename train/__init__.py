@@ -28,6 +28,6 @@ becomes the input; `build_model`), `flops`, `grouped_allreduce` (the reducer),
 `cluster_env` (launcher variables), `launch` (process group, nodes, staging), `loop`,
 `optim` (SGD/AdamW, LARC, EMA), `lr_schedule` (learning rate), `precision`, `metrics`,
 `validation`, `checkpoint`, `collectives`, `run_log`, `evaluate`, `scoring` (against
-baselines), `store_fit` (does a store hold what a model takes), `local_ranks`, `predict`
+baselines), `baselines` (the aligned nearest neighbour and iCoM), `store_fit` (does a store hold what a model takes), `local_ranks`, `predict`
 (trained ranges, refusals, windows, stitching), `predict_outputs`.
 """
