@@ -41,6 +41,12 @@ from stemdl.datasets.generate import generate
 from stemdl.datasets.verify import verify_store
 from stemdl.report import plot_curves, plot_materials, render_report
 from stemdl.train.evaluate import load_trained_model
+from stemdl.train.local_devices import (
+    CPU_DEFAULT_RANKS,
+    default_ranks,
+    rank_backend,
+    scoring_device,
+)
 from stemdl.train.local_ranks import run_local_ranks
 from stemdl.train.loop import TrainResult, train_main
 from stemdl.train.scoring import (
@@ -64,8 +70,9 @@ ARRANGEMENTS = ("channels", "scan_pixels")
 # Test doses (electrons per Å² over the scanned region): 10⁵ is a routine 4D-STEM dose for
 # crystals that tolerate the beam, 10⁴ a low-dose acquisition.
 DEFAULT_DOSES_E_PER_A2 = (1e5, 1e4)
-# Local training processes of `stemdl run` (benchmarks/default_run.py measured 1 and 2).
-DEFAULT_RANKS = 2
+# Local training processes of `stemdl run` when not given: one per visible GPU, else 2 CPU
+# ranks (train/local_devices.py).
+DEFAULT_RANKS = CPU_DEFAULT_RANKS
 LOG_NAME = "run.log"
 
 
@@ -170,14 +177,16 @@ def _train_rank(rank: int, world_size: int, config_dict: dict[str, Any], store_u
 
 def train_arrangement(config: StemdlConfig, store_url: str, run_dir: Path, ranks: int,
                       log_path: Path) -> TrainResult:
-    """Train one arrangement on `ranks` local processes (or in this one for 1), resuming."""
+    """Train one arrangement on `ranks` local processes (or in this one for 1), resuming;
+    NCCL between GPU ranks, one GPU each (train/local_devices.py)."""
+    backend = rank_backend(ranks)
     if ranks == 1:
         return train_main(config, store_url, run_dir, resume=True, progress=True)
     threads = max(1, (os.cpu_count() or 1) // ranks)
     results = run_local_ranks(_train_rank, ranks,
                               args=(config.to_dict(), store_url, str(run_dir), str(log_path),
                                     threads),
-                              timeout_s=4 * 3600)
+                              backend=backend, timeout_s=4 * 3600)
     return results[0]
 
 
@@ -190,7 +199,7 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
               doses: tuple[float, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of every model and baseline on the test split, noise-free and at each dose;
     and what the pictures need (noise-free test arrays and predictions)."""
-    device = torch.device("cpu")
+    device = scoring_device()
     models = {name: load_trained_model(path, device)[0] for name, path in checkpoints.items()}
     train_split = load_split(store_url, config.loader, "train", seed=config.train.seed)
     metrics: dict[str, Any] = {"models": {n: {} for n in models},
@@ -203,7 +212,8 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
                           seed=config.train.seed)
         predictions = {name: predict(model, test.cbed) for name, model in models.items()}
         predictions["mean_target"] = mean_target_prediction(train_split, len(test))
-        predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, test.cbed)
+        predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, test.cbed,
+                                                                           device=device)
         for name, prediction in predictions.items():
             scored = _score(prediction, test)
             group = "models" if name in models else "baselines"
@@ -220,11 +230,14 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
 
 
 def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None,
-            ranks: int = 1, doses: tuple[float, ...] = DEFAULT_DOSES_E_PER_A2,
+            ranks: int | None = 1, doses: tuple[float, ...] = DEFAULT_DOSES_E_PER_A2,
             arrangements: tuple[str, ...] = ARRANGEMENTS) -> RunOutcome:
-    """Simulate → verify → train each arrangement → score → report (module docstring)."""
+    """Simulate → verify → train each arrangement → score → report (module docstring).
+    `ranks=None`: one per visible GPU, else 2 (`train.local_devices.default_ranks`)."""
+    ranks = default_ranks() if ranks is None else ranks
     if ranks < 1:
         raise UsageError(f"ranks must be >= 1, got {ranks}")
+    rank_backend(ranks)  # more ranks than GPUs is refused before the simulation, not after
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store_url = str(out_dir / "store.zarr")

@@ -39,8 +39,15 @@ def _rank_entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, b
                        "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "LOCAL_WORLD_SIZE": str(world_size)})
     try:
+        device_id = None
+        if backend == "nccl":  # one GPU per rank, bound before the group is made
+            import torch
+
+            torch.cuda.set_device(rank)
+            device_id = torch.device("cuda", rank)
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world_size, timeout=timedelta(seconds=timeout_s))
+                                world_size=world_size, timeout=timedelta(seconds=timeout_s),
+                                device_id=device_id)
         # Plain pickle, not the queue's ForkingPickler: torch would pass tensors as shared-memory
         # handles that die with this process.
         outcome = (rank, True, pickle.dumps(fn(rank, world_size, *args)))
