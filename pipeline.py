@@ -240,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--scheduler-address", metavar="ADDR", help="join a running Dask scheduler")
     cluster.add_argument("--scheduler-file", metavar="FILE", help="join via a scheduler file (dask-mpi, dask-jobqueue)")
     cmd.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="local cluster size (default: one per core; on a GPU machine one "
-                     "worker per GPU, pinned to it)")
+                     help="local cluster size (default: one per core; on a GPU machine that "
+                     "many GPU workers, each pinned to one GPU in turn)")
     cmd.add_argument("--cpu-workers", type=int, default=None, metavar="N",
                      help="on a GPU machine, also N CPU workers (default: none)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")

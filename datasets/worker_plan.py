@@ -1,13 +1,17 @@
 """Which Dask workers a local generation cluster starts: one per GPU, CPU workers when asked.
 
 Without a GPU (or with `simulation.device: cpu`) a LocalCluster of one single-threaded worker
-per core, as before. With GPUs, one worker per GPU, each pinned to its GPU by
-`CUDA_VISIBLE_DEVICES` (so every worker's CuPy sees one device, its own, as device 0), instead
-of one worker per core that would all open GPU 0. `n_workers` then counts GPU workers,
-assigned to the GPUs in turn (two per GPU keep two samples in flight on it). CPU workers join
-only when asked (`cpu_workers`); they are started with `CUDA_VISIBLE_DEVICES=""`, so
-`device: auto` computes on their CPU. (The GPU and CPU paths agree to ≤ 1e-4 but not bit for
-bit: a store made by both holds samples of both.)
+per core, as before. With GPUs, GPU workers each pinned to one GPU by `CUDA_VISIBLE_DEVICES`
+(so a worker's CuPy sees one device, its own, as device 0), assigned to the GPUs in turn,
+instead of workers that all open GPU 0. How many a GPU gets (`workers_per_gpu`): one keeps
+one sample in flight on it, which leaves a GPU idle on small samples (a `small` sample took
+0.127 s alone on an H200, while 16 workers sharing it simulated the 1536 samples in 43 s,
+issue 24), so by default the cores are shared out over the GPUs (cores // GPUs workers per GPU,
+at least one), until batched generation (`simulate/batched_multislice.py`) fills a GPU from
+one worker. `n_workers` sets the number of GPU workers instead. CPU workers join only when
+asked (`cpu_workers`); they are started with `CUDA_VISIBLE_DEVICES=""`, so `device: auto`
+computes on their CPU. (The GPU and CPU paths agree to ≤ 1e-4 but not bit for bit: a store
+made by both holds samples of both.)
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ class WorkerSpec:
 
 
 def worker_plan(gpus: int, device: str, n_workers: int | None = None,
-                cpu_workers: int | None = None, cores: int | None = None) -> list[WorkerSpec]:
+                cpu_workers: int | None = None, cores: int | None = None,
+                workers_per_gpu: int | None = None) -> list[WorkerSpec]:
     """The workers of a local cluster on a machine with `gpus` CUDA devices (module docstring).
 
     `device` is `simulation.device` ("auto", "gpu", "cpu"); `cores` defaults to this machine's.
@@ -47,7 +52,10 @@ def worker_plan(gpus: int, device: str, n_workers: int | None = None,
             raise UsageError("without GPU workers, give n_workers or cpu_workers, not both")
         count = n_workers or cpu_workers or cores
         return [WorkerSpec(f"cpu-{i}", {}) for i in range(count)]
-    gpu_count = n_workers or gpus
+    if workers_per_gpu is not None and workers_per_gpu < 1:
+        raise UsageError(f"workers_per_gpu must be >= 1, got {workers_per_gpu}")
+    per_gpu = workers_per_gpu or max(1, cores // gpus)
+    gpu_count = n_workers or gpus * per_gpu
     plan = [WorkerSpec(f"gpu-{i}", {"CUDA_VISIBLE_DEVICES": str(i % gpus)})
             for i in range(gpu_count)]
     plan += [WorkerSpec(f"cpu-{i}", {"CUDA_VISIBLE_DEVICES": ""})
