@@ -27,7 +27,8 @@ Public API:
 Modules, one concept each: `model` (FC-DenseNet layers), `arrangements` (how a CBED stack
 becomes the input; `build_model`), `flops`, `grouped_allreduce` (the reducer),
 `allreduce_grouping` (its response cache: fingerprint, groups), `compression`,
-`cluster_env` (launcher variables), `local_devices`, `launch` (process group, nodes, staging), `loop`,
+`cluster_env` (launcher variables), `local_devices`, `launch` (process group, nodes, staging),
+`loop`, `fast_paths` (channels_last, torch.compile),
 `optim` (SGD/AdamW, LARC, EMA), `lr_schedule` (learning rate), `precision`, `metrics`,
 `validation`, `checkpoint`, `collectives`, `run_log`, `evaluate`, `scoring` (against
 baselines), `store_fit` (does a store hold what a model takes), `local_ranks`, `predict`
