@@ -6,8 +6,8 @@ depends only on datasets/ and configs/.
 
 Everything on one machine: the store is generated on a local Dask cluster, each arrangement
 (`channels`, the paper's; `scan_pixels`, see `train.arrangements`) is trained on `ranks` local
-torch.distributed processes (gloo, through the grouped allreduce) or in this process
-(`ranks=1`), and both are scored on the held-out test materials, noise-free and at finite
+torch.distributed processes (gloo, or NCCL with one GPU each; through the grouped allreduce)
+or in this process (`ranks=1`), and both are scored on the held-out test materials, noise-free and at finite
 electron doses, beside the two baselines of `train.scoring`. The run folder receives
 
 * `store.zarr`, `train-<arrangement>/` (checkpoint, metrics.jsonl, TensorBoard),
