@@ -177,8 +177,8 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
         try:
             yield client
         finally:
-            close_workers_first(cluster, client)
-            client.close()
+            client.close()  # first: its results released, no worker leaves "lost" tasks behind
+            close_workers_first(cluster)
 
 
 def local_cluster(plan: list[WorkerSpec]) -> SpecCluster:
@@ -195,7 +195,7 @@ def local_cluster(plan: list[WorkerSpec]) -> SpecCluster:
                        name="stemdl-gpu")
 
 
-def close_workers_first(cluster: SpecCluster, client: Client, timeout_s: float = 30.0) -> None:
+def close_workers_first(cluster: SpecCluster, timeout_s: float = 30.0) -> None:
     """Close every worker of `cluster`, and wait until the scheduler has seen them go, before
     the scheduler closes. Why: a worker still alive when the scheduler closes sends its next
     heartbeat to a closed port and logs "Failed to communicate with scheduler during
@@ -204,10 +204,7 @@ def close_workers_first(cluster: SpecCluster, client: Client, timeout_s: float =
     cluster.scale(0)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            if not cluster.workers and not client.scheduler_info().get("workers"):
-                return
-        except OSError:  # the scheduler is gone already: nothing left to wait for
+        if not cluster.workers and not cluster.scheduler_info.get("workers"):
             return
         time.sleep(0.05)
 
