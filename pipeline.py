@@ -96,6 +96,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         scheduler_address=args.scheduler_address,
         scheduler_file=args.scheduler_file,
         n_workers=args.workers,
+        cpu_workers=args.cpu_workers,
         progress=not args.no_progress,
     )
     print(report.summary())
@@ -194,11 +195,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stemdl.run import DEFAULT_DOSES_E_PER_A2, DEFAULT_RANKS, run_all
+    from stemdl.run import DEFAULT_DOSES_E_PER_A2, run_all
 
     config = load_config(args.config)
     outcome = run_all(config, Path(args.out), n_workers=args.workers,
-                      ranks=args.ranks if args.ranks is not None else DEFAULT_RANKS,
+                      ranks=args.ranks,
                       doses=tuple(args.dose) if args.dose else DEFAULT_DOSES_E_PER_A2)
     print(outcome.headline())
     return 0
@@ -249,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     cluster = cmd.add_mutually_exclusive_group()
     cluster.add_argument("--scheduler-address", metavar="ADDR", help="join a running Dask scheduler")
     cluster.add_argument("--scheduler-file", metavar="FILE", help="join via a scheduler file (dask-mpi, dask-jobqueue)")
-    cmd.add_argument("--workers", type=int, default=None, metavar="N", help="local cluster size (default: one per core)")
+    cmd.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="local cluster size (default: one per core; on a GPU machine that "
+                     "many GPU workers, each pinned to one GPU in turn)")
+    cmd.add_argument("--cpu-workers", type=int, default=None, metavar="N",
+                     help="on a GPU machine, also N CPU workers (default: none)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_storage_options(cmd)
 
@@ -349,8 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--out", default="stemdl-run", metavar="DIR", help="default: ./stemdl-run")
     cmd.add_argument("--workers", type=int, default=None, metavar="N", help="Dask workers")
     cmd.add_argument("--ranks", type=int, default=None, metavar="N",
-                     help="train each arrangement on N local torch.distributed (gloo) processes "
-                     "through the grouped allreduce; 1 trains in this process (default: 2)")
+                     help="train each arrangement on N local torch.distributed processes "
+                     "through the grouped allreduce (gloo; NCCL on GPUs, one each); 1 trains in this process "
+                     "(default: one per visible GPU, else 2)")
     cmd.add_argument("--dose", type=float, action="append", metavar="E_PER_A2",
                      help="score at this electron dose (e/Å², Poisson noise on the test "
                      "patterns) besides noise-free; repeatable; replaces the default 1e5 and 1e4")

@@ -6,9 +6,9 @@ depends only on datasets/ and configs/.
 
 Everything on one machine: the store is generated on a local Dask cluster, each arrangement
 (`channels`, the paper's; `scan_pixels`, see `train.arrangements`) is trained on `ranks` local
-torch.distributed processes (gloo, through the grouped allreduce) or in this process
-(`ranks=1`), and both are scored on the held-out test materials, noise-free and at finite
-electron doses, beside the baselines of `train.scoring` and `train.baselines`.
+torch.distributed processes (gloo, or NCCL with one GPU each; through the grouped allreduce)
+or in this process (`ranks=1`), and both are scored on the held-out test materials, noise-free
+and at finite electron doses, beside the baselines of `train.scoring` and `train.baselines`.
 
 Selection is honest: each arrangement's checkpoint is the one with the best validation
 Pearson r (`best.pt`, `train.loop`), the best arrangement is the one with the higher
@@ -49,6 +49,12 @@ from stemdl.report import plot_curves, plot_materials, render_report
 from stemdl.train.baselines import strong_baselines
 from stemdl.train.checkpoint import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, SELECTION_METRIC
 from stemdl.train.evaluate import load_trained_model
+from stemdl.train.local_devices import (
+    CPU_DEFAULT_RANKS,
+    default_ranks,
+    rank_backend,
+    scoring_device,
+)
 from stemdl.train.local_ranks import run_local_ranks
 from stemdl.train.loop import TrainResult, train_main
 from stemdl.train.scoring import (
@@ -72,8 +78,9 @@ ARRANGEMENTS = ("channels", "scan_pixels")
 # Test doses (electrons per Å² over the scanned region): 10⁵ is a routine 4D-STEM dose for
 # crystals that tolerate the beam, 10⁴ a low-dose acquisition.
 DEFAULT_DOSES_E_PER_A2 = (1e5, 1e4)
-# Local training processes of `stemdl run` (benchmarks/default_run.py measured 1 and 2).
-DEFAULT_RANKS = 2
+# Local training processes of `stemdl run` when not given: one per visible GPU, else 2 CPU
+# ranks (train/local_devices.py).
+DEFAULT_RANKS = CPU_DEFAULT_RANKS
 LOG_NAME = "run.log"
 
 
@@ -180,14 +187,16 @@ def _train_rank(rank: int, world_size: int, config_dict: dict[str, Any], store_u
 
 def train_arrangement(config: StemdlConfig, store_url: str, run_dir: Path, ranks: int,
                       log_path: Path) -> TrainResult:
-    """Train one arrangement on `ranks` local processes (or in this one for 1), resuming."""
+    """Train one arrangement on `ranks` local processes (or in this one for 1), resuming;
+    NCCL between GPU ranks, one GPU each (train/local_devices.py)."""
+    backend = rank_backend(ranks)
     if ranks == 1:
         return train_main(config, store_url, run_dir, resume=True, progress=True)
     threads = max(1, (os.cpu_count() or 1) // ranks)
     results = run_local_ranks(_train_rank, ranks,
                               args=(config.to_dict(), store_url, str(run_dir), str(log_path),
                                     threads),
-                              timeout_s=4 * 3600)
+                              backend=backend, timeout_s=4 * 3600)
     return results[0]
 
 
@@ -200,7 +209,7 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
               doses: tuple[float, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of every model and baseline on the test split, noise-free and at each dose;
     and what the pictures need (noise-free test arrays and predictions)."""
-    device = torch.device("cpu")
+    device = scoring_device()
     models = {name: load_trained_model(path, device)[0] for name, path in checkpoints.items()}
     train_split = load_split(store_url, config.loader, "train", seed=config.train.seed)
     metrics: dict[str, Any] = {"models": {n: {} for n in models},
@@ -213,7 +222,8 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
                           seed=config.train.seed)
         predictions = {name: predict(model, test.cbed) for name, model in models.items()}
         predictions["mean_target"] = mean_target_prediction(train_split, len(test))
-        predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, test.cbed)
+        predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, test.cbed,
+                                                                           device=device)
         predictions.update(strong_baselines(store_url, config.loader, "test", train_split, test,
                                             config.simulation.sample_shape, dose,
                                             config.train.seed))
@@ -245,14 +255,15 @@ def score_validation(config: StemdlConfig, store_url: str, checkpoints: dict[str
                      ) -> dict[str, Any]:
     """Noise-free metrics of every model and baseline on the validation split: what the best
     arrangement is chosen by (the test split is not read here)."""
-    device = torch.device("cpu")
+    device = scoring_device()
     train_split = load_split(store_url, config.loader, "train", seed=config.train.seed)
     val = load_split(store_url, config.loader, "validation", seed=config.train.seed)
     predictions = {name: predict(load_trained_model(path, device)[0], val.cbed)
                    for name, path in checkpoints.items()}
     models = list(predictions)
     predictions["mean_target"] = mean_target_prediction(train_split, len(val))
-    predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, val.cbed)
+    predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, val.cbed,
+                                                                       device=device)
     predictions.update(strong_baselines(store_url, config.loader, "validation", train_split, val,
                                         config.simulation.sample_shape, None, config.train.seed))
     out: dict[str, Any] = {"models": {}, "baselines": {}, "samples": len(val),
@@ -264,11 +275,14 @@ def score_validation(config: StemdlConfig, store_url: str, checkpoints: dict[str
 
 
 def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None,
-            ranks: int = 1, doses: tuple[float, ...] = DEFAULT_DOSES_E_PER_A2,
+            ranks: int | None = 1, doses: tuple[float, ...] = DEFAULT_DOSES_E_PER_A2,
             arrangements: tuple[str, ...] = ARRANGEMENTS) -> RunOutcome:
-    """Simulate → verify → train each arrangement → score → report (module docstring)."""
+    """Simulate → verify → train each arrangement → score → report (module docstring).
+    `ranks=None`: one per visible GPU, else 2 (`train.local_devices.default_ranks`)."""
+    ranks = default_ranks() if ranks is None else ranks
     if ranks < 1:
         raise UsageError(f"ranks must be >= 1, got {ranks}")
+    rank_backend(ranks)  # more ranks than GPUs is refused before the simulation, not after
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store_url = str(out_dir / "store.zarr")

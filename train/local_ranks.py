@@ -39,10 +39,17 @@ def _rank_entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, b
                        "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "LOCAL_WORLD_SIZE": str(world_size)})
     try:
+        device_id = None
+        if backend == "nccl":  # one GPU per rank, bound before the group is made
+            import torch
+
+            torch.cuda.set_device(rank)
+            device_id = torch.device("cuda", rank)
         try:
             dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                    world_size=world_size, timeout=timedelta(seconds=timeout_s))
-        except Exception as error:
+                                    world_size=world_size, timeout=timedelta(seconds=timeout_s),
+                                    device_id=device_id)
+        except Exception as error:  # only a taken port is retried; anything else is re-raised
             if "EADDRINUSE" in str(error) or "address already in use" in str(error).lower():
                 results.put((rank, False, PORT_TAKEN + traceback.format_exc()))
                 return

@@ -49,6 +49,12 @@ from stemdl.train.checkpoint import (
     save_checkpoint,
 )
 from stemdl.train.collectives import all_agree, all_min, all_sum, average_buffers
+from stemdl.train.fast_paths import (
+    batch_to,
+    to_memory_format,
+    training_forward,
+    use_channels_last,
+)
 from stemdl.train.flops import ModelCost, count_flops
 from stemdl.train.grouped_allreduce import GroupedAllreduce
 from stemdl.train.launch import LaunchContext, launch, partition_data
@@ -187,6 +193,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(config.model, shape).to(self.device)
         self.cost = count_flops(self.model, shape.input_shape)
+        self.channels_last = use_channels_last(cfg.channels_last, self.device)
+        to_memory_format(self.model, self.channels_last)
+        self.forward = training_forward(self.model, cfg.compile)
         self.reducer = GroupedAllreduce(self.model, group_bytes=cfg.group_bytes,
                                         num_groups=cfg.num_groups, compression=cfg.compression)
         self.optimizer = build_optimizer(self.model, cfg)
@@ -320,10 +329,10 @@ class Trainer:
         """One optimizer step on one batch; returns this rank's loss."""
         cfg = self.cfg
         torch.manual_seed(step_seed(cfg.seed, self.context.rank, self.position.step))
-        cbed = batch["cbed"].to(self.device, non_blocking=True)
+        cbed = batch_to(batch["cbed"].to(self.device, non_blocking=True), self.channels_last)
         target = batch["potential"].to(self.device, non_blocking=True)
         with self.precision.autocast():
-            prediction = self.model(cbed)
+            prediction = self.forward(cbed)
         loss_fn = F.mse_loss if cfg.loss == "mse" else F.l1_loss
         loss = loss_fn(prediction.float(), target)
         scaler = self.precision.scaler
