@@ -1,7 +1,7 @@
 """`stemdl predict` on the HDF5 layouts real programs write, and on damaged files.
 
-One 16 × 16 scan of 48 × 48 px detector counts (a bright-field disk with Poisson noise, at half
-the finest training pixel of `tiny`, so it is binned 2×) is written as HyperSpy .hspy (the
+One 16 × 16 scan of 48 × 48 px detector counts (a bright-field disk of the calibrated
+semi-angle with Poisson noise, at half the finest training pixel of `tiny`, so it is binned 2×) is written as HyperSpy .hspy (the
 reference, calibrated in its axes and metadata), as a py4DSTEM 0.14 EMD 1.0 file and as a
 Dectris ARINA master + data files (bitshuffle/LZ4 chunks), laid out as those programs write
 them (`h5_layouts`). An untrained `tiny` model predicts each through the command line: every
@@ -43,11 +43,13 @@ def setting(tiny_config, tmp_path_factory):  # type: ignore[no-untyped-def]
     ranges = trained_ranges(config)
     rng = np.random.default_rng(11)
     rows, cols = np.indices((DETECTOR, DETECTOR))
-    disk = ((rows - 24) ** 2 + (cols - 24) ** 2 < 9**2) * 400.0 + 5.0
+    pixel_mrad = ranges.angular_sampling_mrad[0] / 2
+    radius_px = SEMIANGLE_MRAD / pixel_mrad  # the disk the calibration says (predict checks it)
+    disk = ((rows - 24) ** 2 + (cols - 24) ** 2 < radius_px**2) * 400.0 + 5.0
     texture = rng.random((SCAN, SCAN, 1, 1)) * 0.5 + 0.75  # a different pattern per probe
     counts = rng.poisson(disk * texture).astype(np.uint16)
     return {"checkpoint": _untrained_checkpoint(config, root / "checkpoint.pt"),
-            "counts": counts, "root": root, "pixel_mrad": ranges.angular_sampling_mrad[0] / 2,
+            "counts": counts, "root": root, "pixel_mrad": pixel_mrad,
             "step_a": ranges.scan_step_a[0]}
 
 
