@@ -32,7 +32,7 @@ EXIT_USAGE = 2
 
 _EPILOG = """\
 configs:
-  CONFIG is a preset name (tiny, small, paper) or a YAML file. `stemdl config small` prints a
+  CONFIG is a preset name (tiny, small, 200kv, 300kv, paper) or a YAML file. `stemdl config small` prints a
   preset; copy it, edit it, pass the path. Unknown keys and out-of-range values are refused
   with the name of the field.
 
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         return cmd
 
     cmd = add("config", _cmd_config, "print a validated config (preset or file) as YAML")
-    cmd.add_argument("config", metavar="CONFIG", help="preset name (tiny, small, paper) or YAML path")
+    cmd.add_argument("config", metavar="CONFIG", help="preset name (tiny, small, 200kv, 300kv, paper) or YAML path")
 
     cmd = add(
         "simulate",

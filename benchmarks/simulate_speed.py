@@ -112,7 +112,7 @@ def naive_abtem(sample: Sample, device: str = "cpu") -> np.ndarray:
         parametrization=r.parametrization, projection=r.projection, device=device,
     )
     probe = abtem.Probe(energy=r.energy_ev, semiangle_cutoff=r.semiangle_mrad,
-                        defocus=r.defocus_a, Cs=r.c30_a, device=device)
+                        defocus=r.defocus_a, Cs=r.c30_a, tilt=r.tilt_mrad, device=device)
     waves = probe.multislice(potential, scan=abtem.CustomScan(r.probe_positions_a))
     full = to_numpy(waves.diffraction_patterns(max_angle=None).compute().array)
     height, width = sample.cbed.shape[1:]

@@ -5,7 +5,7 @@ package imports no other part of stemdl. A config file has five sections, each u
 package: `simulation` (`configs/simulation.py`, used by simulate/), `dataset` and `loader`
 (`configs/dataset.py`, datasets/), `model` and `train` (`configs/training.py`, train/), on one
 `StrictModel` base (`configs/base.py`, with `StemdlError`, the base of user-facing errors).
-`load_config` accepts a preset name (`tiny`, `small`, `paper`) or a path, reads it with
+`load_config` accepts a preset name (`tiny`, `small`, `200kv`, `300kv`, `paper`) or a path, reads it with
 `yaml.safe_load`, and refuses unknown keys and out-of-range values with a message that names
 the field.
 """
@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 PRESET_DIR = Path(__file__).resolve().parent
-PRESETS: tuple[str, ...] = ("tiny", "small", "paper")
+PRESETS: tuple[str, ...] = ("tiny", "small", "200kv", "300kv", "paper")
 DEFAULT_PRESET = "small"
 
 

@@ -35,6 +35,7 @@ PrototypeFamily = Literal[
     "diamond",
 ]
 ALL_FAMILIES: tuple[str, ...] = PrototypeFamily.__args__  # type: ignore[attr-defined]
+MAX_TILT_MRAD = 50.0  # largest mistilt magnitude a config may ask for
 
 
 class Range(StrictModel):
@@ -233,6 +234,12 @@ class SimulationConfig(StrictModel):
     c30_a: Range = Field(
         default_factory=lambda: Range(min=0.0, max=0.0), description="Spherical aberration C3 (Å)."
     )
+    tilt_mrad: Range = Field(
+        default_factory=lambda: Range(min=0.0, max=0.0),
+        description="Specimen (or beam) mistilt, drawn per sample: its magnitude uniform in this "
+        "range (mrad), its azimuth uniform in [0, 2π). Applied in the multislice, as abTEM's "
+        "small-angle tilt of the Fresnel propagator, not as an image warp.",
+    )
     sampling_a: float = Field(0.1, gt=0.005, le=1.0, description="Real-space grid spacing (Å).")
     slice_thickness_a: float | Literal["d_hkl"] = Field(2.0)
     parametrization: Literal["kirkland", "lobato", "peng"] = "kirkland"
@@ -278,6 +285,16 @@ class SimulationConfig(StrictModel):
     def _semiangle(cls, value: Range | str) -> Range | str:
         if isinstance(value, Range):
             return _positive_range(value, "semiangle_mrad")
+        return value
+
+    @field_validator("tilt_mrad")
+    @classmethod
+    def _tilt(cls, value: Range) -> Range:
+        # abTEM's tilt is a small-angle shift of the propagator; 50 mrad is far beyond any
+        # mistilt a microscopist leaves uncorrected (a few mrad), and still small-angle.
+        if value.min < 0 or value.max > MAX_TILT_MRAD:
+            raise ValueError(f"tilt_mrad is a tilt magnitude and must lie in [0, {MAX_TILT_MRAD}] "
+                             f"mrad, got [{value.min}, {value.max}]")
         return value
 
     @field_validator("c30_a", "defocus_a")

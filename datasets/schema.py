@@ -4,7 +4,8 @@ This module is the schema and nothing else: no stores, no codecs, no I/O (those 
 `datasets/storage.py`). Everything is derived from a `StemdlConfig`, so a store can be checked
 against the config recorded in its own attributes.
 
-Layout, schema version 2 (N samples, S = `dataset.shard_size` samples per shard, K = ceil(N/S)):
+Layout, schema version 3 (N samples, S = `dataset.shard_size` samples per shard, K = ceil(N/S);
+version 3 added the `tilt_mrad` columns of the mistilt):
 
 * data, axis 0 = sample: `cbed` (N, P, H, W) and `potential` (N, C, H', W'), in the dtype and
   codec that `DatasetConfig` names;
@@ -33,7 +34,7 @@ from typing import Any, Literal
 from stemdl.configs import StemdlConfig
 from stemdl.simulate.sample import SampleRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SAMPLE_DIM = "sample"
 SHARD_DIM = "shard"
 
@@ -130,6 +131,8 @@ _FIELD_TABLE: dict[str, tuple[str, tuple[str, ...], tuple[int, ...], str, str]] 
     "semiangle_mrad": ("record_float", (), (), "mrad", "probe convergence semi-angle"),
     "defocus_a": ("record_float", (), (), "angstrom", "probe defocus"),
     "c30_a": ("record_float", (), (), "angstrom", "spherical aberration C3"),
+    "tilt_mrad": ("record_float", _XY, (2,), "mrad",
+                  "specimen/beam mistilt (x, y), applied in the multislice propagator"),
     "sampling_a": ("record_float", _XY, (2,), "angstrom", "real-space grid spacing"),
     "gpts": ("record_int", _XY, (2,), "1", "real-space grid points"),
     "reciprocal_sampling_inv_a": ("record_float", _XY, (2,), "1/angstrom",

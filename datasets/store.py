@@ -81,8 +81,8 @@ def open_stemdl_store(store_url: str, *, mode: str = "r") -> StemdlStore:
     if attrs["schema_version"] != SCHEMA_VERSION:
         raise StoreError(
             f"{url!r} has stemdl schema version {attrs['schema_version']}, this code reads "
-            f"version {SCHEMA_VERSION} (version 2 packs the per-sample metadata into a few "
-            "arrays); regenerate the store with this version of stemdl"
+            f"version {SCHEMA_VERSION} (version 3 records each sample's mistilt, "
+            "`tilt_mrad`); regenerate the store with this version of stemdl"
         )
     if not attrs.get("planning_complete"):
         raise StoreError(f"{url!r}: planning of this store did not complete; run generate again")

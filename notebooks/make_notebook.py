@@ -71,7 +71,7 @@ potential_model = abtem.Potential(atoms, gpts=record.gpts, slice_thickness=slice
                                   parametrization=record.parametrization,
                                   projection=record.projection)
 probe = abtem.Probe(energy=record.energy_ev, semiangle_cutoff=record.semiangle_mrad,
-                    defocus=record.defocus_a, Cs=record.c30_a)
+                    defocus=record.defocus_a, Cs=record.c30_a, tilt=record.tilt_mrad)
 waves = probe.multislice(potential_model, scan=abtem.CustomScan(record.probe_positions_a[:1]))
 pattern = waves.diffraction_patterns(max_angle=None).compute(scheduler="synchronous").array[0]
 h, w = cbed.shape[1:]

@@ -9,7 +9,9 @@ is fixed, so changing one range never shifts the others. The frozen-phonon seed 
 separate stream, `SeedSequence([config.seed, index, 1])` (its first 32-bit word), and is
 recorded as `SampleRecord.seed`. The scan's shift from the centre (x, y; uniform in
 ±`scan.shift_a`) comes from another, `SeedSequence([config.seed, index, 2])`, so adding it
-changed no other draw of any existing config.
+changed no other draw of any existing config. The mistilt (magnitude uniform in
+`tilt_mrad`, azimuth uniform in [0, 2π), in that order) comes from a fourth,
+`SeedSequence([config.seed, index, 3])`, for the same reason; a fixed zero range gives (0, 0).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class SampleDraws:
     c30_a: float
     phonon_seed: int
     scan_shift_a: tuple[float, float] = (0.0, 0.0)  # (dx, dy) of the scanned square
+    tilt_mrad: tuple[float, float] = (0.0, 0.0)  # (x, y) mistilt, abTEM's probe tilt
 
     def orientation_option(self, num_options: int) -> int:
         """Index of the zone-axis option, uniform over `num_options`."""
@@ -88,6 +91,10 @@ def draw_sample(
     phonon_seed = int(phonon_stream.generate_state(1, dtype=np.uint32)[0])
     shift = np.random.default_rng(np.random.SeedSequence([config.seed, index, 2])).uniform(
         -config.scan.shift_a, config.scan.shift_a, size=2)
+    tilt_rng = np.random.default_rng(np.random.SeedSequence([config.seed, index, 3]))
+    magnitude = _uniform(tilt_rng, config.tilt_mrad)
+    azimuth = float(tilt_rng.uniform(0.0, 2 * np.pi))
+    tilt = (magnitude * float(np.cos(azimuth)), magnitude * float(np.sin(azimuth)))
     return SampleDraws(
         material_index,
         orientation_fraction,
@@ -98,4 +105,5 @@ def draw_sample(
         c30_a,
         phonon_seed,
         (float(shift[0]), float(shift[1])),
+        tilt,
     )

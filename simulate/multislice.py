@@ -10,7 +10,9 @@ abTEM defines every physical array here; this module only runs the propagation l
   `CustomScan` does), chunk by chunk, so the P probes are never built all at once
   (`ProbeWaves`);
 * the Fresnel propagator of each slice thickness, with the antialiasing aperture folded in:
-  `FresnelPropagator.get_array(waves, thickness)`.
+  `FresnelPropagator.get_array(waves, thickness)`, times, with a mistilt θ, abTEM's tilt phase
+  exp(−2πi dz (kx tan θx + ky tan θy)) (`tilt_phase`: the formula of abTEM's
+  `_apply_tilt_to_fresnel_propagator_array`, written here because that function is private).
 
 The loop is abTEM's (`multislice.conventional_multislice_step`, transmit then propagate), for
 each slice k = 0 … S−1:  ψ ← ψ·t_k;  Ψ ← FFT(ψ);  Ψ ← Ψ·P_k;  ψ ← IFFT(Ψ),  and then the
@@ -183,21 +185,50 @@ def kept_frequencies(n: int, m: int) -> list[tuple[slice, slice]]:
     return pairs
 
 
-def propagators(waves: Waves, thicknesses_a: tuple[float, ...]) -> dict[float, Any]:
-    """abTEM's Fresnel propagator (antialiasing aperture included) of each distinct thickness."""
+def tilt_phase(gpts: tuple[int, int], sampling_a: tuple[float, float], thickness_a: float,
+               tilt_mrad: tuple[float, float]) -> np.ndarray:
+    """(nx, ny) complex128 phase that tilts a slice's Fresnel propagator by (θx, θy) mrad.
+
+    exp(−2πi dz (kx tan θx + ky tan θy)), k the unshifted FFT frequencies of the (x, y) grid:
+    after a slice of thickness dz the wave is moved by dz·tan θ relative to the specimen, as
+    abTEM's `Probe(tilt=...)` does through its propagator.
+    """
+    kx = np.fft.fftfreq(gpts[0], d=sampling_a[0])[:, None]
+    ky = np.fft.fftfreq(gpts[1], d=sampling_a[1])[None, :]
+    shift_x = np.tan(tilt_mrad[0] * 1e-3) * thickness_a
+    shift_y = np.tan(tilt_mrad[1] * 1e-3) * thickness_a
+    return np.exp(-2j * np.pi * (kx * shift_x + ky * shift_y))
+
+
+def propagators(waves: Waves, thicknesses_a: tuple[float, ...],
+                tilt_mrad: tuple[float, float] = (0.0, 0.0)) -> dict[float, Any]:
+    """abTEM's Fresnel propagator (antialiasing aperture included) of each distinct thickness,
+    tilted by `tilt_mrad` (see `tilt_phase`)."""
     from abtem.multislice import FresnelPropagator
 
-    return {t: FresnelPropagator().get_array(waves, t).astype(np.complex64) for t in set(thicknesses_a)}
+    if waves.base_tilt != (0.0, 0.0):
+        raise ValueError("the probe waves carry abTEM's own tilt; pass it as tilt_mrad instead "
+                         "(otherwise it would be applied twice)")
+    xp = array_module(waves.device)
+    kernels = {}
+    for t in set(thicknesses_a):
+        kernel = FresnelPropagator().get_array(waves, t)
+        if tuple(tilt_mrad) != (0.0, 0.0):
+            phase = tilt_phase(waves.gpts, waves.sampling, t, tilt_mrad)
+            kernel = kernel * xp.asarray(phase)
+        kernels[t] = kernel.astype(np.complex64)
+    return kernels
 
 
 def diffraction_window(
-    probes: ProbeWaves, potential: PotentialArray, window_xy: tuple[int, int], device: str
+    probes: ProbeWaves, potential: PotentialArray, window_xy: tuple[int, int], device: str,
+    tilt_mrad: tuple[float, float] = (0.0, 0.0),
 ) -> Any:
     """(P, mx, my) float32 far-field intensities of the central window (x, y), fftshifted order.
 
     `probes` is abTEM's probe on the multislice grid: the grid of `potential`, or a coarser one
     of the same extent (see `transmission_functions`); with frozen phonons the configurations'
-    intensities are averaged.
+    intensities are averaged. `tilt_mrad`: the mistilt, in every slice's propagator.
     """
     xp = array_module(device)
     waves = probes.waves
@@ -206,7 +237,7 @@ def diffraction_window(
         raise ValueError(f"probe extent {waves.extent} differs from the potential's {potential.extent}")
     num_probes = probes.num_probes
     thicknesses = tuple(float(t) for t in potential.slice_thickness)
-    kernels = propagators(waves, thicknesses)
+    kernels = propagators(waves, thicknesses, tilt_mrad)
     scaled = {t: kernel / np.float32(nx * ny) for t, kernel in kernels.items()}
     ix = xp.asarray(window_indices(nx, window_xy[0]))[:, None]
     iy = xp.asarray(window_indices(ny, window_xy[1]))[None, :]

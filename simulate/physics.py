@@ -23,6 +23,13 @@ probe and propagator with stemdl's own loop (`simulate/multislice.py`, at the FF
 "abtem" runs `Probe.multislice`, the reference the tests compare against. Both give the same
 patterns to float32 rounding.
 
+Mistilt (`ProbeSettings.tilt_mrad`): abTEM's small-angle tilt, a phase
+exp(−2πi dz (kx tan θx + ky tan θy)) on every slice's Fresnel propagator, which moves the wave
+laterally by dz·tan θ a slice relative to the specimen: the beam crosses the specimen at an
+angle θ to the zone axis, so columns are seen obliquely. The "abtem" engine passes the tilt to
+`abtem.Probe(tilt=...)`; the "stemdl" engine multiplies the same phase into its propagators
+(`multislice.tilt_phase`). The target stays the projection along z.
+
 Frozen phonons: abTEM's `FrozenPhonons` draws the displacements (its seeds, its generator),
 and `specimen` then keeps every displaced atom inside the specimen's thickness (z clamped to
 [0, thickness)) instead of letting abTEM's periodic wrap move an atom displaced above the
@@ -52,6 +59,7 @@ class ProbeSettings:
     semiangle_mrad: float
     defocus_a: float  # abTEM's `defocus` (= -C10)
     c30_a: float  # spherical aberration, abTEM's `Cs`
+    tilt_mrad: tuple[float, float] = (0.0, 0.0)  # (x, y) mistilt: abTEM's `Probe(tilt=...)`
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,9 @@ def cbed_patterns(
         semiangle_cutoff=probe.semiangle_mrad,
         defocus=probe.defocus_a,
         Cs=probe.c30_a,
+        # abTEM's tilt is metadata its Fresnel propagator applies; stemdl's engine applies the
+        # same phase itself (`multislice.tilt_phase`), so its probe is built untilted.
+        tilt=probe.tilt_mrad if engine == "abtem" else (0.0, 0.0),
         device=device,
     )
     height, width = pattern_px[0] * binning, pattern_px[1] * binning
@@ -169,7 +180,8 @@ def cbed_patterns(
         if multislice_gpts is not None:
             abtem_probe.gpts = multislice_gpts  # same extent, coarser grid
         probes = probe_waves(abtem_probe, positions_xy_a, device)
-        window = diffraction_window(probes, potential_array, (width, height), device)
+        window = diffraction_window(probes, potential_array, (width, height), device,
+                                    tilt_mrad=probe.tilt_mrad)
         array = np.asarray(to_numpy(window), dtype=np.float32)  # (P, kx, ky)
     elif engine == "abtem":
         scan = abtem.CustomScan(positions_xy_a)

@@ -62,6 +62,9 @@ class SampleRecord:
     target_region_a: tuple[float, float, float, float]  # x0, y0, x1, y1 of the target map
     abtem_version: str
     device: str  # "cpu" or "gpu": where it was computed
+    # (x, y) specimen/beam mistilt (mrad): abTEM's `Probe(tilt=...)`, a small-angle tilt of
+    # every slice's Fresnel propagator; (0, 0) is the beam along the zone axis.
+    tilt_mrad: tuple[float, float] = (0.0, 0.0)
     extra: dict[str, float] = field(default_factory=dict)
 
     @classmethod

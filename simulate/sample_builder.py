@@ -145,7 +145,7 @@ def simulate_sample(
         phonon_sigma_a=config.phonons.sigma_a,
         phonon_seed=draws.phonon_seed,
     )
-    probe = ProbeSettings(draws.energy_ev, semiangle, draws.defocus_a, draws.c30_a)
+    probe = ProbeSettings(draws.energy_ev, semiangle, draws.defocus_a, draws.c30_a, draws.tilt_mrad)
     configure_abtem()
     potential = build_potential(atoms, potential_settings, device)
     multislice_gpts = None
@@ -222,6 +222,7 @@ def simulate_sample(
         target_region_a=geometry.target_region_a,
         abtem_version=abtem.__version__,
         device=device,
+        tilt_mrad=draws.tilt_mrad,
         extra=extra,
     )
     return Sample(cbed=cbed, potential=target.astype(np.float32), record=record)

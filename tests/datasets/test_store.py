@@ -198,7 +198,7 @@ def test_store_of_another_schema_version_is_refused(tmp_path: Path, small_config
     doc = json.loads((url / "zarr.json").read_text())
     doc["attributes"]["schema_version"] = 1
     (url / "zarr.json").write_text(json.dumps(doc))
-    with pytest.raises(StoreError, match=r"schema version 1, this code reads version 2.*regenerate"):
+    with pytest.raises(StoreError, match=rf"schema version 1, this code reads version {SCHEMA_VERSION}.*regenerate"):
         open_stemdl_store(str(url))
     with pytest.raises(StoreError, match="schema version 1"):
         plan_store(config, str(url), synthetic.build_catalogue(config.simulation))

@@ -60,6 +60,7 @@ def reference_cbed(record: SampleRecord, pattern_px: tuple[int, int]) -> np.ndar
         semiangle_cutoff=record.semiangle_mrad,
         defocus=record.defocus_a,
         Cs=record.c30_a,
+        tilt=record.tilt_mrad,
     )
     waves = probe.multislice(_potential(record), scan=abtem.CustomScan(record.probe_positions_a))
     full = np.asarray(waves.diffraction_patterns(max_angle=None).compute().array, dtype=np.float64)
