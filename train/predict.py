@@ -12,9 +12,13 @@ Steps, in order:
    whole base cells of each material, so the range is computed over the training split of the
    config's (deterministic) catalogue, at the lowest and highest energy.
 2. Refusals (`check_calibration`, `OutsideTrainingError`, every problem listed at once): beam
-   energy or semi-angle outside the trained range, a scan step that differs from the trained
-   one, patterns coarser than the coarsest training pattern, a scan smaller than the model's
-   probe grid; each with `RELATIVE_TOLERANCE` (2 %) for calibration uncertainty.
+   energy or semi-angle outside the trained range, a scan step outside 0.75–1.25 × the trained
+   one (`datasets.scan_resampling.SCAN_STEP_RANGE`), patterns coarser than the coarsest
+   training pattern, a scan smaller than the model's probe grid (at the trained step); each
+   with `RELATIVE_TOLERANCE` (2 %) for calibration uncertainty. A step within the range but
+   not the trained one is resampled onto it (`datasets.scan_resampling`: linear
+   interpolation between probe positions, a band of rows at a time); the map then has the
+   trained pixel.
 3. Resampling (`datasets.pattern_resampling`, area-weighted rebinning about the direct beam):
    an angular pixel within the trained range is kept (ratio 1); a finer one is binned by the
    smallest whole factor that lands in the range (exact), or, when no whole factor does, by the
@@ -60,6 +64,7 @@ from stemdl.datasets.microscope_files import (
 )
 from stemdl.datasets.pattern_resampling import find_centre, plan_resampling
 from stemdl.datasets.scan_inputs import ScanModelInputs, mean_pattern
+from stemdl.datasets.scan_resampling import SCAN_STEP_RANGE, ResampledScan, plan_scan_step
 from stemdl.datasets.trained_ranges import TrainedRanges, trained_ranges
 from stemdl.train.evaluate import load_trained_model
 
@@ -99,11 +104,14 @@ def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
                                                          *ranges.semiangle_mrad):
         problems.append(f"convergence semi-angle {calibration['semiangle_mrad']:.4g} mrad is "
                         f"outside the trained {_span(ranges.semiangle_mrad)} mrad")
+    low, high = SCAN_STEP_RANGE
     for axis, step, trained in zip("yx", calibration["scan_step_a"], ranges.scan_step_a,
                                    strict=True):
-        if not math.isclose(step, trained, rel_tol=RELATIVE_TOLERANCE):
+        if not _within(step, low * trained, high * trained):
             problems.append(f"scan step {step:.4g} Å along {axis} differs from the trained "
-                            f"{trained:.4g} Å (every training sample had this step)")
+                            f"{trained:.4g} Å by more than predict resamples ({low:g}–{high:g} "
+                            f"× it: {low * trained:.4g}–{high * trained:.4g} Å; every training "
+                            "sample had the trained step)")
     finest, coarsest = ranges.angular_sampling_mrad
     ratios = []
     for axis, pixel in zip(("ky", "kx"), calibration["angular_sampling_mrad"], strict=True):
@@ -114,9 +122,14 @@ def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
                             "not made up")
         ratios.append(_ratio_for(pixel, finest, coarsest))
     gy, gx = ranges.window
-    if scan_shape[0] < gy or scan_shape[1] < gx:
-        problems.append(f"the scan of {scan_shape[0]}x{scan_shape[1]} probes is smaller than "
-                        f"the model's {gy}x{gx} probe grid")
+    if not problems:  # the probe grid once resampled onto the trained step
+        plan = plan_scan_step(tuple(calibration["scan_step_a"]), ranges.scan_step_a,
+                              scan_shape, RELATIVE_TOLERANCE)
+        if plan.shape[0] < gy or plan.shape[1] < gx:
+            resampled = (f" ({plan.shape[0]}x{plan.shape[1]} at the trained step)"
+                         if plan.resampled else "")
+            problems.append(f"the scan of {scan_shape[0]}x{scan_shape[1]} probes{resampled} "
+                            f"is smaller than the model's {gy}x{gx} probe grid")
     if problems:
         raise OutsideTrainingError("refused: the model was not trained for this data: "
                                    + "; ".join(problems) + ". Check the calibration options "
@@ -223,7 +236,13 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     if resampling.padded_fraction > 0:
         log.warning("%.0f%% of the model's pattern lies beyond the recorded detector and is "
                     "padded with zeros", 100 * resampling.padded_fraction)
-    inputs = ScanModelInputs(scan.data, matrices, config.loader.input_transform,
+    step_plan = plan_scan_step(tuple(calibration["scan_step_a"]), ranges.scan_step_a,
+                               scan.scan_shape, RELATIVE_TOLERANCE)
+    if step_plan.resampled:
+        log.info("scan step %s Å resampled onto the trained %s Å: %dx%d probes",
+                 calibration["scan_step_a"], ranges.scan_step_a, *step_plan.shape)
+    probes = ResampledScan(scan.data, step_plan) if step_plan.resampled else scan.data
+    inputs = ScanModelInputs(probes, matrices, config.loader.input_transform,
                              config.loader.standardize_inputs)
     gy, gx = ranges.window
     th, tw = ranges.target_px
@@ -231,7 +250,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
         raise OutsideTrainingError(f"the model's {th}x{tw} target is not a whole number of "
                                    f"pixels per probe of its {gy}x{gx} grid; cannot stitch")
     stride = stride or (max(1, gy // 2), max(1, gx // 2))
-    starts = plan_windows(scan.scan_shape, ranges.window, stride)
+    starts = plan_windows(step_plan.shape, ranges.window, stride)
     potential, counts = stitch(model, inputs, ranges, starts, torch_device, batch_size,
                                progress)
     units = ("standardized (each window zero mean, unit variance), not V·Å"
@@ -250,6 +269,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
                        "model_angular_sampling_mrad": [
                            p * r for p, r in zip(calibration["angular_sampling_mrad"], ratio,
                                                  strict=True)]},
+        "scan_step": step_plan.as_dict(),
         "normalization": {"input_transform": config.loader.input_transform,
                           "standardize_inputs": config.loader.standardize_inputs},
         "windows": {"window_probes": list(ranges.window), "stride_probes": list(stride),
@@ -259,7 +279,10 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
                     "blend": "separable 1e-3 + sin²(π(i+½)/n) per window axis"},
         "map": {"shape": list(potential.shape), "pixel_a": list(ranges.target_pixel_a),
                 "units": units,
-                "origin": "corner of the scanned area: probe (0, 0) sits at half a scan step"},
+                "origin": "corner of the scanned area: probe (0, 0) sits at half a scan step"
+                          + ("; the resampled scan's corner lies corner_offset_a (y, x) from "
+                             "the file's (scan_step)" if step_plan.resampled else ""),
+                "corner_offset_a": list(step_plan.corner_offset_a)},
         "model": state_info,
     }
     return PredictionResult(potential, ranges.target_pixel_a, mean.astype(np.float32),
