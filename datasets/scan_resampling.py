@@ -74,8 +74,9 @@ def plan_scan_step(step_a: tuple[float, float], trained_step_a: tuple[float, flo
 
 
 def _weights(count: int, ratio: float, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower file index, upper file index and weight of the upper one, per resampled probe."""
-    u = np.arange(count) * ratio
+    """Lower file index, upper file index and weight of the upper one, per resampled probe
+    (`ratio` = file step / trained step, so probe j sits at file coordinate j / ratio)."""
+    u = np.arange(count) / ratio
     low = np.minimum(np.floor(u + 1e-9).astype(int), size - 1)
     weight = np.clip(u - low, 0.0, 1.0)
     high = np.minimum(low + 1, size - 1)
