@@ -129,7 +129,8 @@ def measured(patterns: np.ndarray, step_a: float, *, source_sigma_a: float, psf_
 
 
 def predict(checkpoint: Path, data: np.ndarray, pixel_mrad: float, step_a: float,
-            work: Path) -> tuple[np.ndarray, dict]:
+            work: Path) -> tuple[np.ndarray | None, dict]:
+    """The stitched map and prediction.json, or (None, {}) where predict refused the scan."""
     import zarr
 
     from stemdl import pipeline
@@ -142,7 +143,8 @@ def predict(checkpoint: Path, data: np.ndarray, pixel_mrad: float, step_a: float
                               "--semiangle-mrad", str(SEMIANGLE_MRAD), "--angular-pixel-mrad",
                               f"{pixel_mrad:.8f}", "--scan-step-a", f"{step_a:.6f}",
                               "--no-progress"])
-    assert code == 0, code
+    if code != 0:
+        return None, {}
     record = json.loads((work / "pred" / "prediction.json").read_text())
     return np.asarray(zarr.open_array(str(work / "pred" / "potential.zarr"), mode="r")[...])[0], record
 
@@ -228,12 +230,15 @@ def main() -> int:
         for column, weights in checkpoints.items():
             stitched, record = predict(weights, data, pixel, step,
                                        args.run / "measured" / column / formula / name)
-            scores[column] = round(pearson_r(stitched, truth), 4)
+            scores[column] = (None if stitched is None
+                              else round(pearson_r(stitched, truth), 4))
         row = {"crystal": formula, "case": name, "in_training": formula in training,
                "step_a": round(step, 4), "thickness_a": thickness_a, "tilt_mrad": tilt_mrad,
                "source_sigma_a": source_sigma_a, "psf_px": psf_px, "dose_e_per_a2": dose,
-               "detector_ratio": [round(r, 4) for r in record["resampling"]["ratio"]],
-               "exact_rebinning": record["resampling"]["exact"],
+               "refused": stitched is None,
+               "detector_ratio": [round(r, 4) for r in record.get("resampling", {}).get(
+                   "ratio", [])],
+               "exact_rebinning": record.get("resampling", {}).get("exact"),
                **scores,
                "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(row), flush=True)
@@ -252,8 +257,8 @@ def main() -> int:
             case(formula, "step_1.2", step_factor=1.2, sims=sims)
 
     def mean(name: str, column: str) -> float:
-        values = [r[column] for r in rows if r["case"] == name]
-        return round(float(np.mean(values)), 4)
+        values = [r[column] for r in rows if r["case"] == name and r[column] is not None]
+        return round(float(np.mean(values)), 4) if values else None  # type: ignore[return-value]
 
     summary = {"how": "python benchmarks/predict_measured.py (see its docstring)",
                "checkpoint": str(checkpoint), "trained_step_a": trained_step,

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from stemdl.configs import StemdlConfig, StemdlError
+from stemdl.configs.units import wavelength_a
 from stemdl.datasets.microscope_files import (
     CalibrationError,
     Scan4D,
@@ -112,6 +113,15 @@ def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
                             f"{trained:.4g} Å by more than predict resamples ({low:g}–{high:g} "
                             f"× it: {low * trained:.4g}–{high * trained:.4g} Å; every training "
                             "sample had the trained step)")
+        elif not math.isclose(step, trained, rel_tol=RELATIVE_TOLERANCE):
+            limit = nyquist_step_a(energy, calibration["semiangle_mrad"])
+            if max(step, trained) > limit * (1 + RELATIVE_TOLERANCE):
+                problems.append(
+                    f"scan step {step:.4g} Å along {axis} differs from the trained "
+                    f"{trained:.4g} Å, and predict resamples a step only where both sample "
+                    f"the 4D data finely enough to interpolate between probes (at most "
+                    f"λ/(4α) = {limit:.3g} Å at this energy and semi-angle); scan at the "
+                    "trained step or use a model trained at this one")
     finest, coarsest = ranges.angular_sampling_mrad
     ratios = []
     for axis, pixel in zip(("ky", "kx"), calibration["angular_sampling_mrad"], strict=True):
@@ -136,6 +146,16 @@ def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
                                    "(--energy-kev, --semiangle-mrad, --scan-step-a, "
                                    "--angular-pixel-mrad) or use a model trained for it.")
     return ratios[0], ratios[1]
+
+
+def nyquist_step_a(energy_ev: float, semiangle_mrad: float) -> float:
+    """The coarsest scan step that samples the 4D data without aliasing: the intensity at a
+    detector pixel, as a function of probe position, holds spatial frequencies up to 2α/λ
+    (the probe's intensity has twice its aperture's band), so the step must be ≤ λ/(4α).
+    Between probes of a coarser scan the patterns are not an interpolation of their
+    neighbours' (benchmarks/RESULTS.md, "predict_measured": r 0.28–0.77 at 1.2 × a 1.5 Å
+    step at 9 mrad, where λ/(4α) = 1.03 Å)."""
+    return wavelength_a(energy_ev) / (4e-3 * semiangle_mrad)
 
 
 def _span(values: tuple[float, float], scale: float = 1.0) -> str:
