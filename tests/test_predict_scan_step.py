@@ -1,11 +1,9 @@
-"""`stemdl predict` accepts a scan step within ±25 % of the trained one, by resampling the scan
-onto the trained step (`datasets/scan_resampling.py`), and refuses one beyond.
+"""`stemdl predict` resamples a scan whose step is within ±25 % of the trained one onto the
+trained step (`datasets/scan_resampling.py`), only where both steps sample the 4D data finely
+enough to interpolate (≤ λ/(4α)), and refuses a step beyond, naming the range or the limit.
 
-The end-to-end test simulates the same held-out material as tests/test_predict.py (GaP [001],
-9 mrad, 20 Å, a detector pixel 1/3 of the training pixel, 1e5 e/Å²) three times: at the
-trained 1.5 Å step (9 × 9 probes) and at 0.8× and 1.2× it, each scan placed so that its first
-probe is where the reference's is, with enough probes that the resampled grid is the
-reference's 9 × 9. The resampled maps must be close to the reference's map and to the truth.
+The interpolation is checked exactly on data linear in position; the end-to-end test gives the
+tests' model (1.5 Å at 9 mrad: above λ/(4α) = 1.03 Å) a GaP scan at 1.2 Å, which is refused.
 """
 
 from __future__ import annotations
