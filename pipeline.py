@@ -69,12 +69,14 @@ calibration (an option wins over the file's metadata; prediction.json says where
   error naming its option.
 
 what happens:
-  patterns are rebinned (area-weighted, about the direct beam; exact for whole ratios) to an
-  angular pixel the model was trained on and cut to its pattern size, normalized as in
-  training, cut into overlapping windows of the model's probe grid, predicted, and blended
-  into one map of the scanned area (Å). Refused, with the reason: beam energy or semi-angle
-  outside the trained range, a scan step other than the trained one, patterns coarser than
-  any training pattern, a scan smaller than one window (2 % tolerance on each).
+  a scan step within 0.75-1.25 x the trained one is resampled onto it (linear interpolation
+  between probe positions); patterns are rebinned (area-weighted, about the direct beam;
+  exact for whole ratios) to an angular pixel the model was trained on and cut to its pattern
+  size, normalized as in training, cut into overlapping windows of the model's probe grid,
+  predicted, and blended into one map of the scanned area (Å). Refused, with the reason: beam
+  energy or semi-angle outside the trained range, a scan step beyond 0.75-1.25 x the trained
+  one, patterns coarser than any training pattern, a scan smaller than one window (2 %
+  tolerance on each).
 
 outputs in DIR:
   potential.zarr (map with units and axes), prediction.png (map beside the mean pattern),

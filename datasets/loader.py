@@ -43,6 +43,7 @@ from stemdl.datasets.augment import D4_SIZE, apply_d4_inplace, check_d4
 from stemdl.datasets.batch_ring import SLOT_KEY, BatchRing, RingLoader
 from stemdl.datasets.checksum import sample_crc32c
 from stemdl.datasets.integrity import partial_note, require_complete, require_files
+from stemdl.datasets.nuisances import DrawnNuisances, apply_nuisances, draw_nuisances
 from stemdl.datasets.partition import (
     available_shards,
     check_split,
@@ -145,8 +146,13 @@ class ShardStream(IterableDataset):
         self.noisy = self.cfg.dose_e_per_a2 is not None and (
             self.cfg.noise == "always" or split == "train")
         self.augment = self.cfg.augment == "d4" and split == "train"
+        nuisances = self.cfg.nuisances
+        self.nuisances_on = nuisances.active and (nuisances.apply == "always"
+                                                  or split == "train")
         sim = store.config.simulation
         self.scan_gpts = tuple(sim.scan.gpts)
+        side = sim.scan.side_a(sim.cell_xy_a)
+        self.scan_step_a = (side / self.scan_gpts[0], side / self.scan_gpts[1])
         if self.augment:
             check_d4(self.scan_gpts, tuple(sim.detector.pattern_px), sim.detector.binning,
                      tuple(sim.target.target_px))
@@ -164,7 +170,8 @@ class ShardStream(IterableDataset):
 
     def _target_regions(self, store: StemdlStore) -> dict[int, np.ndarray]:
         """`target_region_a` by global sample index, for the dose of Poisson noise."""
-        if not self.noisy or not self.shards:
+        needs = self.noisy or (self.nuisances_on and self.cfg.nuisances.dose_e_per_a2 is not None)
+        if not needs or not self.shards:
             return {}
         indices = sample_indices(store, self.shards)
         regions = read_fields(store, ["target_region_a"], indices)["target_region_a"]
@@ -190,6 +197,14 @@ class ShardStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the shard order and noise of `epoch` (seen by persistent workers too)."""
         self._epoch[0] = int(epoch)
+
+    def nuisances(self, index: int, epoch: int | None = None) -> DrawnNuisances | None:
+        """The nuisances sample `index` gets in `epoch` (default: the current one), or None
+        where this split gets none: what the loader applied, recomputed from the seeds."""
+        if not self.nuisances_on:
+            return None
+        return draw_nuisances(self.cfg.nuisances, self.seed,
+                              self.epoch if epoch is None else epoch, int(index))
 
     @property
     def epoch(self) -> int:
@@ -242,9 +257,18 @@ class ShardStream(IterableDataset):
         """Write the network input and target of stored `item` into `cbed` and `potential`
         (C-contiguous float32, e.g. its place in a batch): float32, then Poisson noise (if
         configured: seeded by seed, epoch and the sample's global index, so the same whatever
-        the batching), then the input and target normalization, in place, then (training, with
-        `augment: d4`) one symmetry of the square, drawn the same way."""
+        the batching), or the measurement nuisances of `loader.nuisances`
+        (`datasets/nuisances.py`, drawn the same way), then the input and target
+        normalization, in place, then (training, with `augment: d4`) one symmetry of the
+        square, drawn the same way."""
         to_float32(item["cbed"], out=cbed)
+        if self.nuisances_on:
+            index = int(item["index"])
+            cbed[...] = apply_nuisances(
+                cbed, draw_nuisances(self.cfg.nuisances, self.seed, epoch, index),
+                scan_gpts=self.scan_gpts, step_a=self.scan_step_a,
+                target_region_a=self._regions.get(index), seed=self.seed, epoch=epoch,
+                index=index)
         electrons = item.get(ELECTRONS_KEY)
         if electrons is not None:
             rng = np.random.default_rng([self.seed, epoch, int(item["index"]), 2])

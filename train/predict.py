@@ -12,11 +12,15 @@ Steps, in order:
    whole base cells of each material, so the range is computed over the training split of the
    config's (deterministic) catalogue, at the lowest and highest energy.
 2. Refusals (`check_calibration`, `OutsideTrainingError`, every problem listed at once): beam
-   energy or semi-angle outside the trained range, a scan step that differs from the trained
-   one, patterns coarser than the coarsest training pattern, a scan smaller than the model's
-   probe grid; each with `RELATIVE_TOLERANCE` (2 %) for calibration uncertainty. Then the
-   file against itself (`datasets.scan_checks`): not empty, finite, and a bright-field disk
-   in the mean pattern whose radius is semi-angle ÷ angular pixel within 10 %.
+   energy or semi-angle outside the trained range, a scan step outside 0.75–1.25 × the trained
+   one (`datasets.scan_resampling.SCAN_STEP_RANGE`), patterns coarser than the coarsest
+   training pattern, a scan smaller than the model's probe grid (at the trained step); each
+   with `RELATIVE_TOLERANCE` (2 %) for calibration uncertainty. A step within the range but
+   not the trained one is resampled onto it (`datasets.scan_resampling`: linear
+   interpolation between probe positions, a band of rows at a time); the map then has the
+   trained pixel. Then the file against itself (`datasets.scan_checks`): not empty, finite,
+   and a bright-field disk in the mean pattern whose radius is semi-angle ÷ angular pixel
+   within 10 %.
 3. Resampling (`datasets.pattern_resampling`, area-weighted rebinning about the direct beam):
    an angular pixel within the trained range is kept (ratio 1); a finer one is binned by the
    smallest whole factor that lands in the range (exact), or, when no whole factor does, by the
@@ -54,6 +58,7 @@ import torch
 from torch import nn
 
 from stemdl.configs import StemdlConfig, StemdlError
+from stemdl.configs.units import wavelength_a
 from stemdl.datasets.microscope_files import (
     CalibrationError,
     Scan4D,
@@ -63,6 +68,7 @@ from stemdl.datasets.microscope_files import (
 from stemdl.datasets.pattern_resampling import find_centre, plan_resampling
 from stemdl.datasets.scan_checks import check_disk_calibration, check_readable_file
 from stemdl.datasets.scan_inputs import ScanModelInputs, mean_pattern
+from stemdl.datasets.scan_resampling import SCAN_STEP_RANGE, ResampledScan, plan_scan_step
 from stemdl.datasets.trained_ranges import TrainedRanges, trained_ranges
 from stemdl.train.evaluate import load_trained_model
 
@@ -102,11 +108,23 @@ def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
                                                          *ranges.semiangle_mrad):
         problems.append(f"convergence semi-angle {calibration['semiangle_mrad']:.4g} mrad is "
                         f"outside the trained {_span(ranges.semiangle_mrad)} mrad")
+    low, high = SCAN_STEP_RANGE
     for axis, step, trained in zip("yx", calibration["scan_step_a"], ranges.scan_step_a,
                                    strict=True):
-        if not math.isclose(step, trained, rel_tol=RELATIVE_TOLERANCE):
+        if not _within(step, low * trained, high * trained):
             problems.append(f"scan step {step:.4g} Å along {axis} differs from the trained "
-                            f"{trained:.4g} Å (every training sample had this step)")
+                            f"{trained:.4g} Å by more than predict resamples ({low:g}–{high:g} "
+                            f"× it: {low * trained:.4g}–{high * trained:.4g} Å; every training "
+                            "sample had the trained step)")
+        elif not math.isclose(step, trained, rel_tol=RELATIVE_TOLERANCE):
+            limit = nyquist_step_a(energy, calibration["semiangle_mrad"])
+            if max(step, trained) > limit * (1 + RELATIVE_TOLERANCE):
+                problems.append(
+                    f"scan step {step:.4g} Å along {axis} differs from the trained "
+                    f"{trained:.4g} Å, and predict resamples a step only where both sample "
+                    f"the 4D data finely enough to interpolate between probes (at most "
+                    f"λ/(4α) = {limit:.3g} Å at this energy and semi-angle); scan at the "
+                    "trained step or use a model trained at this one")
     finest, coarsest = ranges.angular_sampling_mrad
     ratios = []
     for axis, pixel in zip(("ky", "kx"), calibration["angular_sampling_mrad"], strict=True):
@@ -117,15 +135,30 @@ def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
                             "not made up")
         ratios.append(_ratio_for(pixel, finest, coarsest))
     gy, gx = ranges.window
-    if scan_shape[0] < gy or scan_shape[1] < gx:
-        problems.append(f"the scan of {scan_shape[0]}x{scan_shape[1]} probes is smaller than "
-                        f"the model's {gy}x{gx} probe grid")
+    if not problems:  # the probe grid once resampled onto the trained step
+        plan = plan_scan_step(tuple(calibration["scan_step_a"]), ranges.scan_step_a,
+                              scan_shape, RELATIVE_TOLERANCE)
+        if plan.shape[0] < gy or plan.shape[1] < gx:
+            resampled = (f" ({plan.shape[0]}x{plan.shape[1]} at the trained step)"
+                         if plan.resampled else "")
+            problems.append(f"the scan of {scan_shape[0]}x{scan_shape[1]} probes{resampled} "
+                            f"is smaller than the model's {gy}x{gx} probe grid")
     if problems:
         raise OutsideTrainingError("refused: the model was not trained for this data: "
                                    + "; ".join(problems) + ". Check the calibration options "
                                    "(--energy-kev, --semiangle-mrad, --scan-step-a, "
                                    "--angular-pixel-mrad) or use a model trained for it.")
     return ratios[0], ratios[1]
+
+
+def nyquist_step_a(energy_ev: float, semiangle_mrad: float) -> float:
+    """The coarsest scan step that samples the 4D data without aliasing: the intensity at a
+    detector pixel, as a function of probe position, holds spatial frequencies up to 2α/λ
+    (the probe's intensity has twice its aperture's band), so the step must be ≤ λ/(4α).
+    Between probes of a coarser scan the patterns are not an interpolation of their
+    neighbours' (benchmarks/RESULTS.md, "predict_measured": r 0.28–0.77 at 1.2 × a 1.5 Å
+    step at 9 mrad, where λ/(4α) = 1.03 Å)."""
+    return wavelength_a(energy_ev) / (4e-3 * semiangle_mrad)
 
 
 def _span(values: tuple[float, float], scale: float = 1.0) -> str:
@@ -228,7 +261,13 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     if resampling.padded_fraction > 0:
         log.warning("%.0f%% of the model's pattern lies beyond the recorded detector and is "
                     "padded with zeros", 100 * resampling.padded_fraction)
-    inputs = ScanModelInputs(scan.data, matrices, config.loader.input_transform,
+    step_plan = plan_scan_step(tuple(calibration["scan_step_a"]), ranges.scan_step_a,
+                               scan.scan_shape, RELATIVE_TOLERANCE)
+    if step_plan.resampled:
+        log.info("scan step %s Å resampled onto the trained %s Å: %dx%d probes",
+                 calibration["scan_step_a"], ranges.scan_step_a, *step_plan.shape)
+    probes = ResampledScan(scan.data, step_plan) if step_plan.resampled else scan.data
+    inputs = ScanModelInputs(probes, matrices, config.loader.input_transform,
                              config.loader.standardize_inputs, scan.path)
     gy, gx = ranges.window
     th, tw = ranges.target_px
@@ -236,7 +275,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
         raise OutsideTrainingError(f"the model's {th}x{tw} target is not a whole number of "
                                    f"pixels per probe of its {gy}x{gx} grid; cannot stitch")
     stride = stride or (max(1, gy // 2), max(1, gx // 2))
-    starts = plan_windows(scan.scan_shape, ranges.window, stride)
+    starts = plan_windows(step_plan.shape, ranges.window, stride)
     potential, counts = stitch(model, inputs, ranges, starts, torch_device, batch_size,
                                progress)
     units = ("standardized (each window zero mean, unit variance), not V·Å"
@@ -255,6 +294,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
                        "model_angular_sampling_mrad": [
                            p * r for p, r in zip(calibration["angular_sampling_mrad"], ratio,
                                                  strict=True)]},
+        "scan_step": step_plan.as_dict(),
         "normalization": {"input_transform": config.loader.input_transform,
                           "standardize_inputs": config.loader.standardize_inputs},
         "windows": {"window_probes": list(ranges.window), "stride_probes": list(stride),
@@ -264,7 +304,10 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
                     "blend": "separable 1e-3 + sin²(π(i+½)/n) per window axis"},
         "map": {"shape": list(potential.shape), "pixel_a": list(ranges.target_pixel_a),
                 "units": units,
-                "origin": "corner of the scanned area: probe (0, 0) sits at half a scan step"},
+                "origin": "corner of the scanned area: probe (0, 0) sits at half a scan step"
+                          + ("; the resampled scan's corner lies corner_offset_a (y, x) from "
+                             "the file's (scan_step)" if step_plan.resampled else ""),
+                "corner_offset_a": list(step_plan.corner_offset_a)},
         "model": state_info,
     }
     return PredictionResult(potential, ranges.target_pixel_a, mean.astype(np.float32),

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from stemdl.configs.dataset import LoaderConfig
+from stemdl.configs.dataset import LoaderConfig, NuisanceConfig
+from stemdl.configs.simulation import Range
 from stemdl.datasets.loader import make_dataloader
 from stemdl.datasets.records import read_fields
 from stemdl.datasets.store import open_stemdl_store
@@ -65,12 +66,24 @@ class SplitArrays:
 
 
 def load_split(store_url: str, loader: LoaderConfig, split: str,
-               dose_e_per_a2: float | None = None, seed: int = 0) -> SplitArrays:
+               dose_e_per_a2: float | None = None, seed: int = 0,
+               nuisances: bool = False) -> SplitArrays:
     """All samples of `split`, normalized as in training (no augmentation), in index order;
-    with `dose_e_per_a2`, with Poisson noise at that dose."""
+    with `dose_e_per_a2`, with Poisson noise at that dose. With `nuisances`, the measurement
+    nuisances of `loader.nuisances` too (`datasets/nuisances.py`: drawn per sample from
+    (seed, epoch 0, index), as the training loader draws them), at `dose_e_per_a2` instead of
+    the drawn dose where given; without, none (noise-free scoring stays noise-free)."""
     changes: dict[str, object] = {"augment": "none", "num_workers": 0, "decode_threads": 0}
-    if dose_e_per_a2 is not None:
-        changes.update(dose_e_per_a2=dose_e_per_a2, noise="always")
+    if nuisances and loader.nuisances.active:
+        update: dict[str, object] = {"apply": "always"}
+        if dose_e_per_a2 is not None:
+            update["dose_e_per_a2"] = Range(min=dose_e_per_a2, max=dose_e_per_a2)
+        changes.update(dose_e_per_a2=None,
+                       nuisances=loader.nuisances.model_copy(update=update))
+    else:
+        changes["nuisances"] = NuisanceConfig()
+        if dose_e_per_a2 is not None:
+            changes.update(dose_e_per_a2=dose_e_per_a2, noise="always")
     cfg = loader.model_copy(update=changes)
     batches = list(make_dataloader(store_url, cfg, split=split, batch_size=64, shuffle=False,
                                    drop_last=False, seed=seed))
