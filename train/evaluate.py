@@ -33,7 +33,8 @@ def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Modul
         config = config_from_dict(state["config"], source=f"{checkpoint} (stored config)")
     except ConfigError as error:
         raise CheckpointError(str(error)) from None
-    model = build_model(config.model, config.simulation.sample_shape).to(device)
+    model = build_model(config.model, config.simulation.sample_shape,
+                        physical=not config.loader.standardize_targets).to(device)
     weights = state.get("ema") or state["model"]
     try:
         model.load_state_dict(weights)
