@@ -72,7 +72,7 @@ class TrainConfig(StrictModel):
     )
     loss: Literal["mse", "l1"] = "mse"
     thickness_loss_weight: float = Field(
-        0.1, ge=0, le=100, description="Weight of the thickness term (the loss of the scaled "
+        0.3, ge=0, le=100, description="Weight of the thickness term (the loss of the scaled "
         "thickness, same kind as `loss`) beside the map's, with model.thickness_head.",
     )
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints.")
