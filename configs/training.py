@@ -71,8 +71,14 @@ class TrainConfig(StrictModel):
         "auto", description="'auto': bf16 on GPU, fp32 on CPU."
     )
     loss: Literal["mse", "l1"] = "mse"
+    shape_loss_weight: float = Field(
+        1.0, ge=0, le=100, description="Physical targets: weight of a second map term, the "
+        "loss of prediction and truth both moved by the truth's per-sample z-score (what "
+        "training on standardized targets minimized), beside the loss on the dataset scale; "
+        "it weighs a weakly scattering sample as much as a strong one.",
+    )
     thickness_loss_weight: float = Field(
-        0.3, ge=0, le=100, description="Weight of the thickness term (the loss of the scaled "
+        0.5, ge=0, le=100, description="Weight of the thickness term (the loss of the scaled "
         "thickness, same kind as `loss`) beside the map's, with model.thickness_head.",
     )
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints.")

@@ -52,6 +52,7 @@ from stemdl.train.optim import (
     apply_larc,
     build_optimizer,
 )
+from stemdl.train.physical_metrics import standardize_by_truth
 from stemdl.train.precision import resolve_precision
 from stemdl.train.run_log import RunLogger
 from stemdl.train.store_fit import check_store_fits
@@ -326,6 +327,9 @@ class Trainer:
                 prediction, thickness_a = model(cbed), None
         loss = loss_fn(model.to_network_units(prediction.float()),
                        model.to_network_units(target))
+        if model.physical and cfg.shape_loss_weight > 0:
+            loss = loss + cfg.shape_loss_weight * loss_fn(
+                *standardize_by_truth(prediction.float(), target))
         if thickness_a is not None:
             assert self.thickness_by_index is not None
             true_a = self.thickness_by_index[batch["index"].long().cpu()].to(self.device)

@@ -108,7 +108,7 @@ def test_predict_writes_v_a_and_thickness_with_units(trained, tmp_path: Path) ->
     rng = np.random.default_rng(3)
     np.save(tmp_path / "scan.npy", rng.random((6, 6, 24, 24)).astype(np.float32))
     code = pipeline.main(["predict", str(result.checkpoint), str(tmp_path / "scan.npy"),
-                          "--out", str(tmp_path / "out"), "--no-progress", "--format", "hspy",
+                          "--out", str(tmp_path / "out"), "--no-progress", "--save", "hspy",
                           *_scan_options(config)])
     assert code == 0
     record = json.loads((tmp_path / "out" / "prediction.json").read_text())
