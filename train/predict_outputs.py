@@ -52,10 +52,12 @@ def write_outputs(result: PredictionResult, out_dir: Path,
         if fmt not in MAP_FORMATS:
             raise UsageError(f"unknown map format {fmt!r}; choose from {', '.join(MAP_FORMATS)}")
         suffix = {"hspy": ".hspy", "tiff": ".tif"}[fmt]
+        ascii_only = fmt == "tiff"  # TIFF strings must be 7-bit ASCII
         signal = signal_dict(result.potential, map_axes(result), "stemdl projected potential",
-                             signal_type="", extra=_signal_extra(result))
+                             signal_type="", extra=_signal_extra(result, ascii_only))
         # HyperSpy shows the quantity and its units beside the data (its colour bar label)
-        signal["metadata"]["Signal"]["quantity"] = f"Projected potential ({result.units})"
+        signal["metadata"]["Signal"]["quantity"] = _text(
+            f"Projected potential ({result.units})", ascii_only)
         written.append(write_signal(out_dir / f"potential{suffix}", signal))
     written.append(_write_png(result, out_dir / "prediction.png"))
     record = {**result.record, "outputs": [p.name for p in written] + ["prediction.json"]}
@@ -65,12 +67,17 @@ def write_outputs(result: PredictionResult, out_dir: Path,
     return written
 
 
-def _signal_extra(result: PredictionResult) -> dict[str, Any]:
+def _text(value: str, ascii_only: bool) -> str:
+    """`value`, with V·Å and Å spelt in ASCII when the format needs it (TIFF)."""
+    return value.replace("·", " ").replace("Å", "Angstrom") if ascii_only else value
+
+
+def _signal_extra(result: PredictionResult, ascii_only: bool = False) -> dict[str, Any]:
     """Flat, HDF5-safe numbers for the .hspy `original_metadata.stemdl` (no None)."""
-    extra: dict[str, Any] = {"units": result.units}
+    extra: dict[str, Any] = {"units": _text(result.units, ascii_only)}
     if result.thickness_a is not None:
         thickness = result.record["thickness"]
-        extra.update({"thickness_units": "Å", "thickness_per": "window",
+        extra.update({"thickness_units": _text("Å", ascii_only), "thickness_per": "window",
                       "thickness_mean_a": thickness["mean_a"],
                       "thickness_std_a": thickness["std_a"],
                       "thickness_windows_a": np.asarray(result.thickness_a, dtype=np.float64)})
