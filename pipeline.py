@@ -37,7 +37,10 @@ configs:
   with the name of the field.
 
 stores:
-  STORE is a local path or an fsspec URL (file://, s3://, gs://, memory://, ...).
+  STORE is a local path or an fsspec URL (file://, s3://, gs://, memory://, ...). For s3://,
+  the endpoint and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
+  AWS_SECRET_ACCESS_KEY (or a profile), or from --storage-options '{"endpoint_url": ...,
+  "key": ..., "secret": ...}' of the command; the bucket must exist.
 
 examples:
   stemdl run                                    simulate, verify, train and score `small`
@@ -52,14 +55,18 @@ examples:
 
 _PREDICT_EPILOG = """data:
   DATA is a 4D-STEM scan (scan_y, scan_x, ky, kx): a file rosettasciio reads (.hspy, .mib,
-  .emd, .dm4, .blo, .mrc, ...), a .npy array, or a stemdl Zarr store (path or URL) with
-  --sample I. The file is read lazily, a band of scan rows at a time: a scan larger than
-  memory needs only about one window's rows of it in memory.
+  .emd, .dm4, .blo, .mrc, ...), a Dectris ARINA master (NAME_master.h5 with its data files), a
+  .npy array, or a stemdl Zarr store (path or URL) with --sample I. An .h5/.hdf5/.emd is read
+  by its content: EMD (py4DSTEM, Prismatic, Velox), ARINA master or HyperSpy. The file is read
+  lazily, a band of scan rows at a time: a scan larger than memory needs only about one
+  window's rows of it in memory. A damaged file is refused saying what is wrong.
 
 calibration (an option wins over the file's metadata; prediction.json says where each came from):
   beam energy, convergence semi-angle, angular pixel size and scan step are read from the file
-  where its format records them (HyperSpy axes and Acquisition_instrument.TEM metadata); a .mib
-  or .npy records none, so pass them. A missing one is an error naming its option.
+  where its format records them (HyperSpy axes and Acquisition_instrument.TEM metadata,
+  py4DSTEM's R_pixel_size/Q_pixel_size, an ARINA master's beam energy or wavelength and pixel
+  size / detector distance); a .mib or .npy records none, so pass them. A missing one is an
+  error naming its option.
 
 what happens:
   patterns are rebinned (area-weighted, about the direct beam; exact for whole ratios) to an
@@ -93,6 +100,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         scheduler_address=args.scheduler_address,
         scheduler_file=args.scheduler_file,
         n_workers=args.workers,
+        cpu_workers=args.cpu_workers,
         progress=not args.no_progress,
     )
     print(report.summary())
@@ -191,14 +199,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stemdl.run import DEFAULT_DOSES_E_PER_A2, DEFAULT_RANKS, run_all
+    from stemdl.run import DEFAULT_DOSES_E_PER_A2, run_all
 
     config = load_config(args.config)
     outcome = run_all(config, Path(args.out), n_workers=args.workers,
-                      ranks=args.ranks if args.ranks is not None else DEFAULT_RANKS,
+                      ranks=args.ranks,
                       doses=tuple(args.dose) if args.dose else DEFAULT_DOSES_E_PER_A2)
     print(outcome.headline())
     return 0
+
+
+def _add_storage_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--storage-options", default=None, metavar="JSON",
+                     help="fsspec options for a STORE URL, as a JSON object, e.g. for s3:// "
+                     '\'{"endpoint_url": "http://host:9000", "key": "...", "secret": "..."}\' '
+                     "(default: the AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
+                     "variables)")
 
 
 def _add_allow_partial(cmd: argparse.ArgumentParser) -> None:
@@ -238,17 +254,24 @@ def build_parser() -> argparse.ArgumentParser:
     cluster = cmd.add_mutually_exclusive_group()
     cluster.add_argument("--scheduler-address", metavar="ADDR", help="join a running Dask scheduler")
     cluster.add_argument("--scheduler-file", metavar="FILE", help="join via a scheduler file (dask-mpi, dask-jobqueue)")
-    cmd.add_argument("--workers", type=int, default=None, metavar="N", help="local cluster size (default: one per core)")
+    cmd.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="local cluster size (default: one per core; on a GPU machine that "
+                     "many GPU workers, each pinned to one GPU in turn)")
+    cmd.add_argument("--cpu-workers", type=int, default=None, metavar="N",
+                     help="on a GPU machine, also N CPU workers (default: none)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_storage_options(cmd)
 
     cmd = add("verify", _cmd_verify, "check schema, completion, checksums, NaN/inf and value ranges")
     cmd.add_argument("store_url", metavar="STORE")
     cmd.add_argument("--repair", action="store_true", help="re-simulate the shards found bad")
+    _add_storage_options(cmd)
 
     cmd = add("inspect", _cmd_inspect, "summarize a store; with --sample, draw one sample to PNG")
     cmd.add_argument("store_url", metavar="STORE")
     cmd.add_argument("--sample", type=int, default=None, metavar="I", help="sample index to draw")
     cmd.add_argument("--png", default=None, metavar="PATH", help="where to write the picture")
+    _add_storage_options(cmd)
 
     cmd = add("stage", _cmd_stage, "copy one node's shards to node-local disk as a verified store")
     cmd.add_argument("store_url", metavar="STORE")
@@ -256,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--node", type=int, required=True, metavar="K", help="this node, 0-based")
     cmd.add_argument("--nodes", type=int, required=True, metavar="N", help="number of nodes")
     _add_allow_partial(cmd)
+    _add_storage_options(cmd)
 
     cmd = add(
         "train",
@@ -269,12 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--out", default="runs/latest", metavar="DIR", help="checkpoints, logs, TensorBoard")
     cmd.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     _add_allow_partial(cmd)
+    _add_storage_options(cmd)
 
     cmd = add("evaluate", _cmd_evaluate, "metrics of a checkpoint on a split (MSE, PSNR, SSIM, ...)")
     cmd.add_argument("checkpoint", metavar="CHECKPOINT")
     cmd.add_argument("--data", required=True, dest="store_url", metavar="STORE")
     cmd.add_argument("--split", default="test", choices=["train", "validation", "test"])
     _add_allow_partial(cmd)
+    _add_storage_options(cmd)
 
     cmd = sub.add_parser(
         "predict", help="apply a trained model to a 4D-STEM scan (microscope file, .npy, store)",
@@ -310,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the map as potential.hspy / potential.tif; repeatable")
     cmd.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_storage_options(cmd)
 
     cmd = add("export", _cmd_export,
               "write a stored sample as a calibrated 4D-STEM file (scan axes in Å, k in mrad) "
@@ -319,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--format", required=True, choices=["hspy", "npy", "emd"])
     cmd.add_argument("--out", required=True, metavar="PATH",
                      help="file to write (the format's extension is added if missing)")
+    _add_storage_options(cmd)
 
     cmd = add(
         "run",
@@ -330,8 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--out", default="stemdl-run", metavar="DIR", help="default: ./stemdl-run")
     cmd.add_argument("--workers", type=int, default=None, metavar="N", help="Dask workers")
     cmd.add_argument("--ranks", type=int, default=None, metavar="N",
-                     help="train each arrangement on N local torch.distributed (gloo) processes "
-                     "through the grouped allreduce; 1 trains in this process (default: 2)")
+                     help="train each arrangement on N local torch.distributed processes "
+                     "through the grouped allreduce (gloo; NCCL on GPUs, one each); 1 trains in this process "
+                     "(default: one per visible GPU, else 2)")
     cmd.add_argument("--dose", type=float, action="append", metavar="E_PER_A2",
                      help="score at this electron dose (e/Å², Poisson noise on the test "
                      "patterns) besides noise-free; repeatable; replaces the default 1e5 and 1e4")
@@ -350,9 +379,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Dask narrates every worker start and stop at INFO; the progress bar says what matters.
         # distributed configures its loggers when imported, from this config key.
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-        for noisy in ("distributed", "tornado", "fsspec", "numcodecs", "matplotlib"):
+        for noisy in ("distributed", "tornado", "fsspec", "numcodecs", "matplotlib",
+                      "botocore", "aiobotocore", "s3fs"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if getattr(args, "storage_options", None) is not None:
+            from stemdl.datasets.storage import parse_storage_options, set_storage_options
+
+            set_storage_options(parse_storage_options(args.storage_options))
         return args.func(args)
     except StemdlError as error:
         if args.verbose:

@@ -1,7 +1,8 @@
 """The pictures and the markdown report of `stemdl run` (`stemdl.run`).
 
-`report.md` leads with the test metrics of both arrangements and both baselines (noise-free and
-at each dose), says by how much the best model beats each baseline, then shows, per held-out
+`report.md` leads with the test metrics of both arrangements and every baseline (noise-free and
+at each dose), says by how much the best model beats each baseline and how it was chosen (on
+the validation split, whose figures follow), then shows, per held-out
 material, its metrics and one sample's truth, predictions and error (`materials.png`), the
 training curves (`curves.png`), and where the time went.
 """
@@ -60,7 +61,8 @@ def plot_materials(test: SplitArrays, predictions: dict[str, torch.Tensor],
 
     materials = sorted(set(test.material_id.tolist()))
     rows = [int(np.flatnonzero(test.material_id == m)[0]) for m in materials]
-    names = [*arrangements, "nearest_neighbour"]
+    names = [*arrangements, *(n for n in ("aligned_nearest_neighbour", "icom")
+                              if n in predictions)]
     columns = 3 + len(names)
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.1 * columns, 2.1 * len(rows)),
                              squeeze=False)
@@ -93,6 +95,7 @@ def plot_materials(test: SplitArrays, predictions: dict[str, torch.Tensor],
 
 
 def _metric_table(metrics: dict[str, Any], key: str) -> list[str]:
+    """One row per model and baseline of `metrics` (the test figures, or `validation`)."""
     rows = {**{f"model `{n}`": v for n, v in metrics["models"].items()},
             **{f"baseline `{n}`": v for n, v in metrics["baselines"].items()}}
     lines = ["| | " + " | ".join(METRIC_NAMES) + " |", "|---|" + "---|" * len(METRIC_NAMES)]
@@ -118,13 +121,30 @@ def _margins(metrics: dict[str, Any]) -> list[str]:
 def _per_material(metrics: dict[str, Any]) -> list[str]:
     best = metrics["best_arrangement"]
     per = metrics["per_material"]
+    baselines = [n for n in metrics["baselines"] if n in per]
     lines = [f"| material | samples | `{best}` r | `{best}` rel. L2 | `{best}` SSIM | "
-             "nearest-neighbour r | mean-target r |", "|---|---|---|---|---|---|---|"]
+             + " | ".join(f"{n} r" for n in baselines) + " |",
+             "|---|---|---|---|---|" + "---|" * len(baselines)]
     for material, values in per[best].items():
         lines.append(f"| `{material}` | {values['samples']} | {values['pearson_r']:.3f} | "
                      f"{values['rel_l2']:.3f} | {values['ssim']:.3f} | "
-                     f"{per['nearest_neighbour'][material]['pearson_r']:.3f} | "
-                     f"{per['mean_target'][material]['pearson_r']:.3f} |")
+                     + " | ".join(f"{per[n][material]['pearson_r']:.3f}" for n in baselines)
+                     + " |")
+    return lines
+
+
+def _selection(metrics: dict[str, Any]) -> list[str]:
+    """How the checkpoints and the best arrangement were chosen, and the validation figures."""
+    if "validation" not in metrics:
+        return []
+    val = metrics["validation"]
+    chosen = metrics["selection"]["checkpoints"]
+    lines = ["## Selection, on the validation split", "",
+             f"{metrics['selection']['rule']}. Validation: {val['samples']} samples of "
+             f"{len(val['materials'])} materials that neither training nor the test split "
+             "holds. Checkpoints: "
+             + ", ".join(f"`{n}` {c['file']} (step {c['step']})" for n, c in chosen.items())
+             + ".", "", *_metric_table(val, NOISE_FREE), ""]
     return lines
 
 
@@ -198,6 +218,7 @@ def render_report(config: StemdlConfig, metrics: dict[str, Any], generation: Gen
         "",
         *_margins(metrics),
         "",
+        *_selection(metrics),
         *_physical(metrics),
     ]
     for key in metrics["doses"]:

@@ -6,9 +6,15 @@ depends only on datasets/ and configs/.
 
 Everything on one machine: the store is generated on a local Dask cluster, each arrangement
 (`channels`, the paper's; `scan_pixels`, see `train.arrangements`) is trained on `ranks` local
-torch.distributed processes (gloo, through the grouped allreduce) or in this process
-(`ranks=1`), and both are scored on the held-out test materials, noise-free and at finite
-electron doses, beside the two baselines of `train.scoring`. The run folder receives
+torch.distributed processes (gloo, or NCCL with one GPU each; through the grouped allreduce)
+or in this process (`ranks=1`), and both are scored on the held-out test materials, noise-free
+and at finite electron doses, beside the baselines of `train.scoring` and `train.baselines`.
+
+Selection is honest: each arrangement's checkpoint is the one with the best validation
+Pearson r (`best.pt`, `train.loop`), the best arrangement is the one with the higher
+validation r (`score_validation`, on the validation materials, which neither training nor
+the test split holds), and only then is the test split read and scored. metrics.json keeps the
+validation figures of every model and baseline beside the test ones. The run folder receives
 
 * `store.zarr`, `train-<arrangement>/` (checkpoint, metrics.jsonl, TensorBoard),
 * `metrics.json`: every test metric of every model and baseline, per dose and per material,
@@ -41,7 +47,15 @@ from stemdl.datasets.generate import generate
 from stemdl.datasets.physical_scale import thickness_by_index
 from stemdl.datasets.verify import verify_store
 from stemdl.report import plot_curves, plot_materials, render_report
+from stemdl.train.baselines import strong_baselines
+from stemdl.train.checkpoint import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, SELECTION_METRIC
 from stemdl.train.evaluate import load_trained_model
+from stemdl.train.local_devices import (
+    CPU_DEFAULT_RANKS,
+    default_ranks,
+    rank_backend,
+    scoring_device,
+)
 from stemdl.train.local_ranks import run_local_ranks
 from stemdl.train.loop import TrainResult, train_main
 from stemdl.train.physical_scoring import DEFINITIONS as PHYSICAL_DEFINITIONS
@@ -66,8 +80,9 @@ ARRANGEMENTS = ("channels", "scan_pixels")
 # Test doses (electrons per Å² over the scanned region): 10⁵ is a routine 4D-STEM dose for
 # crystals that tolerate the beam, 10⁴ a low-dose acquisition.
 DEFAULT_DOSES_E_PER_A2 = (1e5, 1e4)
-# Local training processes of `stemdl run` (benchmarks/default_run.py measured 1 and 2).
-DEFAULT_RANKS = 2
+# Local training processes of `stemdl run` when not given: one per visible GPU, else 2 CPU
+# ranks (train/local_devices.py).
+DEFAULT_RANKS = CPU_DEFAULT_RANKS
 LOG_NAME = "run.log"
 
 
@@ -84,8 +99,10 @@ class RunOutcome:
         m = self.metrics
         best = m["best_arrangement"]
         free = m["models"][best][NOISE_FREE]
-        lines = [f"best arrangement: {best} on {m['test_samples']} test samples of "
-                 f"{len(m['test_materials'])} held-out materials",
+        lines = [f"best arrangement (chosen on validation r "
+                 f"{m['validation']['models'][best][NOISE_FREE]['pearson_r']:.3f}): {best}; test "
+                 f"on {m['test_samples']} samples of {len(m['test_materials'])} held-out "
+                 "materials",
                  f"  Pearson r {free['pearson_r']:.3f}, relative L2 {free['rel_l2']:.3f}, "
                  f"SSIM {free['ssim']:.3f}, PSNR {free['psnr_db']:.1f} dB (noise-free)"]
         for name in m["models"]:
@@ -172,14 +189,16 @@ def _train_rank(rank: int, world_size: int, config_dict: dict[str, Any], store_u
 
 def train_arrangement(config: StemdlConfig, store_url: str, run_dir: Path, ranks: int,
                       log_path: Path) -> TrainResult:
-    """Train one arrangement on `ranks` local processes (or in this one for 1), resuming."""
+    """Train one arrangement on `ranks` local processes (or in this one for 1), resuming;
+    NCCL between GPU ranks, one GPU each (train/local_devices.py)."""
+    backend = rank_backend(ranks)
     if ranks == 1:
         return train_main(config, store_url, run_dir, resume=True, progress=True)
     threads = max(1, (os.cpu_count() or 1) // ranks)
     results = run_local_ranks(_train_rank, ranks,
                               args=(config.to_dict(), store_url, str(run_dir), str(log_path),
                                     threads),
-                              timeout_s=4 * 3600)
+                              backend=backend, timeout_s=4 * 3600)
     return results[0]
 
 
@@ -195,14 +214,14 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
               doses: tuple[float, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of every model and baseline on the test split, noise-free and at each dose;
     and what the pictures need (noise-free test arrays and predictions)."""
-    device = torch.device("cpu")
+    device = scoring_device()
     models = {name: load_trained_model(path, device)[0] for name, path in checkpoints.items()}
     train_split = load_split(store_url, config.loader, "train", seed=config.train.seed)
     # Physical targets (V·Å): scores in V·Å and Å beside the shape metrics (issue 20).
     physical = not config.loader.standardize_targets
     thickness_a = thickness_by_index(store_url) if physical else None
     metrics: dict[str, Any] = {"models": {n: {} for n in models},
-                               "baselines": {"mean_target": {}, "nearest_neighbour": {}},
+                               "baselines": {name: {} for name in BASELINES},
                                "per_material": {}}
     pictures: dict[str, Any] = {}
     for dose in (None, *doses):
@@ -211,7 +230,11 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
                           seed=config.train.seed)
         predictions = {name: predict(model, test.cbed) for name, model in models.items()}
         predictions["mean_target"] = mean_target_prediction(train_split, len(test))
-        predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, test.cbed)
+        predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, test.cbed,
+                                                                           device=device)
+        predictions.update(strong_baselines(store_url, config.loader, "test", train_split, test,
+                                            config.simulation.sample_shape, dose,
+                                            config.train.seed))
         thickness = thickness_predictions(models, test.cbed) if physical else {}
         true_a = torch.from_numpy(thickness_a[test.index]) if thickness_a is not None else None
         for name, prediction in predictions.items():
@@ -236,12 +259,47 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
     return metrics, pictures
 
 
+BASELINES = ("mean_target", "nearest_neighbour", "aligned_nearest_neighbour", "icom")
+
+
+def selected_checkpoint(run_dir: Path) -> Path:
+    """best.pt (the best validation r of the run) when training wrote one, else the last."""
+    best = run_dir / BEST_CHECKPOINT_NAME
+    return best if best.is_file() else run_dir / CHECKPOINT_NAME
+
+
+def score_validation(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
+                     ) -> dict[str, Any]:
+    """Noise-free metrics of every model and baseline on the validation split: what the best
+    arrangement is chosen by (the test split is not read here)."""
+    device = scoring_device()
+    train_split = load_split(store_url, config.loader, "train", seed=config.train.seed)
+    val = load_split(store_url, config.loader, "validation", seed=config.train.seed)
+    predictions = {name: predict(load_trained_model(path, device)[0], val.cbed)
+                   for name, path in checkpoints.items()}
+    models = list(predictions)
+    predictions["mean_target"] = mean_target_prediction(train_split, len(val))
+    predictions["nearest_neighbour"], _ = nearest_neighbour_prediction(train_split, val.cbed,
+                                                                       device=device)
+    predictions.update(strong_baselines(store_url, config.loader, "validation", train_split, val,
+                                        config.simulation.sample_shape, None, config.train.seed))
+    out: dict[str, Any] = {"models": {}, "baselines": {}, "samples": len(val),
+                           "materials": sorted(set(val.material_id.tolist()))}
+    for name, prediction in predictions.items():
+        group = "models" if name in models else "baselines"
+        out[group][name] = {NOISE_FREE: _score(prediction, val)["summary"]}
+    return out
+
+
 def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None,
-            ranks: int = 1, doses: tuple[float, ...] = DEFAULT_DOSES_E_PER_A2,
+            ranks: int | None = 1, doses: tuple[float, ...] = DEFAULT_DOSES_E_PER_A2,
             arrangements: tuple[str, ...] = ARRANGEMENTS) -> RunOutcome:
-    """Simulate → verify → train each arrangement → score → report (module docstring)."""
+    """Simulate → verify → train each arrangement → score → report (module docstring).
+    `ranks=None`: one per visible GPU, else 2 (`train.local_devices.default_ranks`)."""
+    ranks = default_ranks() if ranks is None else ranks
     if ranks < 1:
         raise UsageError(f"ranks must be >= 1, got {ranks}")
+    rank_backend(ranks)  # more ranks than GPUs is refused before the simulation, not after
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store_url = str(out_dir / "store.zarr")
@@ -268,12 +326,15 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
                 results[arrangement] = train_arrangement(
                     with_arrangement(config, arrangement), store_url, run_dir, ranks, log_path)
             runs[arrangement] = run_dir
+        checkpoints = {n: selected_checkpoint(d) for n, d in runs.items()}
+        print("selecting on the validation materials", file=sys.stderr)
+        with clock.stage("validate"):
+            validation = score_validation(config, store_url, checkpoints)
+        best = max(arrangements,
+                   key=lambda n: validation["models"][n][NOISE_FREE][SELECTION_METRIC])
         print("scoring on the held-out test materials", file=sys.stderr)
         with clock.stage("score"):
-            metrics, pictures = score_run(config, store_url,
-                                          {n: d / "checkpoint.pt" for n, d in runs.items()},
-                                          doses)
-        best = max(arrangements, key=lambda n: metrics["models"][n][NOISE_FREE]["pearson_r"])
+            metrics, pictures = score_run(config, store_url, checkpoints, doses)
         with clock.stage("report"):
             curves = plot_curves(runs, out_dir / "curves.png")
             materials_png = plot_materials(pictures["test"], pictures["predictions"],
@@ -283,6 +344,15 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
     metrics.update({
         "config": config.name,
         "best_arrangement": best,
+        "validation": validation,
+        "selection": {
+            "split": "validation", "metric": SELECTION_METRIC,
+            "rule": "each arrangement's checkpoint: the validation pass with the highest "
+                    "Pearson r during training (best.pt); the best arrangement: the higher "
+                    "noise-free validation Pearson r of those checkpoints; the test split is "
+                    "scored after both choices",
+            "checkpoints": {name: {"file": path.name, "step": _step_of(results[name])}
+                            for name, path in checkpoints.items()}},
         "doses": [dose_key(d) for d in doses],
         "dose_definition": "electrons per Å² spread uniformly over the scanned region; "
                            "Poisson noise on every test pattern (datasets/transforms.py)",
@@ -307,6 +377,12 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
     report.write_text(render_report(config, metrics, generation, verification, results,
                                     curves, materials_png))
     return RunOutcome(report, metrics_json, metrics, wall)
+
+
+def _step_of(result: TrainResult) -> int | None:
+    """The step of a run's best.pt (a float once read back from a checkpoint)."""
+    step = result.best_validation.get("step")
+    return None if step is None else int(step)
 
 
 def _jsonable(value: Any) -> Any:

@@ -90,3 +90,7 @@ class TrainConfig(StrictModel):
     group_bytes: int = Field(8 * 2**20, ge=1024, description="Bytes per allreduce group.")
     num_groups: int | None = Field(None, ge=1, description="Instead of group_bytes: N groups.")
     compression: Literal["none", "fp16", "bf16"] = "none"
+    channels_last: bool | None = Field(
+        None, description="NHWC weights and batches; None: on CUDA only (train/fast_paths.py).")
+    compile: bool = Field(
+        False, description="Train through torch.compile (fused kernels; compiles at the start).")

@@ -22,3 +22,11 @@ def wavelength_a(energy_ev: float) -> float:
     """Relativistic electron wavelength in Å for a kinetic energy in eV."""
     momentum = math.sqrt(2 * _M0 * _E * energy_ev * (1 + _E * energy_ev / (2 * _M0 * _C**2)))
     return _H / momentum * 1e10
+
+
+def energy_ev_for_wavelength_a(wavelength_a_: float) -> float:
+    """The kinetic energy in eV of an electron of relativistic wavelength `wavelength_a_` Å
+    (the inverse of `wavelength_a`; detectors such as Dectris's record the wavelength)."""
+    rest = _M0 * _C**2
+    momentum_energy = _H * _C / (wavelength_a_ * 1e-10)  # p·c, J
+    return (math.sqrt(rest**2 + momentum_energy**2) - rest) / _E

@@ -9,7 +9,8 @@ Imports configs/ and simulate/ only. Installed as `stemdl.datasets` (never as a 
 Public API (imported lazily, so `import stemdl.datasets` stays cheap):
 
 * `stemdl.datasets.generate.generate(config, store_url, *, scheduler_address=None,
-  scheduler_file=None, n_workers=None, progress=True, retries=2, simulator=None)
+  scheduler_file=None, n_workers=None, cpu_workers=None, progress=True, retries=2,
+  simulator=None)
   -> GenerationReport` (import it from its module: the package attribute `generate` is that
   module) and the task `simulate_shard(config, store_url, shard_index) -> ShardResult`;
 * `verify_store(store_url, repair=False) -> VerifyReport`;
@@ -34,12 +35,13 @@ Modules, one concept each: `schema` (what arrays and attributes a store has), `s
 (URLs, Zarr stores, codecs, sharding, shard file names), `store` (the handle of an opened
 store), `checksum`, `records` (SampleRecord ↔ columns ↔ the packed metadata arrays, and the
 field accessor), `plan` (creating/checking a store against its config, the split table),
-`shard` (the generation task), `generate` (Dask), `verify`, `inspect`, `stage`, `partition`
+`shard` (the generation task), `generate` (Dask), `worker_plan` (its local workers, GPUs), `verify`, `inspect`, `stage`, `partition`
 (which node, rank and worker reads which shard), `shard_files` (decoding whole shard files),
 `transforms` (normalization, noise), `loader` (streaming), `batch_ring` (the shared-memory
 batch hand-off), `estimate`, `microscope_files` (reading scans and their calibration,
 writing signals), `pattern_resampling`, `scan_inputs` (a scan read and resampled a band of
-rows at a time), `export`.
+rows at a time), `scan_checks` (a scan against itself: not empty, finite, a bright-field
+disk of the calibrated size), `export`.
 """
 
 from __future__ import annotations

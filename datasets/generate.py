@@ -21,7 +21,8 @@ Refused up front: a `memory://` store (the workers are other processes and canno
 and a store another client is generating into (`datasets/store_lock.py`).
 
 Cluster: by default a `distributed.LocalCluster` with one single-threaded worker process per
-core; `scheduler_address` or `scheduler_file` joins an existing cluster instead (dask-jobqueue,
+core; on a GPU machine one worker per GPU, pinned to it, plus CPU workers only when asked
+(`cpu_workers`; `datasets/worker_plan.py`); `scheduler_address` or `scheduler_file` joins an existing cluster instead (dask-jobqueue,
 dask-mpi, dask-cuda …), whose workers must be able to import stemdl and reach the store URL.
 The cluster starts, and its workers import abTEM, while the client builds the catalogue and
 plans the store; the client's catalogue then travels to the workers with the tasks (no worker
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, as_completed, wait
+from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster, as_completed, wait
 from tqdm.auto import tqdm
 
 from stemdl.configs import SimulationConfig, StemdlConfig, UsageError
@@ -55,9 +55,17 @@ from stemdl.datasets.shard import (
     simulate_shard_task,
     warm_worker,
 )
-from stemdl.datasets.storage import StoreError, normalize_store_url
+from stemdl.datasets.storage import (
+    StoreError,
+    check_remote,
+    is_local,
+    normalize_store_url,
+    user_storage_options,
+)
 from stemdl.datasets.store import as_config, open_stemdl_store
 from stemdl.datasets.store_lock import store_lock
+from stemdl.datasets.worker_plan import WorkerSpec, worker_plan
+from stemdl.simulate.device import cuda_device_count
 
 
 @dataclass
@@ -141,10 +149,11 @@ LOCAL_WORKER_CONFIG = {
 
 
 def _check_cluster_args(scheduler_address: str | None, scheduler_file: str | None,
-                        n_workers: int | None) -> None:
+                        n_workers: int | None, cpu_workers: int | None = None) -> None:
     if scheduler_address and scheduler_file:
         raise UsageError("give scheduler_address or scheduler_file, not both")
-    if (scheduler_address or scheduler_file) and n_workers is not None:
+    if (scheduler_address or scheduler_file) and (n_workers is not None
+                                                  or cpu_workers is not None):
         raise UsageError("n_workers sizes the local cluster; it cannot be used with an existing "
                          "cluster (scheduler_address / scheduler_file)")
     if n_workers is not None and n_workers < 1:
@@ -153,9 +162,12 @@ def _check_cluster_args(scheduler_address: str | None, scheduler_file: str | Non
 
 @contextlib.contextmanager
 def dask_client(scheduler_address: str | None = None, scheduler_file: str | None = None,
-                n_workers: int | None = None) -> Iterator[Client]:
-    """A client to an existing cluster, or to a LocalCluster sized to this machine (closed after)."""
-    _check_cluster_args(scheduler_address, scheduler_file, n_workers)
+                n_workers: int | None = None, cpu_workers: int | None = None,
+                device: str = "auto") -> Iterator[Client]:
+    """A client to an existing cluster, or to a local cluster sized to this machine (closed
+    after): one worker per core, or one per GPU (`datasets.worker_plan`; `device` is
+    `simulation.device`)."""
+    _check_cluster_args(scheduler_address, scheduler_file, n_workers, cpu_workers)
     if scheduler_address or scheduler_file:
         client = Client(scheduler_address, scheduler_file=scheduler_file)
         try:
@@ -163,23 +175,50 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
         finally:
             client.close()
         return
-    workers = n_workers or os.cpu_count() or 1
-    with dask.config.set(LOCAL_WORKER_CONFIG), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                         dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+    plan = worker_plan(cuda_device_count(), device, n_workers, cpu_workers)
+    with dask.config.set(LOCAL_WORKER_CONFIG), local_cluster(plan) as cluster:
         # Not `with Client(...)`: that sets a context variable which must be reset in the
         # thread that set it, and generation starts the cluster in a thread of its own.
         client = Client(cluster)
         try:
             yield client
         finally:
-            client.close()
+            client.close()  # first: its results released, no worker leaves "lost" tasks behind
+            close_workers_first(cluster)
+
+
+def local_cluster(plan: list[WorkerSpec]) -> SpecCluster:
+    """A LocalCluster of single-threaded worker processes; with GPU workers in the plan, a
+    SpecCluster of the same workers, each started with its own environment (its GPU)."""
+    if not any(spec.gpu for spec in plan):
+        return LocalCluster(n_workers=len(plan), threads_per_worker=1, processes=True,
+                            dashboard_address=":0", silence_logs=logging.ERROR)
+    workers = {spec.name: {"cls": Nanny, "options": {"nthreads": 1, "env": spec.env,
+                                                      "silence_logs": logging.ERROR}}
+               for spec in plan}
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR,
+                       name="stemdl-gpu")
+
+
+def close_workers_first(cluster: SpecCluster, timeout_s: float = 30.0) -> None:
+    """Close every worker of `cluster`, and wait until the scheduler has seen them go, before
+    the scheduler closes. Why: a worker still alive when the scheduler closes sends its next
+    heartbeat to a closed port and logs "Failed to communicate with scheduler during
+    heartbeat" as an ERROR with a traceback (seen on a GPU machine, where workers take longer
+    to close). After `timeout_s` the cluster's own close goes on (and kills what is left)."""
+    cluster.scale(0)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not cluster.workers and not cluster.scheduler_info.get("workers"):
+            return
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
 def _client_started_in_background(scheduler_address: str | None, scheduler_file: str | None,
-                                  n_workers: int | None, simulator: Simulator | None,
-                                  simulation: SimulationConfig
+                                  n_workers: int | None, cpu_workers: int | None,
+                                  simulator: Simulator | None, simulation: SimulationConfig
                                   ) -> Iterator[Callable[[], Client]]:
     """Start (or join) the cluster and warm the simulator in its workers (abTEM imported, the
     config's kernels compiled: `shard.warm_worker`), in a thread, while the caller builds the
@@ -191,7 +230,8 @@ def _client_started_in_background(scheduler_address: str | None, scheduler_file:
 
         def start() -> Client:
             client = opened.enter_context(dask_client(scheduler_address, scheduler_file,
-                                                      n_workers))
+                                                      n_workers, cpu_workers,
+                                                      simulation.device))
             client.run(warm_worker, simulator, simulation.model_dump_json())
             return client
 
@@ -228,10 +268,14 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
     # shard still to do). Workers fetch it from one another when their first task needs it.
     shared_catalogue = client.submit(_catalogue_on_worker, catalogue, pure=False,
                                      key=f"catalogue-{time.time_ns()}")
+    # `--storage-options` given to this client (endpoint, credentials) go to every task: a
+    # worker is another process, maybe on another machine, and has only its environment.
+    options = user_storage_options() or None
     futures = {}
     for k in todo:
         future = client.submit(simulate_shard_task, config_dict, url, k, simulator=simulator,
-                               catalogue=shared_catalogue, retries=retries, pure=False,
+                               catalogue=shared_catalogue, storage_options=options,
+                               retries=retries, pure=False,
                                key=f"simulate_shard-{k}-{time.time_ns()}")
         futures[future] = (k, False)
     began = time.perf_counter()
@@ -248,7 +292,8 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
                 if not last_chance:
                     retry = client.submit(simulate_shard_task, config_dict, url, shard,
                                           record_failures=True, simulator=simulator,
-                                          catalogue=shared_catalogue, pure=False,
+                                          catalogue=shared_catalogue,
+                                          storage_options=options, pure=False,
                                           key=f"simulate_shard-final-{shard}-{time.time_ns()}")
                     futures[retry] = (shard, True)
                     pending.add(retry)
@@ -311,7 +356,7 @@ def _record(report: GenerationReport, shard: int, result: ShardResult) -> int:
 
 def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler_address: str | None = None,
              scheduler_file: str | None = None, n_workers: int | None = None,
-             progress: bool = True, retries: int = 2,
+             cpu_workers: int | None = None, progress: bool = True, retries: int = 2,
              simulator: Simulator | None = None) -> GenerationReport:
     """Create or finish the store at `store_url` for `config`; see the module docstring."""
     began = time.perf_counter()
@@ -327,13 +372,15 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
             f"{url!r}: a memory:// store lives in this process's memory, and Dask workers are "
             "other processes that cannot reach it; generate into a local path or a shared "
             "URL (file://, s3://, ...)")
-    _check_cluster_args(scheduler_address, scheduler_file, n_workers)
+    _check_cluster_args(scheduler_address, scheduler_file, n_workers, cpu_workers)
+    if not is_local(url):
+        check_remote(url)  # a wrong endpoint, no credentials, no bucket: said before any work
     with store_lock(url), contextlib.ExitStack() as cluster:  # one generating client per store
         # (datasets/store_lock.py). A store left complete needs no cluster; otherwise the
         # cluster starts while the catalogue is built and the store planned.
         wait_for_client = None if _store_is_complete(url) else cluster.enter_context(
             _client_started_in_background(scheduler_address, scheduler_file, n_workers,
-                                          simulator, config.simulation))
+                                          cpu_workers, simulator, config.simulation))
         # Built only once the store's config is known to match (a refusal should not wait
         # seconds for it); cached per process, so the tasks below get this very object.
         store = plan_store(config, url, lambda: catalogue_for(config, simulator))
@@ -346,7 +393,7 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
         if todo:
             wait_for_client = wait_for_client or cluster.enter_context(
                 _client_started_in_background(scheduler_address, scheduler_file, n_workers,
-                                              simulator, config.simulation))
+                                              cpu_workers, simulator, config.simulation))
             client = wait_for_client()
             if progress:
                 print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)

@@ -1,8 +1,11 @@
 """4D-STEM scans from microscope files: read them, know their calibration, write signals.
 
 In: a file written by acquisition or analysis software (.hspy, .mib, .emd, .dm4, .blo, ... read
-through HyperSpy's rosettasciio, never parsed by hand), a `.npy` array, or one sample of a stemdl
-Zarr store. Out: a `Scan4D`, the patterns as (scan_y, scan_x, ky, kx) and the calibrations the
+through HyperSpy's rosettasciio; a Dectris ARINA master through h5py, lazily), a `.npy` array,
+or one sample of a stemdl Zarr store. An .h5/.hdf5/.emd goes to the reader its content calls
+for (EMD, ARINA, HyperSpy: `datasets.hdf5_scans`); a .mib, .blo or .npy is first checked
+against its own header (`datasets.file_checks`), so a damaged file is refused in its own
+terms. Out: a `Scan4D`, the patterns as (scan_y, scan_x, ky, kx) and the calibrations the
 file holds; and the other way, `signal_dict` / `write_signal` (rosettasciio's writers, used
 by `export` and for the predicted map). Putting patterns on a model's angular grid is
 `datasets.pattern_resampling`.
@@ -10,7 +13,8 @@ by `export` and for the predicted map). Putting patterns on a model's angular gr
 Calibrations (`CALIBRATION_FIELDS`): beam energy (eV), convergence semi-angle (mrad), angular
 pixel size (mrad/px, or Å⁻¹/px, converted with the electron wavelength), scan step (Å). A file
 gives what its format records (hspy/emd/dm axes scales and units, HyperSpy's
-`Acquisition_instrument.TEM` metadata; a .mib or .npy gives none), the command line overrides
+`Acquisition_instrument.TEM` metadata, py4DSTEM's Calibration, an ARINA master's NeXus
+instrument fields; a .mib or .npy gives none), the command line overrides
 it, and `resolve_calibration` says where each value came from. A value that is missing is an
 error naming the option that supplies it, never a default.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,8 @@ import numpy as np
 
 from stemdl.configs import StemdlError
 from stemdl.configs.units import wavelength_a
+from stemdl.datasets.file_checks import check_blockfile, check_mib, check_npy
+from stemdl.datasets.hdf5_scans import hdf5_kind, py4dstem_calibration, read_arina
 
 CALIBRATION_FIELDS = ("energy_ev", "semiangle_mrad", "angular_sampling_mrad", "scan_step_a")
 # The command-line option that supplies each calibration (for error messages).
@@ -37,12 +44,15 @@ CALIBRATION_OPTIONS = {
     "scan_step_a": "--scan-step-a",
 }
 
-# rosettasciio plugin per extension where several plugins claim one (h5, mrc, xml, ...).
+# rosettasciio plugin per extension where several plugins claim one (mrc, xml, ...); an
+# .h5/.hdf5/.emd is routed by its content (`datasets.hdf5_scans.hdf5_kind`), the writers
+# use this table.
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".emd")
 _PREFERRED_PLUGIN = {
     ".hspy": "rsciio.hspy", ".hdf5": "rsciio.hspy",
     ".mib": "rsciio.quantumdetector", ".emd": "rsciio.emd", ".dm3": "rsciio.digitalmicrograph",
     ".dm4": "rsciio.digitalmicrograph", ".blo": "rsciio.blockfile", ".mrc": "rsciio.mrc",
-    ".h5": "rsciio.arina", ".xml": "rsciio.empad", ".tvips": "rsciio.tvips",
+    ".h5": "rsciio.hspy", ".xml": "rsciio.empad", ".tvips": "rsciio.tvips",
     ".ser": "rsciio.tia", ".emi": "rsciio.tia", ".tif": "rsciio.tiff", ".tiff": "rsciio.tiff",
 }
 
@@ -103,10 +113,27 @@ def read_scan(path: str | Path, *, scan_shape: tuple[int, int] | None = None,
     if sample is not None:
         raise MicroscopeFileError(f"--sample is for a stemdl Zarr store; {path} is a file")
     if suffix == ".npy":
+        check_npy(path)
         data = np.load(path, mmap_mode="r")  # read as sliced, never whole
         return Scan4D(_as_4d(data, scan_shape, path), str(path), "npy",
                       notes=["a .npy holds no calibration: all of it comes from the options"])
+    if suffix in _HDF5_SUFFIXES:  # by content: the extension is shared by many layouts
+        kind = hdf5_kind(path)
+        if kind == "arina":
+            return _read_arina(path, scan_shape)
+        return _read_with_rosettasciio(path, suffix, scan_shape, f"rsciio.{kind}")
+    if suffix == ".mib":
+        check_mib(path, scan_shape)
+    elif suffix == ".blo":
+        check_blockfile(path)
     return _read_with_rosettasciio(path, suffix, scan_shape)
+
+
+def _read_arina(path: Path, scan_shape: tuple[int, int] | None) -> Scan4D:
+    frames, calibration, sources, notes = read_arina(path, scan_shape)
+    return Scan4D(frames, str(path), "arina", calibration, sources,
+                  notes=[*notes, "the ARINA master records no scan step or convergence "
+                         "semi-angle: they come from the options"])
 
 
 def _as_4d(data: np.ndarray, scan_shape: tuple[int, int] | None, path: Path) -> np.ndarray:
@@ -139,9 +166,9 @@ def _plugin_for(suffix: str) -> str:
                               f"Zarr store, and through rosettasciio {', '.join(known)}")
 
 
-def _read_with_rosettasciio(path: Path, suffix: str, scan_shape: tuple[int, int] | None
-                            ) -> Scan4D:
-    module = _plugin_for(suffix)
+def _read_with_rosettasciio(path: Path, suffix: str, scan_shape: tuple[int, int] | None,
+                            module: str | None = None) -> Scan4D:
+    module = module or _plugin_for(suffix)
     try:
         reader = importlib.import_module(module)
     except ImportError as error:  # an optional dependency of that reader
@@ -154,10 +181,13 @@ def _read_with_rosettasciio(path: Path, suffix: str, scan_shape: tuple[int, int]
     if module == "rsciio.quantumdetector" and scan_shape is not None:
         kwargs["navigation_shape"] = (scan_shape[1], scan_shape[0])  # rsciio: (x, y)
     try:
-        signals = reader.file_reader(str(path), **kwargs)
-    except Exception as error:  # a reader's own error, whatever its type
-        raise MicroscopeFileError(f"{path}: {module} could not read it: "
-                                  f"{type(error).__name__}: {error}") from None
+        with warnings.catch_warnings():  # what they warn of is checked here, or said below
+            warnings.simplefilter("ignore")
+            signals = reader.file_reader(str(path), **kwargs)
+    except Exception as error:  # a reader's own error, whatever its type: say it in words
+        raise MicroscopeFileError(f"{path}: {module} could not read it as a {suffix} scan, "
+                                  f"the file is damaged or not of this kind "
+                                  f"({_reader_words(error)})") from None
     shapes = [tuple(np.shape(s["data"])) for s in signals]
     chosen = next((s for s in signals if np.ndim(s["data"]) == 4), None)
     if chosen is None:
@@ -173,7 +203,23 @@ def _read_with_rosettasciio(path: Path, suffix: str, scan_shape: tuple[int, int]
     if np.ndim(chosen["data"]) == 4:
         _calibration_from_axes(chosen["axes"], scan)
     _calibration_from_metadata(chosen.get("metadata", {}), scan)
+    if module == "rsciio.emd" and suffix in _HDF5_SUFFIXES:
+        values, sources = py4dstem_calibration(path)  # its own record wins over the dims
+        scan.calibration.update(values)
+        scan.calibration_sources.update(sources)
+        if values:
+            scan.notes.append("a py4DSTEM (EMD 1.0) file: calibration from its Calibration "
+                              f"({', '.join(sorted(values))})")
     return scan
+
+
+def _reader_words(error: BaseException) -> str:
+    """A reader's exception as words: its message, or what it is when it has none (never
+    the class name alone)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, ZeroDivisionError) or not text:
+        return "the reader found no complete data in it"
+    return text
 
 
 def _reads_lazily(reader: Any) -> bool:

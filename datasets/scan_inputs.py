@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from stemdl.configs import StemdlError
 from stemdl.datasets.pattern_resampling import resample_patterns
 from stemdl.datasets.transforms import normalize_inputs
 
@@ -39,12 +40,50 @@ def rows_per_band(data: Any) -> int:
     return max(1, BAND_BYTES // max(1, row_bytes))
 
 
-def read_rows(data: Any, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a NumPy array, memory map or Dask array, in memory."""
-    return np.asarray(data[start:stop])
+def read_rows(data: Any, start: int, stop: int, source: str = "the scan") -> np.ndarray:
+    """Rows [start, stop) of a NumPy array, memory map or Dask array, in memory.
+
+    A file found damaged or truncated while reading (the reader fails on some rows, or a
+    memory map ends early) is a `MicroscopeFileError` naming the first scan row that cannot
+    be read, found by reading the band row by row: nothing is predicted from a partial scan."""
+    try:
+        band = np.asarray(data[start:stop])
+    except StemdlError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as error:
+        _raise_damaged_row(data, start, stop, source, error)
+    if band.shape[0] != stop - start:
+        raise _damaged(f"{source}: scan rows {start}–{stop - 1} read as {band.shape[0]} rows: "
+                       "the file ends early (truncated)")
+    return band
 
 
-def mean_pattern(data: Any, progress: bool = False) -> np.ndarray:
+def _raise_damaged_row(data: Any, start: int, stop: int, source: str,
+                       error: BaseException) -> None:
+    for row in range(start, stop):
+        try:
+            np.asarray(data[row:row + 1])
+        except StemdlError:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError, EOFError) as row_error:
+            raise _damaged(f"{source}: scan row {row} cannot be read, the file is damaged or "
+                           f"truncated there ({_first_line(row_error)})") from None
+    raise _damaged(f"{source}: scan rows {start}–{stop - 1} cannot be read together, though "
+                   f"each row can ({_first_line(error)})")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message from the reader"
+
+
+def _damaged(message: str) -> Exception:
+    from stemdl.datasets.microscope_files import MicroscopeFileError
+
+    return MicroscopeFileError(message)
+
+
+def mean_pattern(data: Any, progress: bool = False, source: str = "the scan") -> np.ndarray:
     """(ky, kx) float64 mean of every pattern of `data`, summed band by band (with a progress
     bar of scan rows: on a large file this pass reads all of it, minutes from a slow disk)."""
     from tqdm.auto import tqdm
@@ -53,7 +92,7 @@ def mean_pattern(data: Any, progress: bool = False) -> np.ndarray:
     step = rows_per_band(data)
     with tqdm(total=data.shape[0], desc="mean pattern", unit="row", disable=not progress) as bar:
         for start in range(0, data.shape[0], step):
-            band = read_rows(data, start, min(start + step, data.shape[0]))
+            band = read_rows(data, start, min(start + step, data.shape[0]), source)
             total += band.sum(axis=(0, 1), dtype=np.float64)
             bar.update(len(band))
     return total / (data.shape[0] * data.shape[1])
@@ -68,8 +107,9 @@ class ScanModelInputs:
     """
 
     def __init__(self, data: Any, matrices: list[np.ndarray], input_transform: str,
-                 standardize: bool) -> None:
+                 standardize: bool, source: str = "the scan") -> None:
         self._data = data
+        self._source = source  # the file, for the message when a row cannot be read
         self._matrices = matrices
         self._transform = input_transform
         self._standardize = standardize
@@ -93,7 +133,7 @@ class ScanModelInputs:
         return np.stack([self._rows[r][cols] for r in range(start, stop)])
 
     def _compute(self, start: int, stop: int) -> None:
-        band = resample_patterns(read_rows(self._data, start, stop), self._matrices)
+        band = resample_patterns(read_rows(self._data, start, stop, self._source), self._matrices)
         band = normalize_inputs(band, self._transform, self._standardize, inplace=True)
         for offset, row in enumerate(band):
             self._rows[start + offset] = row

@@ -44,7 +44,7 @@ from stemdl.datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_
 from stemdl.datasets.plan import config_differences, split_table
 from stemdl.datasets.records import empty_columns, pack, put_record
 from stemdl.datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
-from stemdl.datasets.storage import StoreError, delete_objects, shard_key
+from stemdl.datasets.storage import StoreError, delete_objects, set_storage_options, shard_key
 from stemdl.datasets.store import StemdlStore, as_config, open_stemdl_store
 
 log = logging.getLogger(__name__)
@@ -270,13 +270,17 @@ def deterministic_failure(error: BaseException) -> str | None:
 
 def simulate_shard_task(config: StemdlConfig | dict[str, Any], store_url: str,
                         shard_index: int, *, record_failures: bool = False,
-                        simulator: Simulator | None = None, catalogue: Any = None) -> ShardResult:
+                        simulator: Simulator | None = None, catalogue: Any = None,
+                        storage_options: dict[str, Any] | None = None) -> ShardResult:
     """`simulate_shard` as Dask runs it: a failure that a retry cannot fix
     (`deterministic_failure`: disk full, permission denied, a store that cannot be used) is
     returned as `ShardResult.fatal` instead of raised, so that Dask does not retry it (each
     retry would simulate the shard again, only to fail again) and no worker logs a traceback
-    for it; the client reports it once. Anything else raises and is retried."""
+    for it; the client reports it once. Anything else raises and is retried.
+    `storage_options`: the client's `--storage-options`, used by this worker process too."""
     try:
+        if storage_options is not None:
+            set_storage_options(storage_options)
         return simulate_shard(config, store_url, shard_index, record_failures=record_failures,
                               simulator=simulator, catalogue=catalogue)
     except Exception as error:

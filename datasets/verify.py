@@ -42,7 +42,14 @@ from stemdl.datasets.schema import (
     sharded_arrays,
 )
 from stemdl.datasets.shard import Simulator, read_done_mask, set_done, simulate_shard
-from stemdl.datasets.storage import StoreError, file_url, normalize_store_url, shard_key, zarr_dtype
+from stemdl.datasets.storage import (
+    StoreAccessError,
+    StoreError,
+    file_url,
+    normalize_store_url,
+    shard_key,
+    zarr_dtype,
+)
 from stemdl.datasets.store import ArrayMetadataError, StemdlStore, open_stemdl_store
 from stemdl.datasets.store_lock import store_lock
 
@@ -315,6 +322,8 @@ def verify_store(store_url: str, repair: bool = False, *,
 def _verify(store_url: str, repair: bool, simulator: Simulator | None) -> VerifyReport:
     try:
         store = open_stemdl_store(store_url, mode="r+" if repair else "r")
+    except StoreAccessError:  # the endpoint, credentials or bucket: nothing to say of a store
+        raise
     except StoreError as error:
         report = VerifyReport(str(store_url))
         report.problems.append(Problem(None, None, None, str(error)))

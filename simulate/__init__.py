@@ -18,7 +18,9 @@ strongest reflection, d_hkl, touching disks), `orientation` (zone axis → ortho
 `catalogue` (materials, ids, skips), `splits` (train/validation/test by material), `draws`
 (per-sample random choices), `geometry` (supercell, grid, slices, scan), `device`, `physics`
 (abTEM's potential and probe, the choice of multislice engine), `multislice` (stemdl's own
-propagation over abTEM's physics arrays), `fft_plans` (cached in-place FFTs, CPU and GPU),
+propagation over abTEM's physics arrays), `batched_multislice` (several samples of one grid
+in one FFT batch), `smatrix` (the same patterns from one propagation per plane wave in the
+aperture), `fft_plans` (cached in-place FFTs, CPU and GPU),
 `target` (projected potential → target map), `sample_builder` (all of it).
 """
 

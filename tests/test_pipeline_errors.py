@@ -14,6 +14,7 @@ from stemdl.datasets.fingerprint import CatalogueMismatchError
 from stemdl.datasets.integrity import IncompleteStoreError, MissingDataError
 from stemdl.datasets.plan import ConfigMismatchError
 from stemdl.datasets.records import RecordError
+from stemdl.datasets.scan_checks import DiskCalibrationError
 from stemdl.datasets.shard_files import ShardDecodeError
 from stemdl.datasets.stage import StageError
 from stemdl.datasets.storage import StoreError
@@ -30,7 +31,7 @@ USER_ERRORS = (ConfigError, UsageError, StoreError, IncompleteStoreError, Missin
                CatalogueMismatchError, ConfigMismatchError, ArrayMetadataError,
                StoreLockedError, RecordError, ShardDecodeError, StageError, CatalogueError,
                ModelMismatchError, CheckpointError, LaunchEnvError, DataRefusedError,
-               EmptySplitError, OutputExistsError, StoreShapeError)
+               EmptySplitError, OutputExistsError, StoreShapeError, DiskCalibrationError)
 
 
 @pytest.mark.parametrize("error", USER_ERRORS, ids=lambda e: e.__name__)

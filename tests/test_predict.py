@@ -360,7 +360,8 @@ def _untrained_checkpoint(config, path: Path) -> Path:  # type: ignore[no-untype
 
 def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) -> None:  # type: ignore[no-untyped-def]
     """The paper's arrangement (patterns as channels) through the CLI: an untrained `tiny`
-    model on a 6×7 scan of random patterns gives a map of the whole scanned area."""
+    model on a 6×7 scan of random patterns about a bright-field disk of the calibrated size
+    (8 mrad ÷ the angular pixel) gives a map of the whole scanned area."""
     import zarr
 
     from stemdl.datasets.trained_ranges import trained_ranges
@@ -369,7 +370,10 @@ def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) ->
     checkpoint = _untrained_checkpoint(config, tmp_path / "checkpoint.pt")
     ranges = trained_ranges(config)
     rng = np.random.default_rng(2)
-    np.save(tmp_path / "scan.npy", rng.random((6, 7, 24, 24)).astype(np.float32))
+    rows, cols = np.indices((24, 24))
+    radius = 8 / ranges.angular_sampling_mrad[0]
+    disk = ((rows - 12) ** 2 + (cols - 12) ** 2 <= radius**2) * 50.0
+    np.save(tmp_path / "scan.npy", (rng.random((6, 7, 24, 24)) + disk).astype(np.float32))
     code = _predict(checkpoint, tmp_path / "scan.npy", tmp_path / "out", "--energy-kev", "100",
                     "--semiangle-mrad", "8", "--scan-step-a", str(ranges.scan_step_a[0]),
                     "--angular-pixel-mrad", str(ranges.angular_sampling_mrad[0]),
@@ -409,8 +413,9 @@ def test_predict_holds_a_few_rows_of_the_scan_not_all_of_it(tmp_path: Path, tiny
     disk = ((rows - 36) ** 2 + (cols - 36) ** 2 < 100) * 50.0
     scan = (rng.random((30, 26, 72, 72)) + disk).astype(np.float32)
     np.save(tmp_path / "scan.npy", scan)
-    options = {"energy_ev": 100e3, "semiangle_mrad": 8.0, "scan_step_a": ranges.scan_step_a,
-               "angular_sampling_mrad": ranges.angular_sampling_mrad[0] / 3}
+    pixel_mrad = ranges.angular_sampling_mrad[0] / 3
+    options = {"energy_ev": 100e3, "semiangle_mrad": 10 * pixel_mrad,  # the disk's 10 px
+               "scan_step_a": ranges.scan_step_a, "angular_sampling_mrad": pixel_mrad}
     row_bytes = scan[0].nbytes
     monkeypatch.setattr(scan_inputs, "BAND_BYTES", 4 * row_bytes)
 

@@ -20,7 +20,8 @@ def store(tmp_path_factory: pytest.TempPathFactory, tiny_store) -> Path:
 
 def _check_metrics(metrics: dict, doses: list[str]) -> None:
     assert set(metrics["models"]) == {"channels", "scan_pixels"}
-    assert set(metrics["baselines"]) == {"mean_target", "nearest_neighbour"}
+    baselines = {"mean_target", "nearest_neighbour", "aligned_nearest_neighbour", "icom"}
+    assert set(metrics["baselines"]) == baselines
     for group in ("models", "baselines"):
         for values in metrics[group].values():
             for key in ("noise_free", *doses):
@@ -29,8 +30,18 @@ def _check_metrics(metrics: dict, doses: list[str]) -> None:
     assert "‖true − mean(true)‖" in metrics["definitions"]["rel_l2"]
     assert metrics["test_materials"] and set(metrics["per_material"]["channels"]) == set(
         metrics["test_materials"])
-    for stage in ("simulate", "verify", "train_channels", "train_scan_pixels", "score", "total"):
+    for stage in ("simulate", "verify", "train_channels", "train_scan_pixels", "validate",
+                  "score", "total"):
         assert metrics["wall_s"][stage] >= 0
+    # Selection on validation: the best arrangement is the one with the higher validation r,
+    # whatever the test figures say, and each model is its best.pt.
+    val = metrics["validation"]
+    assert set(val["models"]) == {"channels", "scan_pixels"} and set(val["baselines"]) == baselines
+    assert not set(val["materials"]) & set(metrics["test_materials"])
+    r = {n: v["noise_free"]["pearson_r"] for n, v in val["models"].items()}
+    assert metrics["best_arrangement"] == max(r, key=r.get)
+    assert metrics["selection"]["split"] == "validation"
+    assert {c["file"] for c in metrics["selection"]["checkpoints"].values()} == {"best.pt"}
 
 
 def test_run_all_scores_models_and_baselines(store: Path, tmp_path: Path,
@@ -41,6 +52,18 @@ def test_run_all_scores_models_and_baselines(store: Path, tmp_path: Path,
     metrics = json.loads(outcome.metrics_json.read_text())
     _check_metrics(metrics, ["dose_1e+05_e_per_a2"])
     assert metrics["training"]["channels"]["ranks"] == 1
+    # best.pt is the state of the validation with the highest r (every one is in metrics.jsonl)
+    from stemdl.train.checkpoint import load_checkpoint
+    from stemdl.train.run_log import read_metrics
+
+    for name in ("channels", "scan_pixels"):
+        rows = read_metrics(tmp_path / f"train-{name}", "validation")
+        assert len(rows) >= 2
+        best_row = max(rows, key=lambda row: row["pearson_r"])
+        state = load_checkpoint(tmp_path / f"train-{name}" / "best.pt")
+        assert state["step"] == best_row["step"] == metrics["selection"]["checkpoints"][name][
+            "step"]
+        assert state["metrics"]["pearson_r"] == pytest.approx(best_row["pearson_r"])
     # Noise changes the inputs, so the scores at a dose differ from the noise-free ones.
     free = metrics["baselines"]["nearest_neighbour"]["noise_free"]
     noisy = metrics["baselines"]["nearest_neighbour"]["dose_1e+05_e_per_a2"]
@@ -48,6 +71,7 @@ def test_run_all_scores_models_and_baselines(store: Path, tmp_path: Path,
         "dose_1e+05_e_per_a2"] or free != noisy
     text = outcome.report.read_text()
     assert "| baseline `nearest_neighbour` |" in text and "## Per held-out material" in text
+    assert "| baseline `icom` |" in text and "## Selection, on the validation split" in text
     assert "Test metrics at 1e+05 e/Å² (Poisson noise)" in text
     for picture in ("curves.png", "materials.png"):
         assert (tmp_path / picture).stat().st_size > 10_000

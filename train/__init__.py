@@ -20,14 +20,17 @@ Public API:
   `build_model_from_config`;
   `train.flops.count_flops(model, input_shape) -> ModelCost`.
 * `train.cluster_env.detect_distributed_env(env) -> DistributedEnv`, `expand_hostlist`.
-* `train.local_ranks.run_local_ranks(fn, world_size)` — N real gloo ranks on this machine.
+* `train.local_ranks.run_local_ranks(fn, world_size, backend="gloo")` — N real ranks on this
+  machine (`"nccl"`: one GPU each); `train.local_devices` — how many, which backend, and
+  where `stemdl run` scores (one rank per visible GPU).
 
 Modules, one concept each: `model` (FC-DenseNet layers), `arrangements` (how a CBED stack
 becomes the input; `build_model`), `flops`, `grouped_allreduce` (the reducer),
 `allreduce_grouping` (its response cache: fingerprint, groups), `compression`,
-`cluster_env` (launcher variables), `launch` (process group, nodes, staging), `loop`,
+`cluster_env` (launcher variables), `local_devices`, `launch` (process group, nodes, staging),
+`loop`, `fast_paths` (channels_last, torch.compile),
 `optim` (SGD/AdamW, LARC, EMA), `lr_schedule` (learning rate), `precision`, `metrics`,
 `validation`, `checkpoint`, `collectives`, `run_log`, `evaluate`, `scoring` (against
-baselines), `store_fit` (does a store hold what a model takes), `local_ranks`, `predict`
+baselines), `baselines` (the aligned nearest neighbour and iCoM), `store_fit` (does a store hold what a model takes), `local_ranks`, `predict`
 (trained ranges, refusals, windows, stitching), `predict_outputs`.
 """

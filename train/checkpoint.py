@@ -30,6 +30,10 @@ FORMAT = "stemdl-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("model", "step", "epoch", "batch_in_epoch", "config")
 CHECKPOINT_NAME = "checkpoint.pt"
+# The checkpoint of the validation with the highest `SELECTION_METRIC` (`train.loop`): the one
+# to score and to predict with. `checkpoint.pt` stays the last one (to resume from).
+BEST_CHECKPOINT_NAME = "best.pt"
+SELECTION_METRIC = "pearson_r"
 
 
 class CheckpointError(StemdlError, ValueError):

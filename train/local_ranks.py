@@ -39,8 +39,21 @@ def _rank_entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, b
                        "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "LOCAL_WORLD_SIZE": str(world_size)})
     try:
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world_size, timeout=timedelta(seconds=timeout_s))
+        device_id = None
+        if backend == "nccl":  # one GPU per rank, bound before the group is made
+            import torch
+
+            torch.cuda.set_device(rank)
+            device_id = torch.device("cuda", rank)
+        try:
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                    world_size=world_size, timeout=timedelta(seconds=timeout_s),
+                                    device_id=device_id)
+        except Exception as error:  # only a taken port is retried; anything else is re-raised
+            if "EADDRINUSE" in str(error) or "address already in use" in str(error).lower():
+                results.put((rank, False, PORT_TAKEN + traceback.format_exc()))
+                return
+            raise
         # Plain pickle, not the queue's ForkingPickler: torch would pass tensors as shared-memory
         # handles that die with this process.
         outcome = (rank, True, pickle.dumps(fn(rank, world_size, *args)))
@@ -52,16 +65,42 @@ def _rank_entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, b
     results.put(outcome)
 
 
+PORT_TAKEN = "port taken: "  # a rank's outcome when rank 0 could not listen on the port
+PORT_ATTEMPTS = 3
+
+
 def run_local_ranks(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *,
                     backend: str = "gloo", timeout_s: float = 120.0) -> list[Any]:
     """`[fn(rank, world_size, *args) for each rank]`, each in its own process, in rank order.
 
     `fn` must be importable by name (a module-level function) because ranks are spawned.
     Collectives inside time out after `timeout_s`; the whole call fails after 1.5 × that.
+
+    The port is free when `free_port` picks it, but rank 0 listens on it only seconds later
+    (a spawned process imports torch first); meanwhile any process's outgoing connection may
+    be given it as its local port. Rank 0 then fails with EADDRINUSE and the others would
+    wait out the timeout: instead the ranks are stopped and started again on another port
+    (`PORT_ATTEMPTS` in all).
     """
+    for attempt in range(PORT_ATTEMPTS):
+        outcomes = _run_ranks(fn, world_size, args, backend, timeout_s, free_port())
+        taken = [r for r, (ok, payload) in outcomes.items()
+                 if not ok and str(payload).startswith(PORT_TAKEN)]
+        if not taken or attempt == PORT_ATTEMPTS - 1:
+            break
+    failures = [f"--- rank {r} ---\n{payload}" for r, (ok, payload) in sorted(outcomes.items())
+                if not ok]
+    if failures:
+        raise RankFailure("\n".join(failures))
+    return [pickle.loads(outcomes[r][1]) for r in range(world_size)]
+
+
+def _run_ranks(fn: Callable[..., Any], world_size: int, args: Sequence[Any], backend: str,
+               timeout_s: float, port: int) -> dict[int, tuple[bool, Any]]:
+    """Start the ranks on `port` and collect each one's (ok, payload); stops them all as soon
+    as one reports that the port was taken."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    port = free_port()
     procs = [
         ctx.Process(target=_rank_entry, name=f"rank{rank}",
                     args=(fn, rank, world_size, port, backend, tuple(args), timeout_s, results))
@@ -76,6 +115,8 @@ def run_local_ranks(fn: Callable[..., Any], world_size: int, args: Sequence[Any]
             try:
                 rank, ok, payload = results.get(timeout=0.1)
                 outcomes[rank] = (ok, payload)
+                if not ok and str(payload).startswith(PORT_TAKEN):
+                    break  # the others cannot meet it: stop them (below), try another port
                 continue
             except queue_module.Empty:
                 pass
@@ -86,13 +127,11 @@ def run_local_ranks(fn: Callable[..., Any], world_size: int, args: Sequence[Any]
                 missing = sorted(set(range(world_size)) - set(outcomes))
                 raise RankFailure(f"ranks {missing} did not finish within {1.5 * timeout_s:.0f} s")
     finally:
+        port_taken = any(not ok and str(payload).startswith(PORT_TAKEN)
+                         for ok, payload in outcomes.values())
         for proc in procs:
-            proc.join(timeout=10)
+            proc.join(timeout=0 if port_taken else 10)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-    failures = [f"--- rank {r} ---\n{payload}" for r, (ok, payload) in sorted(outcomes.items())
-                if not ok]
-    if failures:
-        raise RankFailure("\n".join(failures))
-    return [pickle.loads(outcomes[r][1]) for r in range(world_size)]
+    return outcomes

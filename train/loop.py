@@ -13,6 +13,12 @@ is reseeded from (seed, rank, s) before the step, so no generator state needs sa
 killed at any point and resumed from its last checkpoint repeats the lost steps bit for bit on
 the CPU in fp32, and loses at most `checkpoint_every` steps.
 
+Checkpoint selection. `checkpoint.pt` is always the latest state (what a resume continues
+from). Every validation whose Pearson r (`SELECTION_METRIC`, on the validation split, never
+the test split) beats all earlier ones of the run also writes `best.pt`, the same full state
+at that step, so the model that is scored and used for prediction is chosen on validation
+data alone; a resumed run reads the best figure so far back from `best.pt`.
+
 Steps per epoch are agreed as the minimum over ranks (ranks hold whole shards, so their sample
 counts differ): a rank with more data skips its last batches rather than wait in an allreduce
 nobody else joins.
@@ -36,12 +42,20 @@ from stemdl.datasets.loader import make_dataloader
 from stemdl.datasets.physical_scale import thickness_by_index, training_scale
 from stemdl.train.arrangements import build_model
 from stemdl.train.checkpoint import (
+    BEST_CHECKPOINT_NAME,
     CHECKPOINT_NAME,
+    SELECTION_METRIC,
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
 )
 from stemdl.train.collectives import all_agree, all_min, all_sum, average_buffers
+from stemdl.train.fast_paths import (
+    batch_to,
+    to_memory_format,
+    training_forward,
+    use_channels_last,
+)
 from stemdl.train.flops import ModelCost, count_flops
 from stemdl.train.grouped_allreduce import GroupedAllreduce
 from stemdl.train.launch import LaunchContext, launch, partition_data
@@ -91,6 +105,8 @@ class TrainResult:
     model_cost: ModelCost
     wall_s: float
     rank: int = 0  # this process's global rank: one summary per job is printed by rank 0
+    best_checkpoint: Path | None = None  # best.pt: the best validation SELECTION_METRIC
+    best_validation: dict[str, float] = field(default_factory=dict)  # its metrics and step
 
     def summary(self) -> str:
         val = self.validation
@@ -106,6 +122,10 @@ class TrainResult:
             f"PSNR {val.get('psnr_db', float('nan')):.2f} dB, SSIM {val.get('ssim', float('nan')):.3f}; "
             f"{self.samples_per_s:.1f} samples/s, {self.flops_per_s / 1e9:.4g} GFLOP/s; "
             f"checkpoint {self.checkpoint}"
+            + (f"; best validation {SELECTION_METRIC} "
+               f"{self.best_validation.get(SELECTION_METRIC, float('nan')):.4f} at step "
+               f"{int(self.best_validation.get('step', -1))} ({self.best_checkpoint.name})"
+               if self.best_checkpoint is not None else "")
         )
 
 
@@ -185,6 +205,9 @@ class Trainer:
             if self.model.has_thickness:
                 self.thickness_by_index = torch.from_numpy(thickness_by_index(store_url))
         self.cost = count_flops(self.model, shape.input_shape)
+        self.channels_last = use_channels_last(cfg.channels_last, self.device)
+        to_memory_format(self.model, self.channels_last)
+        self.forward = training_forward(self.model, cfg.compile)
         self.reducer = GroupedAllreduce(self.model, group_bytes=cfg.group_bytes,
                                         num_groups=cfg.num_groups, compression=cfg.compression)
         self.optimizer = build_optimizer(self.model, cfg)
@@ -243,6 +266,8 @@ class Trainer:
         self.position = Position()
         self.checkpoint_path = out_dir / CHECKPOINT_NAME
         self.last_validation: dict[str, float] = {}
+        self.best_path = out_dir / BEST_CHECKPOINT_NAME
+        self.best_validation: dict[str, float] = {}
         self.last_loss = float("nan")
         self._window = _Window()
         self._throughput: list[float] = []
@@ -282,6 +307,8 @@ class Trainer:
             samples_per_s=samples_per_s,
             flops_per_s=samples_per_s * self.cost.training_flops, model_cost=self.cost,
             wall_s=time.perf_counter() - began, rank=self.context.rank,
+            best_checkpoint=self.best_path if self.best_validation else None,
+            best_validation=dict(self.best_validation),
         )
 
     def _train_epoch(self) -> None:
@@ -314,7 +341,7 @@ class Trainer:
         """One optimizer step on one batch; returns this rank's loss."""
         cfg = self.cfg
         torch.manual_seed(step_seed(cfg.seed, self.context.rank, self.position.step))
-        cbed = batch["cbed"].to(self.device, non_blocking=True)
+        cbed = batch_to(batch["cbed"].to(self.device, non_blocking=True), self.channels_last)
         target = batch["potential"].to(self.device, non_blocking=True)
         loss_fn = F.mse_loss if cfg.loss == "mse" else F.l1_loss
         model = self.model
@@ -324,7 +351,7 @@ class Trainer:
             if self.thickness_by_index is not None:
                 prediction, thickness_a = model.forward_both(cbed)
             else:
-                prediction, thickness_a = model(cbed), None
+                prediction, thickness_a = self.forward(cbed), None
         loss = loss_fn(model.to_network_units(prediction.float()),
                        model.to_network_units(target))
         if model.physical and cfg.shape_loss_weight > 0:
@@ -410,6 +437,13 @@ class Trainer:
                       ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         self.log.flush()
         self.last_validation = {**metrics, "step": self.position.step}
+        best = self.best_validation.get(SELECTION_METRIC, -np.inf)
+        if metrics[SELECTION_METRIC] > best:  # the same figure on every rank (allreduced)
+            self.best_validation = dict(self.last_validation)
+            if self.context.is_main:
+                save_checkpoint(self._state(), self.best_path)
+                self.log.info("best validation %s %.4f at step %d: %s", SELECTION_METRIC,
+                              metrics[SELECTION_METRIC], self.position.step, self.best_path)
         return metrics
 
     # ----------------------------------------------------------------- checkpoints
@@ -476,6 +510,8 @@ class Trainer:
             if self.position.batch_in_epoch >= self.steps_per_epoch:
                 self.position.epoch, self.position.batch_in_epoch = self.position.epoch + 1, 0
         self.last_validation = dict(state.get("metrics") or {})
+        if self.best_path.is_file():
+            self.best_validation = dict(load_checkpoint(self.best_path)["metrics"] or {})
         stats = state.get("train_stats") or {}
         self.last_loss = float(stats.get("loss", float("nan")))
         self._throughput = list(stats.get("samples_per_s", []))

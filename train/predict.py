@@ -14,7 +14,9 @@ Steps, in order:
 2. Refusals (`check_calibration`, `OutsideTrainingError`, every problem listed at once): beam
    energy or semi-angle outside the trained range, a scan step that differs from the trained
    one, patterns coarser than the coarsest training pattern, a scan smaller than the model's
-   probe grid; each with `RELATIVE_TOLERANCE` (2 %) for calibration uncertainty.
+   probe grid; each with `RELATIVE_TOLERANCE` (2 %) for calibration uncertainty. Then the
+   file against itself (`datasets.scan_checks`): not empty, finite, and a bright-field disk
+   in the mean pattern whose radius is semi-angle ÷ angular pixel within 10 %.
 3. Resampling (`datasets.pattern_resampling`, area-weighted rebinning about the direct beam):
    an angular pixel within the trained range is kept (ratio 1); a finer one is binned by the
    smallest whole factor that lands in the range (exact), or, when no whole factor does, by the
@@ -66,6 +68,7 @@ from stemdl.datasets.microscope_files import (
     resolve_calibration,
 )
 from stemdl.datasets.pattern_resampling import find_centre, plan_resampling
+from stemdl.datasets.scan_checks import check_disk_calibration, check_readable_file
 from stemdl.datasets.scan_inputs import ScanModelInputs, mean_pattern
 from stemdl.datasets.trained_ranges import TrainedRanges, trained_ranges
 from stemdl.train.evaluate import load_trained_model
@@ -228,10 +231,12 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = load_trained_model(Path(checkpoint), torch_device)
     ranges = trained_ranges(config)
+    check_readable_file(data)
     scan = read_scan(data, scan_shape=scan_shape, sample=sample)
     calibration, sources = resolve_calibration(scan, calibration_options)
     ratio = check_calibration(calibration, scan.scan_shape, ranges)
-    mean = mean_pattern(scan.data, progress)
+    mean = mean_pattern(scan.data, progress, scan.path)
+    calibration["measured_disk_radius_px"] = check_disk_calibration(mean, calibration)
     if centre is None:
         centre = find_centre(mean)
         sources["centre_px"] = "found: centre of mass of the bright-field disk (half pixels)"
@@ -243,7 +248,7 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
         log.warning("%.0f%% of the model's pattern lies beyond the recorded detector and is "
                     "padded with zeros", 100 * resampling.padded_fraction)
     inputs = ScanModelInputs(scan.data, matrices, config.loader.input_transform,
-                             config.loader.standardize_inputs)
+                             config.loader.standardize_inputs, scan.path)
     gy, gx = ranges.window
     th, tw = ranges.target_px
     if th % gy or tw % gx:

@@ -16,6 +16,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +47,32 @@ def map_axes(result: PredictionResult) -> list[dict[str, Any]]:
 
 def write_outputs(result: PredictionResult, out_dir: Path,
                   formats: tuple[str, ...] = ()) -> list[Path]:
-    """Write every output of the module docstring; returns the paths written."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_write_zarr(result, out_dir / "potential.zarr")]
+    """Write every output of the module docstring; returns the paths written.
+
+    Everything is written into a hidden folder in `out_dir` first and moved into place once
+    all of it is written, so that a failure (a full disk, an interrupted run) leaves no
+    half-written potential.zarr beside a stale prediction.json."""
     for fmt in formats:
         if fmt not in MAP_FORMATS:
             raise UsageError(f"unknown map format {fmt!r}; choose from {', '.join(MAP_FORMATS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".stemdl-predict-", dir=out_dir))
+    try:
+        names = [p.name for p in _write_all(result, staging, formats)]
+        for name in names:
+            target = out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(staging / name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / name for name in names]
+
+
+def _write_all(result: PredictionResult, out_dir: Path, formats: tuple[str, ...]) -> list[Path]:
+    written = [_write_zarr(result, out_dir / "potential.zarr")]
+    for fmt in formats:
         suffix = {"hspy": ".hspy", "tiff": ".tif"}[fmt]
         ascii_only = fmt == "tiff"  # TIFF strings must be 7-bit ASCII
         signal = signal_dict(result.potential, map_axes(result), "stemdl projected potential",

@@ -88,8 +88,10 @@ def load_split(store_url: str, loader: LoaderConfig, split: str,
 
 @torch.no_grad()
 def predict(model: nn.Module, cbed: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """The model's predictions for `cbed` (on the CPU), computed on the model's device."""
     model.eval()
-    return torch.cat([model(cbed[i:i + batch_size]).float()
+    device = next(model.parameters()).device
+    return torch.cat([model(cbed[i:i + batch_size].to(device)).float().cpu()
                       for i in range(0, cbed.shape[0], batch_size)])
 
 
@@ -99,14 +101,17 @@ def mean_target_prediction(train: SplitArrays, count: int) -> torch.Tensor:
     return mean.expand(count, *mean.shape[1:]).clone()
 
 
-def nearest_neighbour_prediction(train: SplitArrays, cbed: torch.Tensor,
-                                 chunk: int = 64) -> tuple[torch.Tensor, np.ndarray]:
-    """For each stack of `cbed`, the target of the closest training stack, and which one."""
-    references = train.cbed.reshape(len(train), -1)
+def nearest_neighbour_prediction(train: SplitArrays, cbed: torch.Tensor, chunk: int = 64,
+                                 device: torch.device | str = "cpu"
+                                 ) -> tuple[torch.Tensor, np.ndarray]:
+    """For each stack of `cbed`, the target of the closest training stack, and which one.
+    The distances (float64) are computed on `device`."""
+    references = train.cbed.reshape(len(train), -1).to(device, torch.float64)
     nearest = []
     for start in range(0, cbed.shape[0], chunk):
         queries = cbed[start:start + chunk].reshape(-1, references.shape[1])
-        nearest.append(torch.cdist(queries.double(), references.double()).argmin(dim=1))
+        nearest.append(torch.cdist(queries.to(device, torch.float64), references)
+                       .argmin(dim=1).cpu())
     chosen = torch.cat(nearest)
     return train.potential[chosen].clone(), chosen.numpy()
 

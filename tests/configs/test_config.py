@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from stemdl.configs import PRESETS, ConfigError, config_from_dict, load_config
-from stemdl.configs.units import wavelength_a
+from stemdl.configs.units import energy_ev_for_wavelength_a, wavelength_a
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -49,6 +49,13 @@ def test_preset_shapes_match_the_issue() -> None:
 @pytest.mark.parametrize("energy_ev", [60e3, 100e3, 200e3, 300e3])
 def test_wavelength_matches_abtem(energy_ev: float) -> None:
     assert wavelength_a(energy_ev) == pytest.approx(abtem.core.energy.energy2wavelength(energy_ev), rel=1e-6)
+
+
+@pytest.mark.parametrize("energy_ev", [30e3, 80e3, 100e3, 200e3, 300e3])
+def test_energy_from_a_recorded_wavelength_inverts_abtem(energy_ev: float) -> None:
+    """Detectors (Dectris) record the wavelength: abTEM's wavelength gives back the energy."""
+    wavelength = abtem.core.energy.energy2wavelength(energy_ev)
+    assert energy_ev_for_wavelength_a(wavelength) == pytest.approx(energy_ev, rel=1e-6)
 
 
 def _tiny_with(**changes: object) -> dict:

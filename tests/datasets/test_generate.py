@@ -70,6 +70,21 @@ def _done_shards(store: Path) -> int:
         return 0
 
 
+def _worker_processes(client_pid: int) -> list[psutil.Process]:
+    """The Dask worker processes under a client. A process that ends while it is looked at
+    (a zombie not yet reaped has no command line: psutil raises) is skipped, not an error:
+    the listing used to raise there, a race with whatever the client reaps."""
+    workers = []
+    for process in psutil.Process(client_pid).children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+        except psutil.Error:
+            continue
+        if "spawn_main" in command or "forkserver" in command:
+            workers.append(process)
+    return workers
+
+
 def _wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -90,8 +105,7 @@ def test_sigkill_worker_then_client_then_resume_is_bit_identical(
     try:
         _wait_for(lambda: _done_shards(store) >= 1, 120, "the first shard")
         # SIGKILL one Dask worker process: Dask reschedules its task, the run goes on.
-        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "spawn_main" in " ".join(p.cmdline()) or "forkserver" in " ".join(p.cmdline())]
+        workers = _worker_processes(proc.pid)
         assert workers, "no worker processes found"
         workers[-1].send_signal(signal.SIGKILL)
         done_then = _done_shards(store)

@@ -120,3 +120,32 @@ def test_one_process_without_a_process_group_is_a_no_op() -> None:
     reducer.synchronize()
     assert all(torch.equal(a, p.grad) for a, p in zip(before, model.parameters(), strict=True))
     assert reducer.stats.steps == 1 and reducer.world_size == 1
+
+
+def _sum_of_ranks(rank: int, world: int) -> int:
+    value = torch.tensor([float(rank)])
+    dist.all_reduce(value)
+    return int(value.item())
+
+
+def test_a_port_taken_before_rank_0_listens_is_retried_on_another(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`free_port` picks a port that is free then; by the time rank 0 listens, another
+    process may hold it. That run is stopped at once and the ranks start on a new port."""
+    import socket
+
+    from stemdl.train import local_ranks
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        real, picked = local_ranks.free_port, []
+
+        def pick() -> int:
+            picked.append(taken.getsockname()[1] if not picked else real())
+            return picked[-1]
+
+        monkeypatch.setattr(local_ranks, "free_port", pick)
+        began = time.monotonic()
+        assert run_local_ranks(_sum_of_ranks, 2, timeout_s=60) == [1, 1]
+        assert time.monotonic() - began < 45  # not the 60 s rendezvous timeout
+        assert len(picked) == 2, picked  # the taken port was tried, and given up

@@ -1,0 +1,81 @@
+"""`stemdl predict` refuses bad input through the command line: one line on stderr, exit 2,
+no traceback, nothing written to --out. The files are real: a sample of the real `tiny` store
+exported as .hspy (with its calibration), the same patterns with one NaN as .npy, an empty
+file; the model is an untrained `tiny` checkpoint (the refusals come before any prediction)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stemdl import pipeline
+from stemdl.datasets.export import export_sample
+from stemdl.datasets.microscope_files import record_calibration, stored_scan
+
+
+@pytest.fixture(scope="module")
+def files(tiny_store, tiny_config, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from stemdl.train.arrangements import build_model_from_config
+    from stemdl.train.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("refusals")
+    config = tiny_config()
+    checkpoint = save_checkpoint({"model": build_model_from_config(config).state_dict(),
+                                  "step": 0, "epoch": 0, "batch_in_epoch": 0,
+                                  "config": config.to_dict()}, root / "checkpoint.pt")
+    record, data = stored_scan(str(tiny_store), 0)
+    calibration = record_calibration(record)
+    hspy = export_sample(str(tiny_store), 0, "hspy", root / "sample.hspy")
+    poisoned = data.copy()
+    poisoned[1, 2, 3, 4] = np.nan
+    np.save(root / "nan.npy", poisoned)
+    (root / "empty.hspy").write_bytes(b"")
+    options = ["--energy-kev", "100", "--semiangle-mrad", f"{calibration['semiangle_mrad']:.6f}",
+               "--scan-step-a", f"{calibration['scan_step_a'][0]:.6f}",
+               "--angular-pixel-mrad", f"{calibration['angular_sampling_mrad'][0]:.6f}"]
+    return {"checkpoint": checkpoint, "hspy": hspy, "root": root, "options": options,
+            "semiangle": calibration["semiangle_mrad"]}
+
+
+def _predict(files, data: Path, out: Path, *options: str) -> int:  # type: ignore[no-untyped-def]
+    return pipeline.main(["predict", str(files["checkpoint"]), str(data), "--out", str(out),
+                          "--no-progress", *options])
+
+
+def test_the_right_calibration_predicts(files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert _predict(files, files["hspy"], tmp_path / "out") == 0
+    assert (tmp_path / "out" / "prediction.json").is_file()
+
+
+def _wrong_semiangle(files) -> list[str]:  # type: ignore[no-untyped-def]
+    # inside the trained 6–10 mrad, far from the disk: only the disk check can tell
+    return ["--semiangle-mrad", "9.9" if files["semiangle"] < 8 else "6.1"]
+
+
+CASES = {
+    "disk": (lambda f: (f["hspy"], _wrong_semiangle(f)), r"bright-field disk .* radius of "
+             r"[\d.]+ px, but the calibration says [\d.]+ px"),
+    "nan": (lambda f: (f["root"] / "nan.npy", f["options"]), "NaN or infinite"),
+    "empty": (lambda f: (f["root"] / "empty.hspy", []), r"is empty \(0 bytes\)"),
+    "outside": (lambda f: (f["hspy"], ["--energy-kev", "300"]),
+                "beam energy 300 keV is outside the trained 100 keV"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_no_output(files, tmp_path: Path, case: str,
+                                                    capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:  # type: ignore[no-untyped-def]
+    make, message = CASES[case]
+    data, options = make(files)
+    out = tmp_path / "out"
+    assert _predict(files, data, out, *options) == pipeline.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("stemdl predict: error:"), err
+    import re
+
+    assert re.search(message, err), err
+    assert not out.exists()
