@@ -94,6 +94,17 @@ def test_the_thickness_head_learns_and_evaluate_reports_units(trained, tiny_stor
     assert metrics["thickness_mae_pct"] > 0 and metrics["mae_v_a"] > 0
 
 
+def _scan(config, shape: tuple[int, int], seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Random patterns about a bright-field disk of the calibrated size (predict checks it)."""
+    from stemdl.datasets.trained_ranges import trained_ranges
+
+    radius = 8 / trained_ranges(config).angular_sampling_mrad[0]
+    rows, cols = np.indices((24, 24))
+    disk = ((rows - 12) ** 2 + (cols - 12) ** 2 <= radius**2) * 50.0
+    rng = np.random.default_rng(seed)
+    return (rng.random((*shape, 24, 24)) + disk).astype(np.float32)
+
+
 def _scan_options(config) -> list[str]:  # type: ignore[no-untyped-def]
     from stemdl.datasets.trained_ranges import trained_ranges
 
@@ -107,8 +118,7 @@ def test_predict_writes_v_a_and_thickness_with_units(trained, tmp_path: Path) ->
     import zarr
 
     result, config = trained
-    rng = np.random.default_rng(3)
-    np.save(tmp_path / "scan.npy", rng.random((6, 6, 24, 24)).astype(np.float32))
+    np.save(tmp_path / "scan.npy", _scan(config, (6, 6), 3))
     code = pipeline.main(["predict", str(result.checkpoint), str(tmp_path / "scan.npy"),
                           "--out", str(tmp_path / "out"), "--no-progress", "--save", "hspy",
                           *_scan_options(config)])
@@ -150,8 +160,7 @@ def test_an_old_standardized_checkpoint_still_predicts_labelled(tmp_path: Path, 
     assert loaded.units == "standardized" and not loaded.has_thickness
     metrics = evaluate_main(checkpoint, str(tiny_store), split="validation")
     assert metrics["units"] == "standardized" and "rel_l2_v_a" not in metrics
-    np.save(tmp_path / "scan.npy", np.random.default_rng(4).random((4, 4, 24, 24),
-                                                                   dtype=np.float32))
+    np.save(tmp_path / "scan.npy", _scan(config, (4, 4), 4))
     assert pipeline.main(["predict", str(checkpoint), str(tmp_path / "scan.npy"), "--out",
                           str(tmp_path / "out"), "--no-progress", *_scan_options(config)]) == 0
     record = json.loads((tmp_path / "out" / "prediction.json").read_text())
