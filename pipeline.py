@@ -163,7 +163,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_main(Path(args.checkpoint), args.store_url, split=args.split,
                             allow_partial=args.allow_partial)
     for name, value in metrics.items():
-        print(f"{name:>14}: {value:.6g}")
+        print(f"{name:>17}: {value}" if isinstance(value, str) else f"{name:>17}: {value:.6g}")
     return 0
 
 

@@ -49,9 +49,11 @@ def plot_curves(runs: dict[str, Path], png: Path) -> Path:
 
 
 def plot_materials(test: SplitArrays, predictions: dict[str, torch.Tensor],
-                   arrangements: list[str], best: str, png: Path) -> Path:
+                   arrangements: list[str], best: str, png: Path, units: str = "") -> Path:
     """One row per held-out material (its first test sample): mean CBED pattern, truth, each
-    arrangement's prediction, the nearest-neighbour baseline, and the best model's error."""
+    arrangement's prediction, the nearest-neighbour baseline, and the best model's error;
+    with `units` (e.g. 'V·Å'), colour bars of the truth (shared by the predictions) and of the
+    error in those units."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,7 +78,11 @@ def plot_materials(test: SplitArrays, predictions: dict[str, torch.Tensor],
         for c, (title, image, cmap, lim) in enumerate(panels):
             ax = axes[r, c]
             vmin, vmax = lim if lim is not None else (None, None)
-            ax.imshow(image.numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+            shown = ax.imshow(image.numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+            if units and title in ("truth", f"error ({best})"):
+                bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+                bar.ax.tick_params(labelsize=5)
+                bar.set_label(units, fontsize=6)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -142,6 +148,53 @@ def _selection(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _physical(metrics: dict[str, Any]) -> list[str]:
+    """The section on V·Å and thickness (issue 20), when the models predict physical units."""
+    if metrics.get("target_units") != "V·Å":
+        return []
+    names = ("rel_l2_v_a", "mae_v_a", "thickness_mae_a", "thickness_mae_pct")
+    definitions = metrics["definitions"]
+    lines = ["## Physical units (V·Å, Å)", "",
+             "Maps in V·Å (one scale for the dataset, from the training split) and the "
+             "specimen thickness per window. " + "; ".join(
+                 f"`{n}`: {definitions[n]}" for n in names if n in definitions) + ".", ""]
+    rows = {**{f"model `{n}`": v for n, v in metrics["models"].items()},
+            **{f"baseline `{n}`": v for n, v in metrics["baselines"].items()}}
+    for key in (NOISE_FREE, *metrics["doses"]):
+        label = "noise-free" if key == NOISE_FREE else dose_label(key)
+        lines += [f"{label}:", "", "| | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]
+        for name, values in rows.items():
+            lines.append(f"| {name} | " + " | ".join(
+                f"{values[key][m]:.4g}" if m in values[key] else "–" for m in names) + " |")
+        lines.append("")
+    best = metrics["best_arrangement"]
+    lines += [f"Per held-out material (`{best}`, noise-free):", "",
+              "| material | samples | rel. L2 V·Å | MAE V·Å | thickness MAE Å | thickness MAE % |",
+              "|---|---|---|---|---|---|"]
+    for material, values in metrics["per_material"][best].items():
+        lines.append(f"| `{material}` | {values['samples']} | "
+                     + " | ".join(f"{values[m]:.3g}" if m in values else "–" for m in names)
+                     + " |")
+    lines.append("")
+    uncertainty = metrics.get("uncertainty")
+    if uncertainty:
+        lines += ["Uncertainty: " + uncertainty["definition"] + ".", "",
+                  "| model | k | validation coverage | test coverage | test coverage (k = 1) | "
+                  "thickness test coverage |", "|---|---|---|---|---|---|"]
+        for name, entry in uncertainty.items():
+            if name == "definition":
+                continue
+            thickness = entry.get("thickness_test_coverage_2sigma")
+            lines.append(f"| `{name}` | {entry['sigma_factor']:.3g} | "
+                         f"{entry['validation_coverage_2sigma']:.3f} | "
+                         f"{entry['test_coverage_2sigma']:.3f} | "
+                         f"{entry['test_coverage_2sigma_raw']:.3f} | "
+                         + (f"{thickness:.3f}" if thickness is not None else "–") + " |")
+        lines.append("")
+    return lines
+
+
 def render_report(config: StemdlConfig, metrics: dict[str, Any], generation: GenerationReport,
                   verification: VerifyReport, results: dict[str, TrainResult], curves: Path,
                   materials: Path) -> str:
@@ -166,6 +219,7 @@ def render_report(config: StemdlConfig, metrics: dict[str, Any], generation: Gen
         *_margins(metrics),
         "",
         *_selection(metrics),
+        *_physical(metrics),
     ]
     for key in metrics["doses"]:
         lines += [f"## Test metrics at {dose_label(key)} (Poisson noise)", "",

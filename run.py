@@ -44,6 +44,7 @@ import torch
 
 from stemdl.configs import StemdlConfig, UsageError, config_from_dict
 from stemdl.datasets.generate import generate
+from stemdl.datasets.physical_scale import thickness_by_index
 from stemdl.datasets.verify import verify_store
 from stemdl.report import plot_curves, plot_materials, render_report
 from stemdl.train.baselines import strong_baselines
@@ -57,6 +58,8 @@ from stemdl.train.local_devices import (
 )
 from stemdl.train.local_ranks import run_local_ranks
 from stemdl.train.loop import TrainResult, train_main
+from stemdl.train.physical_scoring import DEFINITIONS as PHYSICAL_DEFINITIONS
+from stemdl.train.physical_scoring import calibration, sample_scores, thickness_predictions
 from stemdl.train.scoring import (
     NOISE_FREE,
     RELATIVE_L2_DEFINITION,
@@ -68,7 +71,6 @@ from stemdl.train.scoring import (
     mean_target_prediction,
     nearest_neighbour_prediction,
     predict,
-    sample_metrics,
     summarize,
 )
 
@@ -200,8 +202,11 @@ def train_arrangement(config: StemdlConfig, store_url: str, run_dir: Path, ranks
     return results[0]
 
 
-def _score(predictions: torch.Tensor, test: SplitArrays) -> dict[str, Any]:
-    per_sample = sample_metrics(predictions, test.potential)
+def _score(predictions: torch.Tensor, test: SplitArrays, physical: bool = False,
+           thickness_pred_a: torch.Tensor | None = None,
+           thickness_true_a: torch.Tensor | None = None) -> dict[str, Any]:
+    per_sample = sample_scores(predictions, test.potential, physical, thickness_pred_a,
+                               thickness_true_a)
     return {"summary": summarize(per_sample), "per_sample": per_sample}
 
 
@@ -212,6 +217,9 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
     device = scoring_device()
     models = {name: load_trained_model(path, device)[0] for name, path in checkpoints.items()}
     train_split = load_split(store_url, config.loader, "train", seed=config.train.seed)
+    # Physical targets (V·Å): scores in V·Å and Å beside the shape metrics (issue 20).
+    physical = not config.loader.standardize_targets
+    thickness_a = thickness_by_index(store_url) if physical else None
     metrics: dict[str, Any] = {"models": {n: {} for n in models},
                                "baselines": {name: {} for name in BASELINES},
                                "per_material": {}}
@@ -227,8 +235,10 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
         predictions.update(strong_baselines(store_url, config.loader, "test", train_split, test,
                                             config.simulation.sample_shape, dose,
                                             config.train.seed))
+        thickness = thickness_predictions(models, test.cbed) if physical else {}
+        true_a = torch.from_numpy(thickness_a[test.index]) if thickness_a is not None else None
         for name, prediction in predictions.items():
-            scored = _score(prediction, test)
+            scored = _score(prediction, test, physical, thickness.get(name), true_a)
             group = "models" if name in models else "baselines"
             metrics[group][name][key] = scored["summary"]
             if dose is None:
@@ -239,6 +249,13 @@ def score_run(config: StemdlConfig, store_url: str, checkpoints: dict[str, Path]
             metrics["test_samples"] = len(test)
             metrics["test_materials"] = sorted(set(test.material_id.tolist()))
             metrics["train_samples"] = len(train_split)
+            if physical and config.loader.augment == "d4":
+                validation = load_split(store_url, config.loader, "validation",
+                                        seed=config.train.seed)
+                metrics["uncertainty"] = calibration(models, validation, test,
+                                                     tuple(config.simulation.scan.gpts),
+                                                     thickness_a)
+    metrics["target_units"] = "V·Å" if physical else "standardized"
     return metrics, pictures
 
 
@@ -321,7 +338,8 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
         with clock.stage("report"):
             curves = plot_curves(runs, out_dir / "curves.png")
             materials_png = plot_materials(pictures["test"], pictures["predictions"],
-                                           list(arrangements), best, out_dir / "materials.png")
+                                           list(arrangements), best, out_dir / "materials.png",
+                                           units=metrics["target_units"])
     wall = clock.total()
     metrics.update({
         "config": config.name,
@@ -344,6 +362,7 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
             "ssim": "Wang et al. 2004, 11-px Gaussian window (σ 1.5), data range of the truth",
             "psnr_db": "10·log10(range(truth)² / MSE) per sample, averaged",
             "mse": "mean squared error of standardized maps",
+            **PHYSICAL_DEFINITIONS,
         },
         "training": {name: {"ranks": r.world_size, "steps": r.steps,
                             "samples_per_s": r.samples_per_s, "wall_s": r.wall_s,

@@ -33,6 +33,7 @@ from stemdl.train.scoring import NOISE_FREE, dose_label
 
 HEADING = "## Default run (`python benchmarks/default_run.py`)"
 METRICS = ("pearson_r", "rel_l2", "ssim", "psnr_db", "mse")
+PHYSICAL = ("rel_l2_v_a", "mae_v_a", "thickness_mae_a", "thickness_mae_pct")
 
 
 def _load() -> str:
@@ -106,7 +107,36 @@ def section(wall: float, metrics: dict, before: str, after: str,
             lines.append(f"| {name} | "
                          + " | ".join(f"{values[key][m]:.3f}" for m in METRICS) + " |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + physical_section(metrics))
+
+
+def physical_section(metrics: dict) -> list[str]:
+    """Issue 20: V·Å and thickness figures and the calibration of σ, when the run has them."""
+    if metrics.get("target_units") != "V·Å":
+        return []
+    lines = ["Physical units (definitions in metrics.json; relative L2 in V·Å = "
+             "‖pred − true‖ / ‖true‖, thickness per window):", "",
+             "| predictor | dose | " + " | ".join(PHYSICAL) + " |",
+             "|---|---|" + "---:|" * len(PHYSICAL)]
+    rows = {**{f"model `{n}`": v for n, v in metrics["models"].items()},
+            **{f"baseline `{n}`": v for n, v in metrics["baselines"].items()}}
+    for name, values in rows.items():
+        for key in (NOISE_FREE, *metrics["doses"]):
+            label = "noise-free" if key == NOISE_FREE else dose_label(key)
+            lines.append(f"| {name} | {label} | " + " | ".join(
+                f"{values[key][m]:.3f}" if m in values[key] else "–" for m in PHYSICAL) + " |")
+    lines.append("")
+    for name, entry in metrics.get("uncertainty", {}).items():
+        if name == "definition":
+            continue
+        lines.append(f"- `{name}` σ (D4 spread × {entry['sigma_factor']:.3g}, fitted on "
+                     f"validation): {100 * entry['test_coverage_2sigma']:.1f} % of test pixels "
+                     f"within 2σ (raw spread: {100 * entry['test_coverage_2sigma_raw']:.1f} %)"
+                     + (f"; thickness: {100 * entry['thickness_test_coverage_2sigma']:.1f} % of "
+                        "test windows within 2σ" if "thickness_test_coverage_2sigma" in entry
+                        else ""))
+    lines.append("")
+    return lines
 
 
 def replace_section(path: Path, text: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from stemdl.configs.base import ConfigError, StemdlError, StrictModel, UsageError
 from stemdl.configs.dataset import ArrayStorage, DatasetConfig, LoaderConfig
@@ -43,6 +43,13 @@ class StemdlConfig(StrictModel):
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _thickness_needs_units(self) -> StemdlConfig:
+        if self.model.thickness_head and self.loader.standardize_targets:
+            raise ValueError("model.thickness_head needs physical targets: set "
+                             "loader.standardize_targets false")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (paths as strings, tuples as lists) for stores and checkpoints."""

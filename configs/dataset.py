@@ -108,7 +108,13 @@ class LoaderConfig(StrictModel):
         "sqrt_min", description="sqrt(x - min(x)) per pattern before standardizing (the paper)."
     )
     standardize_inputs: bool = Field(True, description="Z-score each pattern.")
-    standardize_targets: bool = Field(True, description="Z-score each target map.")
+    standardize_targets: bool = Field(
+        True, description="true: z-score each target map (shape only; no units). false: the "
+        "projected potential in V·Å, scaled for the network by one offset and scale per "
+        "channel fixed from the training split and stored in the model "
+        "(datasets/physical_scale.py). True when absent, so configs and checkpoints made "
+        "before it keep their meaning; every preset sets false.",
+    )
     shuffle_buffer: int = Field(16, ge=0, le=100_000)
     num_workers: int = Field(1, ge=0, le=64)
     decode_threads: int = Field(

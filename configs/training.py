@@ -28,6 +28,12 @@ class ModelConfig(StrictModel):
     scan_pixel_pool: int = Field(
         4, ge=1, le=64, description="'scan_pixels': average-pool each pattern by this factor."
     )
+    thickness_head: bool = Field(
+        False, description="Also predict the specimen thickness (Å) of each input window from "
+        "the pooled bottleneck (needs physical targets: loader.standardize_targets false). Off "
+        "when absent, so configs and checkpoints made before it keep their network; every "
+        "preset turns it on.",
+    )
 
     @model_validator(mode="after")
     def _blocks(self) -> ModelConfig:
@@ -65,6 +71,16 @@ class TrainConfig(StrictModel):
         "auto", description="'auto': bf16 on GPU, fp32 on CPU."
     )
     loss: Literal["mse", "l1"] = "mse"
+    shape_loss_weight: float = Field(
+        1.0, ge=0, le=100, description="Physical targets: weight of a second map term, the "
+        "loss of prediction and truth both moved by the truth's per-sample z-score (what "
+        "training on standardized targets minimized), beside the loss on the dataset scale; "
+        "it weighs a weakly scattering sample as much as a strong one.",
+    )
+    thickness_loss_weight: float = Field(
+        0.5, ge=0, le=100, description="Weight of the thickness term (the loss of the scaled "
+        "thickness, same kind as `loss`) beside the map's, with model.thickness_head.",
+    )
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints.")
     validate_every: int = Field(50, ge=1, description="Steps between validations.")
     validate_at_start: bool = Field(

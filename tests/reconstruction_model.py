@@ -27,8 +27,14 @@ CHANGES = {
         "target": {"target_px": [16, 16], "depth_sections": 1, "smoothing_px": 1.0},
     },
     "dataset": {"num_samples": 192, "shard_size": 8},
-    "loader": {"shuffle_buffer": 32, "num_workers": 0, "augment": "d4"},
-    "model": {"arrangement": "scan_pixels", "initial_features": 16, "growth_rate": 8,
+    # Standardized targets, as when the margins of test_reconstruction.py and
+    # test_predict.py were measured: with the V·Å targets of the presets (issue 20) this model
+    # kept its margins over the baselines, but its windows of the measured-like scan of
+    # test_predict.py fell to r 0.44-0.51 (from above 0.75), an open problem of the physical
+    # recipe at this size (benchmarks/RESULTS.md, "Physical units").
+    "loader": {"shuffle_buffer": 32, "num_workers": 0, "augment": "d4",
+               "standardize_targets": True},
+    "model": {"thickness_head": False, "arrangement": "scan_pixels", "initial_features": 16, "growth_rate": 8,
               "n_pool": 1, "layers_per_block": [2, 2, 2], "norm": "batch",
               "scan_pixel_pool": 3},
     "train": {"batch_size": 8, "epochs": 40, "lr": 0.003, "warmup_steps": 10,

@@ -16,6 +16,7 @@ from torch import nn
 
 from stemdl.configs import ConfigError, StemdlConfig, config_from_dict
 from stemdl.datasets.loader import make_dataloader
+from stemdl.datasets.physical_scale import thickness_by_index
 from stemdl.train.arrangements import build_model
 from stemdl.train.checkpoint import CheckpointError, load_checkpoint
 from stemdl.train.loop import EmptySplitError
@@ -33,7 +34,8 @@ def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Modul
         config = config_from_dict(state["config"], source=f"{checkpoint} (stored config)")
     except ConfigError as error:
         raise CheckpointError(str(error)) from None
-    model = build_model(config.model, config.simulation.sample_shape).to(device)
+    model = build_model(config.model, config.simulation.sample_shape,
+                        physical=not config.loader.standardize_targets).to(device)
     weights = state.get("ema") or state["model"]
     try:
         model.load_state_dict(weights)
@@ -46,7 +48,9 @@ def load_trained_model(checkpoint: Path, device: torch.device) -> tuple[nn.Modul
 def evaluate_main(checkpoint: Path, store_url: str, split: str = "test",
                   device: str | torch.device | None = None,
                   allow_partial: bool = False) -> dict[str, float]:
-    """MSE, PSNR, SSIM, relative L2, Pearson r (means over the split) and the sample count.
+    """MSE, PSNR, SSIM, relative L2, Pearson r (means over the split) and the sample count;
+    for a model in V·Å also `train.physical_metrics` (relative L2 and MAE in V·Å, thickness
+    MAE in Å and %), and `units` ('V·Å' or 'standardized').
 
     The store must fit the checkpoint's model (`StoreShapeError` naming both shapes) and be
     complete (unless `allow_partial`, which is then logged)."""
@@ -63,4 +67,9 @@ def evaluate_main(checkpoint: Path, store_url: str, split: str = "test",
         raise EmptySplitError(f"{store_url} has no samples of split {split!r}"
                          + (" in the shards that are done" if note else ""))
     precision = resolve_precision(config.train.precision, device)
-    return evaluate_split(model, loader, device, precision)
+    thickness = None
+    if getattr(model, "has_thickness", False):
+        thickness = torch.from_numpy(thickness_by_index(str(store_url)))
+    metrics = evaluate_split(model, loader, device, precision, thickness)
+    metrics["units"] = model.units  # type: ignore[assignment]
+    return metrics

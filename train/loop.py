@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from stemdl.configs import StemdlConfig, StemdlError, UsageError
 from stemdl.datasets.loader import make_dataloader
+from stemdl.datasets.physical_scale import thickness_by_index, training_scale
 from stemdl.train.arrangements import build_model
 from stemdl.train.checkpoint import (
     BEST_CHECKPOINT_NAME,
@@ -65,6 +66,7 @@ from stemdl.train.optim import (
     apply_larc,
     build_optimizer,
 )
+from stemdl.train.physical_metrics import standardize_by_truth
 from stemdl.train.precision import resolve_precision
 from stemdl.train.run_log import RunLogger
 from stemdl.train.store_fit import check_store_fits
@@ -191,7 +193,17 @@ class Trainer:
         cfg, part = self.cfg, self.partition
 
         torch.manual_seed(cfg.seed)
-        self.model = build_model(config.model, shape).to(self.device)
+        physical = not config.loader.standardize_targets
+        self.model = build_model(config.model, shape, physical=physical).to(self.device)
+        self.thickness_by_index: torch.Tensor | None = None
+        if physical:
+            # Fixed from the training split before anything copies the weights (the EMA);
+            # a resumed run reads the same numbers back from its checkpoint.
+            scale = training_scale(store_url)
+            self.model.set_scale(scale.potential_offset_v_a, scale.potential_scale_v_a,
+                                 scale.thickness_offset_a, scale.thickness_scale_a)
+            if self.model.has_thickness:
+                self.thickness_by_index = torch.from_numpy(thickness_by_index(store_url))
         self.cost = count_flops(self.model, shape.input_shape)
         self.channels_last = use_channels_last(cfg.channels_last, self.device)
         to_memory_format(self.model, self.channels_last)
@@ -331,10 +343,26 @@ class Trainer:
         torch.manual_seed(step_seed(cfg.seed, self.context.rank, self.position.step))
         cbed = batch_to(batch["cbed"].to(self.device, non_blocking=True), self.channels_last)
         target = batch["potential"].to(self.device, non_blocking=True)
-        with self.precision.autocast():
-            prediction = self.forward(cbed)
         loss_fn = F.mse_loss if cfg.loss == "mse" else F.l1_loss
-        loss = loss_fn(prediction.float(), target)
+        model = self.model
+        # A physical model's loss is taken in network units ((V·Å − offset) / scale), so the
+        # numbers, the learning rate and the loss scale are those of standardized targets.
+        with self.precision.autocast():
+            if self.thickness_by_index is not None:
+                prediction, thickness_a = model.forward_both(cbed)
+            else:
+                prediction, thickness_a = self.forward(cbed), None
+        loss = loss_fn(model.to_network_units(prediction.float()),
+                       model.to_network_units(target))
+        if model.physical and cfg.shape_loss_weight > 0:
+            loss = loss + cfg.shape_loss_weight * loss_fn(
+                *standardize_by_truth(prediction.float(), target))
+        if thickness_a is not None:
+            assert self.thickness_by_index is not None
+            true_a = self.thickness_by_index[batch["index"].long().cpu()].to(self.device)
+            loss = loss + cfg.thickness_loss_weight * loss_fn(
+                model.thickness_to_network_units(thickness_a.float()),
+                model.thickness_to_network_units(true_a))
         scaler = self.precision.scaler
         scaler.scale(loss).backward()
         self.reducer.synchronize()
@@ -402,7 +430,8 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         average_buffers(self.model)
         with evaluation_weights(self.model, self.ema):
-            metrics = evaluate_split(self.model, self.val_loader, self.device, self.precision)
+            metrics = evaluate_split(self.model, self.val_loader, self.device, self.precision,
+                                     self.thickness_by_index)
         self.log.record("validation", self.position.step, metrics)
         self.log.info("validation at step %d: %s", self.position.step,
                       ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))

@@ -11,6 +11,12 @@ Shape of the network (all convolutions keep the map size, pools halve it):
       bottleneck dense block ─▶ only its L·g new maps go up (keeps the width in check)
       n_pool × [ transition up (3×3 transposed conv, stride 2) ─▶ concat skip ─▶ dense block ]
       1×1 conv ─▶ C channels ─▶ bilinear resize to the target size (H', W') if it differs
+      (`thickness_head`) bottleneck maps ─▶ global mean ⊕ max pool ─▶ MLP ─▶ one number
+
+The thickness head sees the bottleneck, the most pooled view of the whole input, and gives one
+number per input (a window of the scan): the specimen is simulated as one slab of constant
+thickness, so a window carries one thickness, and CBED encodes it in the intensity of the
+disks (the Kossel–Möllenstedt fringes) over the whole stack, not at any one target pixel.
 
 A dense layer is norm → ReLU → k×k conv (g maps) → dropout, and a dense block concatenates every
 layer's output to its input, so layer j of a block sees the input plus all j earlier outputs.
@@ -160,8 +166,16 @@ class FCDenseNet(nn.Module):
             self.up_blocks.append(block)
             coming_up = block.out_channels
         self.final_conv = nn.Conv2d(coming_up, out_channels, 1)
+        self.thickness_head: nn.Module | None = None
+        if config.thickness_head:
+            width = self.bottleneck.out_channels
+            self.thickness_head = nn.Sequential(
+                nn.Linear(2 * width, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, with_thickness: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The (B, C, H', W') map; with `with_thickness`, also the (B,) thickness output
+        (in network units; `CBEDToPotential` converts both)."""
         stack = self.first_conv(x)
         skips: list[torch.Tensor] = []
         for block, down in zip(self.down_blocks, self.transitions_down, strict=True):
@@ -169,9 +183,18 @@ class FCDenseNet(nn.Module):
             skips.append(stack)
             stack = down(stack)
         stack = self.bottleneck(stack)
+        thickness = None
+        if with_thickness:
+            if self.thickness_head is None:
+                raise ValueError("this network has no thickness head (model.thickness_head)")
+            pooled = torch.cat([stack.mean(dim=(-2, -1)), stack.amax(dim=(-2, -1))], dim=1)
+            thickness = self.thickness_head(pooled)[:, 0]
         for up, block in zip(self.transitions_up, self.up_blocks, strict=True):
             stack = block(up(stack, skips.pop()))
         out = self.final_conv(stack)
         if self.output_size is not None and tuple(out.shape[-2:]) != self.output_size:
             out = F.interpolate(out, size=self.output_size, mode="bilinear", align_corners=False)
+        if with_thickness:
+            assert thickness is not None
+            return out, thickness
         return out

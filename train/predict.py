@@ -41,8 +41,15 @@ Steps, in order:
    (r·H'/gy, c·W'/gx). Overlaps are blended with the separable weight
    w(i) = 10⁻³ + sin²(π(i + ½)/n) per window axis (small at window edges, where a prediction
    sees the least context): map = Σ w·prediction / Σ w.
-The map is in the model's output units: with `loader.standardize_targets` (every preset) each
-window's prediction is standardized (zero mean, unit variance), not V·Å.
+7. Thickness (a model with `model.thickness_head`): one value in Å per window, from the same
+   forward pass, kept as a (window rows, window columns) grid with the windows' centres; not
+   blended into a per-pixel map, because the model learnt one thickness per window.
+The map is in the model's output units: V·Å for a model trained on physical targets (every
+preset: `loader.standardize_targets: false`), the same dataset-level scale in every window, so
+overlapping windows agree in scale and the blend is a weighted mean of V·Å values. A model
+trained on standardized targets (before issue 20) still predicts; each window's map is then
+standardized (zero mean, unit variance) and the outputs say so. With a thickness head, each
+window's thickness (Å) is recorded as a grid over the windows (7.).
 """
 
 from __future__ import annotations
@@ -189,11 +196,14 @@ def blend_weight(n: int) -> np.ndarray:
 @torch.no_grad()
 def stitch(model: nn.Module, inputs: np.ndarray | ScanModelInputs, ranges: TrainedRanges,
            starts: list[tuple[int, int]], device: torch.device, batch_size: int = 16,
-           progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+           progress: bool = True, thickness_out: list[float] | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """(C, Ny·H'/gy, Nx·W'/gx) blended map and the number of windows covering each pixel.
 
     `inputs` (scan_y, scan_x, H, W) model input: an array, or `ScanModelInputs`, which computes
-    rows as windows ask for them (`starts` in row-major order, as `plan_windows` gives them)."""
+    rows as windows ask for them (`starts` in row-major order, as `plan_windows` gives them).
+    With `thickness_out` (a list) and a model with a thickness head, each window's predicted
+    thickness (Å) is appended to it, in the order of `starts`."""
     from tqdm.auto import tqdm
 
     gy, gx = ranges.window
@@ -209,7 +219,13 @@ def stitch(model: nn.Module, inputs: np.ndarray | ScanModelInputs, ranges: Train
         chunk = starts[first:first + batch_size]
         stack = np.stack([np.asarray(inputs[r:r + gy, c:c + gx], dtype=np.float32)
                           .reshape(gy * gx, *inputs.shape[2:]) for r, c in chunk])
-        predicted = model(torch.from_numpy(stack).to(device)).float().cpu().numpy()
+        batch = torch.from_numpy(stack).to(device)
+        if thickness_out is not None and getattr(model, "has_thickness", False):
+            out, depth = model.forward_both(batch)  # type: ignore[operator]
+            thickness_out.extend(depth.float().cpu().tolist())
+        else:
+            out = model(batch)
+        predicted = out.float().cpu().numpy()
         if total is None:
             total = np.zeros((predicted.shape[1], ny * fy, nx * fx))
         for (r, c), window_map in zip(chunk, predicted, strict=True):
@@ -234,6 +250,9 @@ class PredictionResult:
     mean_pattern_centre_px: tuple[float, float]
     units: str
     record: dict[str, Any]  # → prediction.json
+    # (rows, cols) thickness in Å of each window (`record["thickness"]` says where they sit),
+    # or None for a model without a thickness head
+    thickness_a: np.ndarray | None = None
 
 
 def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dict[str, Any],
@@ -276,10 +295,14 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
                                    f"pixels per probe of its {gy}x{gx} grid; cannot stitch")
     stride = stride or (max(1, gy // 2), max(1, gx // 2))
     starts = plan_windows(step_plan.shape, ranges.window, stride)
+    window_thickness: list[float] = []
     potential, counts = stitch(model, inputs, ranges, starts, torch_device, batch_size,
-                               progress)
+                               progress, thickness_out=window_thickness)
     units = ("standardized (each window zero mean, unit variance), not V·Å"
              if config.loader.standardize_targets else "V·Å")
+    trained_a = (config.simulation.thickness_a.min, config.simulation.thickness_a.max)
+    thickness_grid, thickness_record = _thickness_record(window_thickness, starts, ranges,
+                                                         trained_a)
     state_info = _checkpoint_info(Path(checkpoint), config)
     record = {
         "data": {"path": scan.path, "format": scan.format, "scan_shape": list(scan.scan_shape),
@@ -308,11 +331,38 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
                           + ("; the resampled scan's corner lies corner_offset_a (y, x) from "
                              "the file's (scan_step)" if step_plan.resampled else ""),
                 "corner_offset_a": list(step_plan.corner_offset_a)},
-        "model": state_info,
+        "model": {**state_info, "physical_scale": model.scale_dict()  # type: ignore[operator]
+                  if hasattr(model, "scale_dict") else {}},
+        "thickness": thickness_record,
     }
     return PredictionResult(potential, ranges.target_pixel_a, mean.astype(np.float32),
                             tuple(calibration["angular_sampling_mrad"]), tuple(centre), units,
-                            record)
+                            record, thickness_grid)
+
+
+def _thickness_record(values: list[float], starts: list[tuple[int, int]],
+                      ranges: TrainedRanges, trained_a: tuple[float, float]
+                      ) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The windows' thickness as a (rows, cols) grid in Å and its JSON record.
+
+    Per window, not per pixel: the model was trained on specimens of one thickness per
+    sample, so one window gives one thickness (see the README, "Targets")."""
+    if not values:
+        return None, {"units": None, "note": "the model predicts no thickness (trained "
+                      "before the thickness head, or without it)"}
+    rows = sorted({r for r, _ in starts})
+    cols = sorted({c for _, c in starts})
+    grid = np.full((len(rows), len(cols)), np.nan, dtype=np.float32)
+    for (r, c), value in zip(starts, values, strict=True):
+        grid[rows.index(r), cols.index(c)] = value
+    centre_a = [[(r + ranges.window[0] / 2) * ranges.scan_step_a[0] for r in rows],
+                [(c + ranges.window[1] / 2) * ranges.scan_step_a[1] for c in cols]]
+    return grid, {"units": "Å", "per": "window", "mean_a": float(np.nanmean(grid)),
+                  "std_a": float(np.nanstd(grid)), "min_a": float(np.nanmin(grid)),
+                  "max_a": float(np.nanmax(grid)), "window_grid_a": grid.tolist(),
+                  "window_centres_a": centre_a,
+                  "trained_range_a": list(trained_a),
+                  "note": "window centres are in Å from the corner of the scanned area"}
 
 
 def _checkpoint_info(checkpoint: Path, config: StemdlConfig) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """What `stemdl predict` leaves in its output directory (`write_outputs`).
 
 * `potential.zarr`: the stitched map (C, y, x) float32, Zarr v3, with `dimension_names`
-  (channel, y, x) and attributes `units`, `axes` (name, units, scale, offset per axis; y and
-  x in Å, offset = centre of the first pixel, origin at the corner of the scanned area);
+  (channel, y, x) and attributes `units` ('V·Å', or 'standardized …' for a model trained
+  before physical targets), `axes` (name, units, scale, offset per axis; y and x in Å,
+  offset = centre of the first pixel, origin at the corner of the scanned area), and
+  `thickness` (Å per window, `PredictionResult.record["thickness"]`);
 * `potential.hspy` / `potential.tif` when asked (`formats`), written by rosettasciio with the
   same axes;
-* `prediction.png`: the map beside the mean diffraction pattern (log scale, axes in mrad);
+* `prediction.png`: the map with a colour bar in its units (V·Å) and the mean thickness in
+  the title, beside the mean diffraction pattern (log scale, axes in mrad);
 * `prediction.json`: what was done (`PredictionResult.record`: calibrations and where each
   came from, trained ranges, resampling, windows, model and checkpoint).
 """
@@ -71,8 +74,12 @@ def _write_all(result: PredictionResult, out_dir: Path, formats: tuple[str, ...]
     written = [_write_zarr(result, out_dir / "potential.zarr")]
     for fmt in formats:
         suffix = {"hspy": ".hspy", "tiff": ".tif"}[fmt]
+        ascii_only = fmt == "tiff"  # TIFF strings must be 7-bit ASCII
         signal = signal_dict(result.potential, map_axes(result), "stemdl projected potential",
-                             signal_type="", extra={"units": result.units})
+                             signal_type="", extra=_signal_extra(result, ascii_only))
+        # HyperSpy shows the quantity and its units beside the data (its colour bar label)
+        signal["metadata"]["Signal"]["quantity"] = _text(
+            f"Projected potential ({result.units})", ascii_only)
         written.append(write_signal(out_dir / f"potential{suffix}", signal))
     written.append(_write_png(result, out_dir / "prediction.png"))
     record = {**result.record, "outputs": [p.name for p in written] + ["prediction.json"]}
@@ -80,6 +87,23 @@ def _write_all(result: PredictionResult, out_dir: Path, formats: tuple[str, ...]
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     written.append(path)
     return written
+
+
+def _text(value: str, ascii_only: bool) -> str:
+    """`value`, with V·Å and Å spelt in ASCII when the format needs it (TIFF)."""
+    return value.replace("·", " ").replace("Å", "Angstrom") if ascii_only else value
+
+
+def _signal_extra(result: PredictionResult, ascii_only: bool = False) -> dict[str, Any]:
+    """Flat, HDF5-safe numbers for the .hspy `original_metadata.stemdl` (no None)."""
+    extra: dict[str, Any] = {"units": _text(result.units, ascii_only)}
+    if result.thickness_a is not None:
+        thickness = result.record["thickness"]
+        extra.update({"thickness_units": _text("Å", ascii_only), "thickness_per": "window",
+                      "thickness_mean_a": thickness["mean_a"],
+                      "thickness_std_a": thickness["std_a"],
+                      "thickness_windows_a": np.asarray(result.thickness_a, dtype=np.float64)})
+    return extra
 
 
 def _write_zarr(result: PredictionResult, path: Path) -> Path:
@@ -90,7 +114,8 @@ def _write_zarr(result: PredictionResult, path: Path) -> Path:
                               overwrite=True)
     array[...] = result.potential
     array.attrs.update({"units": result.units, "axes": map_axes(result),
-                        "long_name": "projected potential predicted by stemdl"})
+                        "long_name": "projected potential predicted by stemdl",
+                        "thickness": result.record.get("thickness")})
     return path
 
 
@@ -109,7 +134,11 @@ def _write_png(result: PredictionResult, path: Path) -> Path:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.6))
     image = left.imshow(result.potential[0], cmap="magma", origin="upper",
                         extent=(0, width * px, height * py, 0))
-    left.set_title("predicted projected potential")
+    title = "predicted projected potential"
+    thickness = result.record.get("thickness") or {}
+    if thickness.get("units") == "Å":
+        title += f"\nthickness {thickness['mean_a']:.1f} ± {thickness['std_a']:.1f} Å (windows)"
+    left.set_title(title)
     left.set_xlabel("x (Å)")
     left.set_ylabel("y (Å)")
     figure.colorbar(image, ax=left, label=result.units.split(" (")[0], shrink=0.8)
