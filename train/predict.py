@@ -44,11 +44,12 @@ Steps, in order:
 7. Thickness (a model with `model.thickness_head`): one value in Å per window, from the same
    forward pass, kept as a (window rows, window columns) grid with the windows' centres; not
    blended into a per-pixel map, because the model learnt one thickness per window.
-The map is in the model's output units: V·Å for a model trained on physical targets (every
-preset: `loader.standardize_targets: false`), the same dataset-level scale in every window, so
-overlapping windows agree in scale and the blend is a weighted mean of V·Å values. A model
-trained on standardized targets (before issue 20) still predicts; each window's map is then
-standardized (zero mean, unit variance) and the outputs say so. With a thickness head, each
+The map is in the model's output units: V·Å for a model trained on physical targets
+(`loader.standardize_targets: false`, as `tiny`), the same dataset-level scale in every window,
+so overlapping windows agree in scale and the blend is a weighted mean of V·Å values. A model
+trained on standardized targets (`small`, `paper`, and every checkpoint made before issue 20)
+still predicts; each window's map is then standardized (zero mean, unit variance) and the
+outputs say so. With a thickness head, each
 window's thickness (Å) is recorded as a grid over the windows (7.).
 """
 
