@@ -189,15 +189,10 @@ def main() -> int:
     if args.checkpoint:
         config, checkpoint = load_config(str(args.config)), args.checkpoint
     else:
-        from reconstruction_model import reconstruction_config, trained_reconstruction
+        from reconstruction_model import reconstruction_checkpoint
 
         args.run.mkdir(parents=True, exist_ok=True)
-        checkpoint = args.run / "reconstruction-run" / "checkpoint.pt"
-        if checkpoint.exists():
-            config = reconstruction_config()
-        else:
-            run = trained_reconstruction(args.run)
-            config, checkpoint = run.config, run.checkpoint
+        config, checkpoint = reconstruction_checkpoint(args.run)
     checkpoints = {"stitched_r": checkpoint}
     if args.nuisance_model:
         checkpoints["stitched_r_nuisance_trained"] = _nuisance_model(config, args.run)

@@ -63,20 +63,14 @@ def main() -> int:
     args = parser.parse_args()
 
     from measured_scan import poisson_counts, simulate_large_scan, training_phase_corner_a
-    from reconstruction_model import trained_reconstruction
+    from reconstruction_model import reconstruction_checkpoint
 
     from stemdl.datasets.transforms import electrons_per_pattern
     from stemdl.simulate.catalogue import build_catalogue
     from stemdl.train.metrics import pearson_r
 
     args.run.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.run / "reconstruction-run" / "checkpoint.pt"
-    if checkpoint.exists():
-        from reconstruction_model import reconstruction_config
-        config = reconstruction_config()
-    else:
-        run = trained_reconstruction(args.run)
-        config, checkpoint = run.config, run.checkpoint
+    config, checkpoint = reconstruction_checkpoint(args.run)
     sim = config.simulation
     catalogue = build_catalogue(sim)
     electrons = electrons_per_pattern(DOSE, np.array([0, 0, STEP_A, STEP_A]), 1)

@@ -78,3 +78,14 @@ def trained_reconstruction(root: Path) -> ReconstructionRun:
         result = train_main(config, store, root / "reconstruction-run")
         _BUILT["run"] = ReconstructionRun(config, store, Path(result.checkpoint))
     return _BUILT["run"]
+
+
+def reconstruction_checkpoint(root: Path) -> tuple[StemdlConfig, Path]:
+    """The model's config and checkpoint under `root`: the checkpoint an earlier benchmark run
+    left there if there is one (training is deterministic, so it is the same model), else
+    trained now."""
+    checkpoint = root / "reconstruction-run" / "checkpoint.pt"
+    if checkpoint.exists():
+        return reconstruction_config(), checkpoint
+    run = trained_reconstruction(root)
+    return run.config, run.checkpoint
