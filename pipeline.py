@@ -168,8 +168,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from stemdl.train.predict import predict_main
-    from stemdl.train.predict_outputs import write_outputs
+    from stemdl.predict.outputs import write_outputs
+    from stemdl.predict.scan_prediction import predict_main
 
     energy_ev = args.energy_ev if args.energy_ev is not None else (
         args.energy_kev * 1e3 if args.energy_kev is not None else None)
@@ -193,7 +193,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from stemdl.datasets.export import export_sample
+    from stemdl.predict.export import export_sample
 
     path = export_sample(args.store_url, args.sample, args.format, args.out)
     print(f"wrote {path}")

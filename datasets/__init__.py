@@ -25,11 +25,8 @@ Public API (imported lazily, so `import stemdl.datasets` stays cheap):
   `datasets.store`, a `StemdlStore`): the
   one way to read per-sample metadata, independent of how it is packed into arrays;
 * `storage_estimate(config) -> StorageEstimate`;
-* `microscope_files.read_scan(path, scan_shape=None, sample=None) -> Scan4D` (a 4D-STEM scan
-  from a rosettasciio format, .npy or a store) and `resolve_calibration`;
-  `pattern_resampling.plan_resampling` / `resample_patterns`; `scan_inputs.ScanModelInputs`
-  and `mean_pattern` (a scan as model input, a band of rows at a time); `export.export_sample(store_url,
-  index, fmt, out)`.
+Reading measured scans, and exporting a stored sample as one, is `stemdl.predict` (a layer
+above train/).
 
 Modules, one concept each: `schema` (what arrays and attributes a store has), `storage`
 (URLs, Zarr stores, codecs, sharding, shard file names), `store` (the handle of an opened
@@ -38,10 +35,7 @@ field accessor), `plan` (creating/checking a store against its config, the split
 `shard` (the generation task), `generate` (Dask), `worker_plan` (its local workers, GPUs), `verify`, `inspect`, `stage`, `partition`
 (which node, rank and worker reads which shard), `shard_files` (decoding whole shard files),
 `transforms` (normalization, noise), `loader` (streaming), `batch_ring` (the shared-memory
-batch hand-off), `estimate`, `microscope_files` (reading scans and their calibration,
-writing signals), `pattern_resampling`, `scan_inputs` (a scan read and resampled a band of
-rows at a time), `scan_checks` (a scan against itself: not empty, finite, a bright-field
-disk of the calibrated size), `export`.
+batch hand-off), `estimate`.
 """
 
 from __future__ import annotations

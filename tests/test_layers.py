@@ -1,4 +1,4 @@
-"""The import graph runs one way: configs < simulate < datasets < train < the top (run, CLI).
+"""The import graph runs one way: configs < simulate < datasets < train < predict < the top (run, CLI).
 
 Every module of the installed packages is parsed with `ast` (nothing is imported), and every
 import of a stemdl module, wherever it stands (module top, function, `TYPE_CHECKING`), is an
@@ -13,8 +13,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"configs": 0, "simulate": 1, "datasets": 2, "train": 3}
-TOP = 4  # stemdl.pipeline, stemdl.run, stemdl.report, the stemdl package itself
+LAYERS = {"configs": 0, "simulate": 1, "datasets": 2, "train": 3, "predict": 4}
+TOP = 5  # stemdl.pipeline, stemdl.run, stemdl.report, the stemdl package itself
 PACKAGES = tuple(LAYERS)
 BARE = {*LAYERS, "pipeline", "run", "report"}  # must be imported as stemdl.<name>
 

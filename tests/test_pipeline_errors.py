@@ -14,12 +14,12 @@ from stemdl.datasets.fingerprint import CatalogueMismatchError
 from stemdl.datasets.integrity import IncompleteStoreError, MissingDataError
 from stemdl.datasets.plan import ConfigMismatchError
 from stemdl.datasets.records import RecordError
-from stemdl.datasets.scan_checks import DiskCalibrationError
 from stemdl.datasets.shard_files import ShardDecodeError
 from stemdl.datasets.stage import StageError
 from stemdl.datasets.storage import StoreError
 from stemdl.datasets.store import ArrayMetadataError
 from stemdl.datasets.store_lock import StoreLockedError
+from stemdl.predict.scan_checks import DiskCalibrationError
 from stemdl.simulate.catalogue import CatalogueError
 from stemdl.train.allreduce_grouping import ModelMismatchError
 from stemdl.train.checkpoint import CheckpointError

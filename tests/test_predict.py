@@ -27,11 +27,11 @@ import pytest
 import torch
 
 from stemdl import pipeline
-from stemdl.datasets.microscope_files import CalibrationError
-from stemdl.datasets.pattern_resampling import find_centre, plan_resampling, resample_patterns
-from stemdl.datasets.trained_ranges import TrainedRanges
+from stemdl.predict.microscope_files import CalibrationError
+from stemdl.predict.pattern_resampling import find_centre, plan_resampling, resample_patterns
+from stemdl.predict.stitching import blend_weight, plan_windows, stitch
+from stemdl.predict.trained_ranges import TrainedRanges
 from stemdl.train.metrics import pearson_r
-from stemdl.train.predict import blend_weight, plan_windows, stitch
 
 MATERIAL = ("zincblende-GaP-5e4e17cd", (0, 0, 1))
 DOSE_E_PER_A2 = 1e5
@@ -59,8 +59,8 @@ def measured(reconstruction_run, tmp_path_factory):  # type: ignore[no-untyped-d
         write_mib,
     )
 
-    from stemdl.datasets.microscope_files import signal_dict, write_signal
     from stemdl.datasets.transforms import electrons_per_pattern
+    from stemdl.predict.microscope_files import signal_dict, write_signal
 
     sim = reconstruction_run.config.simulation
     corner = training_phase_corner_a(sim, *MATERIAL, repeat=3)
@@ -314,7 +314,7 @@ def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
     """ASTAR .blo through rosettasciio (it keeps the scan step, converting Å to its nm), a 3-D
     .npy with --scan-shape, an extension nobody reads, refused by name, a URL without
     --sample, and an MRC stack of frames with --scan-shape."""
-    from stemdl.datasets.microscope_files import (
+    from stemdl.predict.microscope_files import (
         MicroscopeFileError,
         calibrated_axes,
         read_scan,
@@ -364,7 +364,7 @@ def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) ->
     (8 mrad ÷ the angular pixel) gives a map of the whole scanned area."""
     import zarr
 
-    from stemdl.datasets.trained_ranges import trained_ranges
+    from stemdl.predict.trained_ranges import trained_ranges
 
     config = tiny_config({"arrangement": "channels"})
     checkpoint = _untrained_checkpoint(config, tmp_path / "checkpoint.pt")
@@ -398,12 +398,12 @@ def test_predict_holds_a_few_rows_of_the_scan_not_all_of_it(tmp_path: Path, tiny
     computed from the whole scan in memory (resampled, normalized and stitched at once)."""
     import tracemalloc
 
-    from stemdl.datasets import scan_inputs
-    from stemdl.datasets.scan_inputs import ScanModelInputs
-    from stemdl.datasets.trained_ranges import trained_ranges
     from stemdl.datasets.transforms import normalize_inputs
+    from stemdl.predict import scan_inputs
+    from stemdl.predict.scan_inputs import ScanModelInputs
+    from stemdl.predict.scan_prediction import predict_main
+    from stemdl.predict.trained_ranges import trained_ranges
     from stemdl.train.evaluate import load_trained_model
-    from stemdl.train.predict import predict_main
 
     config = tiny_config()
     checkpoint = _untrained_checkpoint(config, tmp_path / "checkpoint.pt")
@@ -455,13 +455,13 @@ def test_predict_holds_a_few_rows_of_the_scan_not_all_of_it(tmp_path: Path, tiny
 def test_microscope_files_are_opened_lazily(tmp_path: Path) -> None:
     """rosettasciio's readers are asked for a lazy (Dask) array, and the mean pattern summed
     band by band is the mean of the whole scan."""
-    from stemdl.datasets.microscope_files import (
+    from stemdl.predict.microscope_files import (
         calibrated_axes,
         read_scan,
         signal_dict,
         write_signal,
     )
-    from stemdl.datasets.scan_inputs import mean_pattern
+    from stemdl.predict.scan_inputs import mean_pattern
 
     data = np.random.default_rng(3).random((5, 6, 16, 16)).astype(np.float32)
     axes = calibrated_axes(data.shape, (1.5, 1.5), (0.8, 0.8), (8.0, 8.0))

@@ -36,7 +36,7 @@ def setting(tiny_config, tmp_path_factory):  # type: ignore[no-untyped-def]
     """An untrained tiny checkpoint, the scan's counts and its calibration."""
     from test_predict import _untrained_checkpoint
 
-    from stemdl.datasets.trained_ranges import trained_ranges
+    from stemdl.predict.trained_ranges import trained_ranges
 
     config = tiny_config()
     root = tmp_path_factory.mktemp("files")
@@ -59,7 +59,7 @@ def _predict(setting, data: Path, out: Path, *options: str) -> int:  # type: ign
 
 
 def _write_hspy(path: Path, counts: np.ndarray, step_a: float, pixel_mrad: float) -> Path:
-    from stemdl.datasets.microscope_files import calibrated_axes, signal_dict, write_signal
+    from stemdl.predict.microscope_files import calibrated_axes, signal_dict, write_signal
 
     axes = calibrated_axes(counts.shape, (step_a, step_a), (pixel_mrad, pixel_mrad),
                            (24.0, 24.0))
@@ -143,8 +143,8 @@ def test_arina_and_py4dstem_scans_predict_as_their_hspy(setting, tmp_path: Path)
 def test_arina_frames_are_read_a_band_of_rows_at_a_time(setting, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The ARINA reader is lazy: a band of rows reads the frames of those rows, across the
     boundary between two data files, and a scan shape is taken from --scan-shape."""
-    from stemdl.datasets.hdf5_scans import ArinaFrames
-    from stemdl.datasets.microscope_files import read_scan
+    from stemdl.predict.hdf5_scans import ArinaFrames
+    from stemdl.predict.microscope_files import read_scan
 
     master = _write_arina(setting, tmp_path)[0]
     scan = read_scan(master, scan_shape=(32, 8))
@@ -157,13 +157,13 @@ def test_arina_frames_are_read_a_band_of_rows_at_a_time(setting, tmp_path: Path)
 def test_hdf5_kind_is_read_from_the_content(setting, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """An .hdf5 HyperSpy file, an .emd written by rosettasciio and an ARINA master renamed
     .hdf5 are each sent to their reader, whatever the extension."""
-    from stemdl.datasets.hdf5_scans import hdf5_kind
+    from stemdl.predict.hdf5_scans import hdf5_kind
 
     counts = setting["counts"][:4, :4]
     hspy = _write_hspy(tmp_path / "scan.hspy", counts, 1.5, 1.0)
     shutil.copy(hspy, tmp_path / "scan.hdf5")
     assert hdf5_kind(tmp_path / "scan.hdf5") == "hspy"
-    from stemdl.datasets.microscope_files import calibrated_axes, signal_dict, write_signal
+    from stemdl.predict.microscope_files import calibrated_axes, signal_dict, write_signal
 
     write_signal(tmp_path / "scan.emd", signal_dict(counts, calibrated_axes(
         counts.shape, (1.5, 1.5), (1.0, 1.0), (24.0, 24.0)), "emd"))
@@ -177,7 +177,7 @@ def test_py4dstem_calibration_units_and_lazy_reading(setting, tmp_path: Path) ->
     gives nothing; the datacube is read lazily (rosettasciio's Dask array over the file)."""
     from h5_layouts import write_py4dstem
 
-    from stemdl.datasets.microscope_files import read_scan
+    from stemdl.predict.microscope_files import read_scan
 
     counts = setting["counts"][:4, :6]
     path = write_py4dstem(tmp_path / "nm.h5", counts, r_pixel_size=0.15, r_pixel_units="nm",
@@ -238,7 +238,7 @@ def test_a_mib_without_its_header_file_or_all_its_frames(setting, mib: Path, tmp
 
 
 def test_damaged_blockfiles(setting, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from stemdl.datasets.microscope_files import calibrated_axes, signal_dict, write_signal
+    from stemdl.predict.microscope_files import calibrated_axes, signal_dict, write_signal
 
     counts = (setting["counts"] // 8).astype(np.uint8)
     axes = calibrated_axes(counts.shape, (1.5, 1.5), (1.0, 1.0), (24.0, 24.0))
@@ -281,7 +281,7 @@ def test_a_damaged_frame_is_found_while_reading_its_rows(setting, tmp_path, caps
 
     from rsciio.hspy import file_writer
 
-    from stemdl.datasets.microscope_files import calibrated_axes, signal_dict
+    from stemdl.predict.microscope_files import calibrated_axes, signal_dict
 
     path = tmp_path / "scan.hspy"
     signal = signal_dict(setting["counts"], calibrated_axes(
@@ -317,8 +317,8 @@ def test_foreign_and_truncated_files(setting, tmp_path, capsys) -> None:  # type
 def test_no_half_written_outputs(setting, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A failure while the outputs are written (here the picture) leaves none of them, not
     even the map written before it, and no staging folder."""
-    from stemdl.train import predict_outputs
-    from stemdl.train.predict import predict_main
+    from stemdl.predict import outputs as predict_outputs
+    from stemdl.predict.scan_prediction import predict_main
 
     hspy = _write_hspy(tmp_path / "scan.hspy", setting["counts"], setting["step_a"],
                        setting["pixel_mrad"])

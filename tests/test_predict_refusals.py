@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from stemdl import pipeline
-from stemdl.datasets.export import export_sample
-from stemdl.datasets.microscope_files import record_calibration, stored_scan
+from stemdl.predict.export import export_sample
+from stemdl.predict.microscope_files import record_calibration, stored_scan
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """`stemdl predict` resamples a scan whose step is within ±25 % of the trained one onto the
-trained step (`datasets/scan_resampling.py`), only where both steps sample the 4D data finely
+trained step (`predict/scan_resampling.py`), only where both steps sample the 4D data finely
 enough to interpolate (≤ λ/(4α)), and refuses a step beyond, naming the range or the limit.
 
 The interpolation is checked exactly on data linear in position; the end-to-end test gives the
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from stemdl import pipeline
-from stemdl.datasets.scan_resampling import ResampledScan, plan_scan_step
-from stemdl.datasets.trained_ranges import TrainedRanges
-from stemdl.train.predict import OutsideTrainingError, check_calibration, nyquist_step_a
+from stemdl.predict.calibration import OutsideTrainingError, check_calibration, nyquist_step_a
+from stemdl.predict.scan_resampling import ResampledScan, plan_scan_step
+from stemdl.predict.trained_ranges import TrainedRanges
 
 MATERIAL = ("zincblende-GaP-5e4e17cd", (0, 0, 1))
 TRAINED_STEP_A = 1.5

@@ -10,9 +10,8 @@ Public API:
 
 * `train.loop.train_main(config, store_url, out_dir, stage_dir=None, resume=False)
   -> TrainResult` — one call per rank; `train.evaluate.evaluate_main(checkpoint, store_url,
-  split="test") -> dict` — metrics of a checkpoint; `train.predict.predict_main(checkpoint,
-  data, calibration_options=...) -> PredictionResult` — a model applied to a 4D-STEM scan,
-  written by `train.predict_outputs.write_outputs`.
+  split="test") -> dict` — metrics of a checkpoint. A model applied to a
+  measured scan is `stemdl.predict` (the layer above).
 * `train.grouped_allreduce.GroupedAllreduce(model, process_group=None, group_bytes=8 MiB,
   num_groups=None, compression=None | "fp16" | "bf16" | plug-in)` with `.synchronize()`,
   `.no_sync()`, `.stats`; plug-ins implement `train.compression.GradientCompression`.
@@ -31,6 +30,5 @@ becomes the input; `build_model`), `flops`, `grouped_allreduce` (the reducer),
 `loop`, `fast_paths` (channels_last, torch.compile),
 `optim` (SGD/AdamW, LARC, EMA), `lr_schedule` (learning rate), `precision`, `metrics`,
 `validation`, `checkpoint`, `collectives`, `run_log`, `evaluate`, `scoring` (against
-baselines), `baselines` (the aligned nearest neighbour and iCoM), `store_fit` (does a store hold what a model takes), `local_ranks`, `predict`
-(trained ranges, refusals, windows, stitching), `predict_outputs`.
+baselines), `baselines` (the aligned nearest neighbour and iCoM), `store_fit` (does a store hold what a model takes), `local_ranks`.
 """

@@ -1,4 +1,4 @@
-"""The bright-field disk measured in a mean pattern (`datasets.scan_checks`), on patterns
+"""The bright-field disk measured in a mean pattern (`predict.scan_checks`), on patterns
 simulated by abTEM directly (vacuum) and on the crystals of the real `tiny` store."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stemdl.datasets.microscope_files import MicroscopeFileError, record_calibration, stored_scan
-from stemdl.datasets.scan_checks import (
+from stemdl.predict.microscope_files import MicroscopeFileError, record_calibration, stored_scan
+from stemdl.predict.scan_checks import (
     DiskCalibrationError,
     check_disk_calibration,
     check_mean_pattern,

@@ -100,7 +100,7 @@ def test_the_thickness_head_learns_and_evaluate_reports_units(trained, tiny_stor
 
 def _scan(config, shape: tuple[int, int], seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Random patterns about a bright-field disk of the calibrated size (predict checks it)."""
-    from stemdl.datasets.trained_ranges import trained_ranges
+    from stemdl.predict.trained_ranges import trained_ranges
 
     radius = 8 / trained_ranges(config).angular_sampling_mrad[0]
     rows, cols = np.indices((24, 24))
@@ -110,7 +110,7 @@ def _scan(config, shape: tuple[int, int], seed: int) -> np.ndarray:  # type: ign
 
 
 def _scan_options(config) -> list[str]:  # type: ignore[no-untyped-def]
-    from stemdl.datasets.trained_ranges import trained_ranges
+    from stemdl.predict.trained_ranges import trained_ranges
 
     ranges = trained_ranges(config)
     return ["--energy-kev", "100", "--semiangle-mrad", "8", "--scan-step-a",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stemdl.datasets.microscope_files import CalibrationError, MicroscopeFileError
+from stemdl.predict.microscope_files import CalibrationError, MicroscopeFileError
 
 
 def find_centre(mean_pattern: np.ndarray) -> tuple[float, float]:

@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 
 from stemdl.configs import UsageError
-from stemdl.datasets.microscope_files import (
+from stemdl.predict.microscope_files import (
     calibrated_axes,
     record_calibration,
     signal_dict,
     stored_scan,
     write_signal,
 )
-from stemdl.datasets.pattern_resampling import pattern_centre_px
+from stemdl.predict.pattern_resampling import pattern_centre_px
 from stemdl.simulate.sample import SampleRecord
 
 EXPORT_FORMATS = ("hspy", "npy", "emd")

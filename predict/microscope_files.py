@@ -3,12 +3,12 @@
 In: a file written by acquisition or analysis software (.hspy, .mib, .emd, .dm4, .blo, ... read
 through HyperSpy's rosettasciio; a Dectris ARINA master through h5py, lazily), a `.npy` array,
 or one sample of a stemdl Zarr store. An .h5/.hdf5/.emd goes to the reader its content calls
-for (EMD, ARINA, HyperSpy: `datasets.hdf5_scans`); a .mib, .blo or .npy is first checked
-against its own header (`datasets.file_checks`), so a damaged file is refused in its own
+for (EMD, ARINA, HyperSpy: `predict.hdf5_scans`); a .mib, .blo or .npy is first checked
+against its own header (`predict.file_checks`), so a damaged file is refused in its own
 terms. Out: a `Scan4D`, the patterns as (scan_y, scan_x, ky, kx) and the calibrations the
 file holds; and the other way, `signal_dict` / `write_signal` (rosettasciio's writers, used
 by `export` and for the predicted map). Putting patterns on a model's angular grid is
-`datasets.pattern_resampling`.
+`predict.pattern_resampling`.
 
 Calibrations (`CALIBRATION_FIELDS`): beam energy (eV), convergence semi-angle (mrad), angular
 pixel size (mrad/px, or Å⁻¹/px, converted with the electron wavelength), scan step (Å). A file
@@ -32,8 +32,8 @@ import numpy as np
 
 from stemdl.configs import StemdlError
 from stemdl.configs.units import wavelength_a
-from stemdl.datasets.file_checks import check_blockfile, check_mib, check_npy
-from stemdl.datasets.hdf5_scans import hdf5_kind, py4dstem_calibration, read_arina
+from stemdl.predict.file_checks import check_blockfile, check_mib, check_npy
+from stemdl.predict.hdf5_scans import hdf5_kind, py4dstem_calibration, read_arina
 
 CALIBRATION_FIELDS = ("energy_ev", "semiangle_mrad", "angular_sampling_mrad", "scan_step_a")
 # The command-line option that supplies each calibration (for error messages).
@@ -45,7 +45,7 @@ CALIBRATION_OPTIONS = {
 }
 
 # rosettasciio plugin per extension where several plugins claim one (mrc, xml, ...); an
-# .h5/.hdf5/.emd is routed by its content (`datasets.hdf5_scans.hdf5_kind`), the writers
+# .h5/.hdf5/.emd is routed by its content (`predict.hdf5_scans.hdf5_kind`), the writers
 # use this table.
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".emd")
 _PREFERRED_PLUGIN = {
@@ -176,7 +176,7 @@ def _read_with_rosettasciio(path: Path, suffix: str, scan_shape: tuple[int, int]
                                   f"which {module} imports; install it (pip install "
                                   f"'rosettasciio[...]', see rosettasciio's docs)") from None
     # Lazily (a Dask array over the file), where the reader can: a scan is read by slicing it,
-    # a band of rows at a time (`datasets.scan_inputs`), and may be larger than memory.
+    # a band of rows at a time (`predict.scan_inputs`), and may be larger than memory.
     kwargs: dict[str, Any] = {"lazy": True} if _reads_lazily(reader) else {}
     if module == "rsciio.quantumdetector" and scan_shape is not None:
         kwargs["navigation_shape"] = (scan_shape[1], scan_shape[0])  # rsciio: (x, y)

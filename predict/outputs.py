@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from stemdl.configs import UsageError
-from stemdl.datasets.microscope_files import signal_dict, write_signal
-from stemdl.train.predict import PredictionResult
+from stemdl.predict.microscope_files import signal_dict, write_signal
+from stemdl.predict.scan_prediction import PredictionResult
 
 MAP_FORMATS = ("hspy", "tiff")
 

@@ -51,7 +51,7 @@ class ScanStepPlan:
                 "resampled_shape": list(self.shape), "resampled": self.resampled,
                 "corner_offset_a": list(self.corner_offset_a),
                 "method": "linear interpolation between probe positions onto the trained step "
-                          "(datasets/scan_resampling.py)" if self.resampled else "none"}
+                          "(predict/scan_resampling.py)" if self.resampled else "none"}
 
 
 def resampled_length(size: int, ratio: float) -> int:

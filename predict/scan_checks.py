@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from stemdl.datasets.microscope_files import CalibrationError, MicroscopeFileError
+from stemdl.predict.microscope_files import CalibrationError, MicroscopeFileError
 
 DISK_TOLERANCE = 0.10
 # A floor under the tolerance, in pixels: the edge of a disk a few pixels across is not

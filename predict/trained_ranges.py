@@ -3,7 +3,7 @@
 Why here: the range of angular pixel sizes the training patterns had depends on the extent of
 every training material's base cell (a pattern pixel is 1e3·λ·binning / extent mrad, and the
 extent is whole base cells), so it needs the config's (deterministic) catalogue, which
-datasets/ may build and train/ may not. `train.predict` checks a scan against these ranges.
+datasets/ may build and train/ may not. `predict.calibration` checks a scan against these ranges.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from stemdl.configs import StemdlConfig
 from stemdl.configs.units import wavelength_a
-from stemdl.datasets.pattern_resampling import pattern_centre_px
+from stemdl.predict.pattern_resampling import pattern_centre_px
 from stemdl.simulate.catalogue import build_catalogue
 from stemdl.simulate.geometry import lateral_repetitions
 

@@ -12,7 +12,7 @@ Why: `.h5` is written by many programs with different layouts, so the extension 
 * a Dectris ARINA master file (`/entry/data/data_000001`, an external link to a data file)
   → "arina", read here (`read_arina`), not by rosettasciio's ARINA reader: that one reads the
   whole scan into memory (no lazy mode), and a scan is read a band of rows at a time
-  (`datasets.scan_inputs`); here `ArinaFrames` reads only the frames of the rows asked for,
+  (`predict.scan_inputs`); here `ArinaFrames` reads only the frames of the rows asked for,
   through h5py and the bitshuffle/LZ4 filter of `hdf5plugin`, and the calibration comes from
   the NeXus `/entry/instrument` fields Dectris writes (beam energy or wavelength, pixel size
   and detector distance → angular pixel = pixel size / distance);
@@ -42,7 +42,7 @@ _ENERGY_TO_EV = {"ev": 1.0, "kev": 1e3, "mev": 1e6}
 
 
 def _error(message: str) -> Exception:
-    from stemdl.datasets.microscope_files import MicroscopeFileError
+    from stemdl.predict.microscope_files import MicroscopeFileError
 
     return MicroscopeFileError(message)
 
@@ -136,7 +136,7 @@ def py4dstem_calibration(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
 class ArinaFrames:
     """The frames of an ARINA acquisition as a (rows, cols, H, W) array-like, read lazily.
 
-    Slicing whole scan rows (`frames[r0:r1]`, what `datasets.scan_inputs` does) reads only
+    Slicing whole scan rows (`frames[r0:r1]`, what `predict.scan_inputs` does) reads only
     the frames of those rows from the data files; a frame that cannot be decoded raises a
     `MicroscopeFileError` naming its data file, frame and scan row. Pixels the detector's
     `pixel_mask` marks as bad (dead, hot, gaps) are set to 0."""

@@ -9,7 +9,7 @@ are ever materialized:
 
 * `mean_pattern(data)` sums bands of at most `BAND_BYTES` of the file's patterns;
 * `ScanModelInputs` is the whole scan on the model's pattern grid, normalized, as an array-like
-  that windows are sliced from (`inputs[r:r + gy, c:c + gx]`, what `train.predict.stitch`
+  that windows are sliced from (`inputs[r:r + gy, c:c + gx]`, what `predict.stitching.stitch`
   does). A slice computes the rows it lacks from the file (rebinned by
   `pattern_resampling.resample_patterns`, then `transforms.normalize_inputs`, the training
   loader's own function) and keeps them until a slice asks for rows below them. Windows come
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from stemdl.configs import StemdlError
-from stemdl.datasets.pattern_resampling import resample_patterns
 from stemdl.datasets.transforms import normalize_inputs
+from stemdl.predict.pattern_resampling import resample_patterns
 
 # Bytes of the file's patterns read at once for the mean pattern (a band of whole rows).
 BAND_BYTES = 256 << 20
@@ -78,7 +78,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _damaged(message: str) -> Exception:
-    from stemdl.datasets.microscope_files import MicroscopeFileError
+    from stemdl.predict.microscope_files import MicroscopeFileError
 
     return MicroscopeFileError(message)
 
