@@ -51,7 +51,6 @@ from stemdl.datasets.shard import (
     ShardResult,
     Simulator,
     catalogue_for,
-    read_done_mask,
     simulate_shard_task,
     warm_worker,
 )
@@ -247,8 +246,8 @@ def _store_is_complete(url: str) -> bool:
     started); anything else, including an unreadable store, is left to `plan_store` to judge."""
     try:
         store = open_stemdl_store(url, mode="r")
-        return bool(store.attrs.get("planning_complete")) and bool(read_done_mask(store).all())
-    except Exception:
+        return bool(store.attrs.get("planning_complete")) and bool(store.done_mask().all())
+    except Exception:  # broad: only decides whether to start a cluster; plan_store then judges
         return False
 
 
@@ -288,7 +287,7 @@ def _run_tasks(client: Client, todo: list[int], config_dict: dict[str, Any], url
             shard, last_chance = futures.pop(future)
             try:
                 result: ShardResult = future.result()
-            except Exception as error:
+            except Exception as error:  # broad: a task's own error, any type, is retried
                 if not last_chance:
                     retry = client.submit(simulate_shard_task, config_dict, url, shard,
                                           record_failures=True, simulator=simulator,
@@ -333,7 +332,7 @@ def _drain_after_stop(client: Client, futures: dict[Any, tuple[int, bool]],
         shard = futures[future][0]
         try:
             result: ShardResult = future.result()
-        except Exception as error:
+        except Exception as error:  # broad: a task's own error, any type, is reported per shard
             report.shards_failed[shard] = f"{type(error).__name__}: {error}"
             continue
         if result.fatal is not None:
@@ -384,7 +383,7 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
         # Built only once the store's config is known to match (a refusal should not wait
         # seconds for it); cached per process, so the tasks below get this very object.
         store = plan_store(config, url, lambda: catalogue_for(config, simulator))
-        done = read_done_mask(store)
+        done = store.done_mask()
         todo = [k for k in range(store.num_shards) if not done[k]]
         skipped = store.attrs.get("catalogue_skipped", [])
         report = GenerationReport(url, store.num_samples, store.num_shards,

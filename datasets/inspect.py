@@ -24,7 +24,6 @@ from stemdl.datasets.integrity import (
 from stemdl.datasets.partition import available_shards, sample_indices
 from stemdl.datasets.records import RecordError, read_fields, record_from_columns
 from stemdl.datasets.schema import FIELDS, STATUS_FAILED, STATUS_OK
-from stemdl.datasets.shard import read_done_mask
 from stemdl.datasets.storage import filesystem
 from stemdl.datasets.store import open_stemdl_store
 from stemdl.simulate.sample import SPLITS
@@ -128,7 +127,7 @@ def read_sample(store_url: str, index: int) -> dict[str, Any]:
     if not 0 <= index < store.num_samples:
         raise IndexError(f"sample {index} out of range: the store has {store.num_samples} samples")
     shard = index // store.shard_size
-    if not read_done_mask(store)[shard]:
+    if not store.done_mask()[shard]:
         raise IncompleteStoreError(f"{store.url}: sample {index} is in shard {shard}, which is "
                                    "not done (not generated yet, or not staged here)")
     require_files(store, [shard])

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from stemdl.datasets.schema import sharded_arrays
-from stemdl.datasets.shard import read_done_mask
 from stemdl.datasets.storage import StoreError, file_url, filesystem, shard_key
 from stemdl.datasets.store import StemdlStore
 
@@ -52,7 +51,7 @@ def expected_shards(store: StemdlStore) -> list[int]:
 
 def missing_shards(store: StemdlStore) -> list[int]:
     """Shards this store should hold that are not marked done."""
-    done = read_done_mask(store)
+    done = store.done_mask()
     return [k for k in expected_shards(store) if not done[k]]
 
 

@@ -54,7 +54,6 @@ from stemdl.datasets.partition import (
     worker_shards,
 )
 from stemdl.datasets.records import read_fields
-from stemdl.datasets.schema import shard_range
 from stemdl.datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
 from stemdl.datasets.storage import file_url, filesystem, shard_key
 from stemdl.datasets.store import StemdlStore, open_stemdl_store
@@ -108,7 +107,7 @@ class _ShardReader:
         array = self.store.array(name)
         decoder = self.decoders[name]
         if not decoder.supported:
-            start, _ = shard_range(shard, self.store.shard_size, self.store.num_samples)
+            start, _ = self.store.shard_range(shard)
             return lambda row: np.asarray(array[start + int(row)])
         return ShardFileReader(decoder, self.fs,
                                file_url(self.store.url, shard_key(array, shard))).sample
@@ -136,17 +135,17 @@ class ShardStream(IterableDataset):
         missing = require_complete(store, allow_partial=allow_partial)
         self.partial_note = partial_note(store, missing) if missing else None
         self.store_url = store.url
-        self.cfg = loader_cfg or LoaderConfig()
+        self.loader_cfg = loader_cfg or LoaderConfig()
         self.split = split
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle = seed, shuffle
         self.shards = rank_shards(available_shards(store), rank, world_size)
         self.num_patterns = store.schema["cbed"].shape[0]
         self.shard_size, self.num_samples_in_store = store.shard_size, store.num_samples
-        self.noisy = self.cfg.dose_e_per_a2 is not None and (
-            self.cfg.noise == "always" or split == "train")
-        self.augment = self.cfg.augment == "d4" and split == "train"
-        nuisances = self.cfg.nuisances
+        self.noisy = self.loader_cfg.dose_e_per_a2 is not None and (
+            self.loader_cfg.noise == "always" or split == "train")
+        self.augment = self.loader_cfg.augment == "d4" and split == "train"
+        nuisances = self.loader_cfg.nuisances
         self.nuisances_on = nuisances.active and (nuisances.apply == "always"
                                                   or split == "train")
         sim = store.config.simulation
@@ -166,11 +165,11 @@ class ShardStream(IterableDataset):
         shape = sim.sample_shape
         self.sample_shapes = {"cbed": shape.input_shape, "potential": shape.target_shape}
         # Batches from worker processes travel through this ring (`datasets/batch_ring.py`).
-        self.ring = BatchRing(self.cfg.num_workers, batch_size, self.sample_shapes)
+        self.ring = BatchRing(self.loader_cfg.num_workers, batch_size, self.sample_shapes)
 
     def _target_regions(self, store: StemdlStore) -> dict[int, np.ndarray]:
         """`target_region_a` by global sample index, for the dose of Poisson noise."""
-        needs = self.noisy or (self.nuisances_on and self.cfg.nuisances.dose_e_per_a2 is not None)
+        needs = self.noisy or (self.nuisances_on and self.loader_cfg.nuisances.dose_e_per_a2 is not None)
         if not needs or not self.shards:
             return {}
         indices = sample_indices(store, self.shards)
@@ -203,7 +202,7 @@ class ShardStream(IterableDataset):
         where this split gets none: what the loader applied, recomputed from the seeds."""
         if not self.nuisances_on:
             return None
-        return draw_nuisances(self.cfg.nuisances, self.seed,
+        return draw_nuisances(self.loader_cfg.nuisances, self.seed,
                               self.epoch if epoch is None else epoch, int(index))
 
     @property
@@ -225,7 +224,7 @@ class ShardStream(IterableDataset):
             raise ValueError("batches_per_epoch needs a batch_size")
         order = epoch_order(self.shards, seed=self.seed, epoch=epoch, rank=self.rank,
                             shuffle=self.shuffle)
-        workers = max(self.cfg.num_workers, 1)
+        workers = max(self.loader_cfg.num_workers, 1)
         batches = 0
         for worker in range(workers):
             samples = sum(len(self._rows[shard]) for shard in worker_shards(order, worker, workers))
@@ -237,7 +236,7 @@ class ShardStream(IterableDataset):
         """The samples at `rows` of `shard` as stored (dtype and values), decoded one at a
         time as they are asked for (a large shard is never in memory whole); `_finalize`
         makes network inputs of them when they are batched."""
-        start, _ = shard_range(shard, reader.store.shard_size, reader.store.num_samples)
+        start, _ = reader.store.shard_range(shard)
         cbed, potential = reader.open("cbed", shard), reader.open("potential", shard)
         where = {name: file_url(reader.store.url, shard_key(reader.store.array(name), shard))
                  for name in ("cbed", "potential")}
@@ -249,7 +248,7 @@ class ShardStream(IterableDataset):
                     "index": index}
             if self.noisy:
                 item[ELECTRONS_KEY] = electrons_per_pattern(
-                    self.cfg.dose_e_per_a2,  # type: ignore[arg-type]
+                    self.loader_cfg.dose_e_per_a2,  # type: ignore[arg-type]
                     self._regions[item["index"]], self.num_patterns)
             yield item
 
@@ -265,7 +264,7 @@ class ShardStream(IterableDataset):
         if self.nuisances_on:
             index = int(item["index"])
             cbed[...] = apply_nuisances(
-                cbed, draw_nuisances(self.cfg.nuisances, self.seed, epoch, index),
+                cbed, draw_nuisances(self.loader_cfg.nuisances, self.seed, epoch, index),
                 scan_gpts=self.scan_gpts, step_a=self.scan_step_a,
                 target_region_a=self._regions.get(index), seed=self.seed, epoch=epoch,
                 index=index)
@@ -273,10 +272,10 @@ class ShardStream(IterableDataset):
         if electrons is not None:
             rng = np.random.default_rng([self.seed, epoch, int(item["index"]), 2])
             cbed[...] = poisson_noise(cbed, electrons, rng)
-        normalize_inputs(cbed, self.cfg.input_transform, self.cfg.standardize_inputs,
+        normalize_inputs(cbed, self.loader_cfg.input_transform, self.loader_cfg.standardize_inputs,
                          inplace=True)
         to_float32(item["potential"], out=potential)
-        normalize_targets(potential, self.cfg.standardize_targets, inplace=True)
+        normalize_targets(potential, self.loader_cfg.standardize_targets, inplace=True)
         if self.augment:
             op = int(np.random.default_rng([self.seed, epoch, int(item["index"]), 3])
                      .integers(D4_SIZE))
@@ -304,7 +303,7 @@ class ShardStream(IterableDataset):
             rows = self._rows[shard]
             if rows.size:
                 jobs.append((shard, rng.permutation(rows) if self.shuffle else rows))
-        threads = self.cfg.decode_threads
+        threads = self.loader_cfg.decode_threads
         if threads <= 0:
             for shard, rows in jobs:
                 yield from self._decode_shard(reader, shard, rows)
@@ -317,7 +316,7 @@ class ShardStream(IterableDataset):
         with ThreadPoolExecutor(threads, thread_name_prefix="stemdl-decode") as pool:
             pending: deque[Future[list[Item]]] = deque(
                 pool.submit(decode, shard, rows)
-                for shard, rows in itertools.islice(queue, threads * self.cfg.prefetch_factor))
+                for shard, rows in itertools.islice(queue, threads * self.loader_cfg.prefetch_factor))
             try:
                 while pending:
                     items = pending.popleft().result()
@@ -339,7 +338,7 @@ class ShardStream(IterableDataset):
             return iter(())
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker_id, 1])
         samples = self._samples(mine, rng)
-        size = self.cfg.shuffle_buffer if self.shuffle else 0
+        size = self.loader_cfg.shuffle_buffer if self.shuffle else 0
         samples = shuffle_buffer(samples, size, rng)
         if self.batch_size is None:
             return self._single(samples, epoch)

@@ -7,9 +7,14 @@ array is recreated byte for byte by planning that one array again in memory and 
 document, without touching a data file; the data files are then verified as usual (and
 re-simulated if they are bad). The root `zarr.json` holds the config itself: if that is lost
 there is nothing to rebuild from.
+
+Only zarr's public API is used: a `MemoryStore` over a dict we own (its documented
+`store_dict` argument), from which the planned document is read as bytes.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import zarr
 from zarr.storage import MemoryStore
@@ -21,18 +26,18 @@ from stemdl.datasets.store import StemdlStore
 def rebuild_array_metadata(store: StemdlStore, names: list[str]) -> list[str]:
     """Write the `zarr.json` of arrays `names` as planning would; returns the paths written."""
     ds = store.config.dataset
-    scratch = zarr.open_group(store=MemoryStore(), mode="w", zarr_format=3)
+    documents: dict[str, Any] = {}
+    scratch = zarr.open_group(store=MemoryStore(store_dict=documents), mode="w", zarr_format=3)
     fs, root = filesystem(store.url)
     written = []
     for name in names:
         spec = store.schema[name]
         storage = getattr(ds, spec.name) if spec.role == "data" else None
-        length = {"shard": ds.num_shards, "sample": ds.num_samples}.get(spec.per, 0)
-        create_array(scratch, spec, length=length, shard_size=ds.shard_size, storage=storage)
-        document = scratch.store._store_dict[f"{name}/zarr.json"].to_bytes()  # type: ignore[attr-defined]
+        create_array(scratch, spec, length=spec.length(ds), shard_size=ds.shard_size,
+                     storage=storage)
         path = f"{root}/{name}/zarr.json"
         fs.makedirs(f"{root}/{name}", exist_ok=True)
-        fs.pipe_file(path, document)
-        store._arrays.pop(name, None)
+        fs.pipe_file(path, documents[f"{name}/zarr.json"].to_bytes())
+        store.forget_array(name)
         written.append(path)
     return written

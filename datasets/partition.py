@@ -20,8 +20,7 @@ import numpy as np
 
 from stemdl.configs import UsageError
 from stemdl.datasets.records import read_fields
-from stemdl.datasets.schema import STATUS_OK, shard_range
-from stemdl.datasets.shard import read_done_mask
+from stemdl.datasets.schema import STATUS_OK
 from stemdl.datasets.store import StemdlStore, open_stemdl_store
 from stemdl.simulate.sample import SPLITS
 
@@ -49,7 +48,7 @@ def shards_for_node(num_shards: int, node: int, nodes: int) -> list[int]:
 
 def available_shards(store: StemdlStore) -> list[int]:
     """Shards marked done here (for a staged store: its local shards)."""
-    return [int(k) for k in np.flatnonzero(read_done_mask(store))]
+    return [int(k) for k in np.flatnonzero(store.done_mask())]
 
 
 def rank_shards(shards: list[int], rank: int, world_size: int) -> list[int]:
@@ -77,7 +76,7 @@ def selected_rows(split_values: np.ndarray, status: np.ndarray, split: str | Non
 
 
 def sample_indices(store: StemdlStore, shards: list[int]) -> np.ndarray:
-    ranges = [np.arange(*shard_range(k, store.shard_size, store.num_samples)) for k in shards]
+    ranges = [np.arange(*store.shard_range(k)) for k in shards]
     return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
 
 
@@ -94,7 +93,7 @@ def shard_rows(store: StemdlStore, shards: list[int], split: str | None) -> dict
     rows: dict[int, np.ndarray] = {}
     offset = 0
     for shard in shards:
-        start, stop = shard_range(shard, store.shard_size, store.num_samples)
+        start, stop = store.shard_range(shard)
         span = slice(offset, offset + stop - start)
         rows[shard] = selected_rows(splits[span], status[span], split)
         offset += stop - start

@@ -20,7 +20,6 @@ import numpy as np
 
 from stemdl.datasets.partition import available_shards, shard_rows
 from stemdl.datasets.records import read_fields
-from stemdl.datasets.schema import shard_range
 from stemdl.datasets.store import StemdlStore, open_stemdl_store
 
 
@@ -39,7 +38,7 @@ def split_indices(store: StemdlStore, split: str) -> np.ndarray:
     """Global indices of the successfully simulated samples of `split` (sorted)."""
     shards = available_shards(store)
     rows = shard_rows(store, shards, split)
-    parts = [shard_range(shard, store.shard_size, store.num_samples)[0] + rows[shard]
+    parts = [store.shard_range(shard)[0] + rows[shard]
              for shard in shards if rows[shard].size]
     return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 

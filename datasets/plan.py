@@ -179,7 +179,7 @@ def plan_store(config: StemdlConfig | dict[str, Any], store_url: str,
     ds = config.dataset
     for spec in schema.values():
         storage = getattr(ds, spec.name) if spec.role == "data" else None
-        length = {"shard": ds.num_shards, "sample": ds.num_samples}.get(spec.per, 0)
-        create_array(group, spec, length=length, shard_size=ds.shard_size, storage=storage)
+        create_array(group, spec, length=spec.length(ds), shard_size=ds.shard_size,
+                     storage=storage)
     group.attrs.update({"planning_complete": True})
     return open_stemdl_store(url, mode="r+")

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from stemdl.configs import StemdlConfig
+from stemdl.configs import DatasetConfig, StemdlConfig
 from stemdl.simulate.sample import SampleRecord
 
 SCHEMA_VERSION = 3
@@ -76,6 +76,11 @@ class ArraySpec:
         if self.per == "coordinate":
             return self.dims
         return ((SAMPLE_DIM if self.per == "sample" else SHARD_DIM), *self.dims)
+
+    def length(self, dataset: DatasetConfig) -> int:
+        """The length of the leading axis: a row per sample or per shard (a coordinate array
+        has no leading axis: 0)."""
+        return {"shard": dataset.num_shards, "sample": dataset.num_samples}.get(self.per, 0)
 
     def attributes(self) -> dict[str, Any]:
         """The array attributes that make it self-describing (CF-style `units`, `long_name`)."""

@@ -43,7 +43,7 @@ from stemdl.datasets.checksum import block_crc32c, stored_bytes
 from stemdl.datasets.fingerprint import ATTRIBUTE, catalogue_fingerprint, check_catalogue
 from stemdl.datasets.plan import config_differences, split_table
 from stemdl.datasets.records import empty_columns, pack, put_record
-from stemdl.datasets.schema import STATUS_FAILED, STATUS_OK, shard_range, sharded_arrays
+from stemdl.datasets.schema import STATUS_FAILED, STATUS_OK, sharded_arrays
 from stemdl.datasets.storage import StoreError, delete_objects, set_storage_options, shard_key
 from stemdl.datasets.store import StemdlStore, as_config, open_stemdl_store
 
@@ -132,33 +132,6 @@ def check_worker_catalogue(store: StemdlStore, config: StemdlConfig,
         check_catalogue(store.attrs, catalogue_for(config, simulator), table, store.url)
 
 
-def read_done_mask(store: StemdlStore) -> np.ndarray:
-    """`shard_done` as a bool array; a chunk that cannot be decoded counts as not done."""
-    done = store.array("shard_done")
-    try:
-        return np.asarray(done[:]) == 1
-    except Exception:  # a damaged chunk: fall back to reading chunk by chunk
-        mask = np.zeros(done.shape[0], dtype=bool)
-        for k in range(done.shape[0]):
-            try:
-                mask[k] = int(done[k]) == 1
-            except Exception:
-                mask[k] = False
-        return mask
-
-
-def shard_is_done(store: StemdlStore, shard_index: int) -> bool:
-    """Read one shard's completion flag (one small file); unreadable counts as not done."""
-    try:
-        return int(store.array("shard_done")[shard_index]) == 1
-    except Exception:
-        return False
-
-
-def set_done(store: StemdlStore, shard_index: int, done: bool) -> None:
-    store.array("shard_done")[shard_index] = 1 if done else 0
-
-
 def _reason(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
@@ -201,7 +174,7 @@ def simulate_block(store: StemdlStore, start: int, stop: int, *, record_failures
                 raise ValueError(f"record.index is {sample.record.index}, expected {index}")
             row_columns = empty_columns(schema, 1)
             put_record(row_columns, 0, sample.record, schema)
-        except Exception as error:
+        except Exception as error:  # broad: abTEM/ASE on untrusted structures may raise anything
             if not record_failures:
                 raise SampleSimulationError(
                     f"sample {index} (shard {start // store.shard_size}) failed: {_reason(error)}"
@@ -283,7 +256,7 @@ def simulate_shard_task(config: StemdlConfig | dict[str, Any], store_url: str,
             set_storage_options(storage_options)
         return simulate_shard(config, store_url, shard_index, record_failures=record_failures,
                               simulator=simulator, catalogue=catalogue)
-    except Exception as error:
+    except Exception as error:  # broad: classified below, anything not deterministic re-raised
         fatal = deterministic_failure(error)
         if fatal is None:
             raise
@@ -307,14 +280,14 @@ def simulate_shard(config: StemdlConfig | dict[str, Any], store_url: str, shard_
     _check_task_config(store, config)
     if catalogue is None:
         check_worker_catalogue(store, config, simulator)
-    start, stop = shard_range(shard_index, store.shard_size, store.num_samples)
+    start, stop = store.shard_range(shard_index)
     result = ShardResult(shard_index, start, stop, host=socket.gethostname(), pid=os.getpid())
-    if shard_is_done(store, shard_index):
+    if store.shard_is_done(shard_index):
         result.already_done = True
         return result
     block, result.failures = simulate_block(store, start, stop, record_failures=record_failures,
                                             simulator=simulator, catalogue=catalogue)
     write_block(store, start, block)
-    set_done(store, shard_index, True)
+    store.set_done(shard_index, True)
     result.elapsed_s = time.perf_counter() - began
     return result

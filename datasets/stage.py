@@ -34,8 +34,7 @@ from stemdl.configs import StemdlError
 from stemdl.datasets.integrity import IncompleteStoreError, listing
 from stemdl.datasets.partition import shards_for_node
 from stemdl.datasets.plan import config_differences, split_by_material
-from stemdl.datasets.schema import coordinate_arrays, shard_range, sharded_arrays
-from stemdl.datasets.shard import read_done_mask, set_done
+from stemdl.datasets.schema import coordinate_arrays, sharded_arrays
 from stemdl.datasets.storage import (
     StoreError,
     filesystem,
@@ -117,7 +116,7 @@ def _create_local_store(source: StemdlStore, local: Path, node: int, nodes: int,
         "nodes": nodes,
         "assignment": "round-robin: shard i belongs to node i % nodes",
         "shards": assigned,
-        "sample_ranges": [list(shard_range(k, source.shard_size, source.num_samples))
+        "sample_ranges": [list(source.shard_range(k))
                           for k in assigned],
     }
     tmp = local / ".zarr.json.tmp"
@@ -173,7 +172,7 @@ def stage_node(store_url: str, local_dir: str | os.PathLike[str], node: int, nod
     source = open_stemdl_store(store_url, mode="r")
     if source.attrs.get("staged"):
         raise StoreError(f"{source.url} is itself a staged store; stage from the full store")
-    source_mask = read_done_mask(source)
+    source_mask = source.done_mask()
     not_done = [k for k in shards_for_node(source.num_shards, node, nodes) if not source_mask[k]]
     if not_done and not allow_partial:
         raise IncompleteStoreError(
@@ -189,7 +188,7 @@ def stage_node(store_url: str, local_dir: str | os.PathLike[str], node: int, nod
     local_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(local_path) + ".lock"):
         local = _open_or_create(source, local_path, node, nodes, assigned)
-        source_done, local_done = read_done_mask(source), read_done_mask(local)
+        source_done, local_done = source.done_mask(), local.done_mask()
         split_of = split_by_material(source.attrs)
         for shard in assigned:
             if not source_done[shard]:
@@ -211,7 +210,7 @@ def _copy_verified(source: StemdlStore, local: StemdlStore, shard: int,
         copied = _copy_shard(source, local, shard)
         problems, _ = verify_shard(local, shard, split_of)
         if not problems:
-            set_done(local, shard, True)
+            local.set_done(shard, True)
             return copied
     raise StageError(f"shard {shard} does not verify after copying twice from {source.url}: "
                      + "; ".join(str(p) for p in problems[:3]))

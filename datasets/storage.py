@@ -44,6 +44,15 @@ from stemdl.datasets.schema import ArraySpec
 
 METADATA_CODEC = ArrayStorage(dtype="float32", codec="zstd", level=3)  # dtype unused for records
 
+# What zarr and numcodecs raise for a chunk or shard file that does not decode: a CRC-32C
+# mismatch (ValueError), a codec's own error (RuntimeError: "Zstd decompression error"), a file
+# that cannot be read (OSError). Readers that report damage catch exactly these.
+UNREADABLE_CHUNK: tuple[type[Exception], ...] = (ValueError, RuntimeError, OSError)
+# ... and for an array's zarr.json that is missing or damaged: no such key (KeyError), JSON that
+# does not parse or a document zarr rejects (ValueError, its MetadataValidationError; KeyError
+# or TypeError for a field that is absent or of the wrong type), a file that cannot be read.
+UNREADABLE_METADATA: tuple[type[Exception], ...] = (KeyError, ValueError, TypeError, OSError)
+
 
 class StoreError(StemdlError, ValueError):
     """A store URL or store that cannot be used as asked; the message names it and why."""
@@ -177,7 +186,7 @@ def _check_s3_bucket(url: str, fs: Any, options: Mapping[str, Any]) -> None:
         raise StoreAccessError(
             f"{url}: access to bucket {bucket!r} at {_endpoint(fs, options)} was refused "
             f"({error}); check the credentials and the bucket's policy") from None
-    except Exception as error:
+    except Exception as error:  # broad: botocore's connection/credential errors share no base
         raise StoreAccessError(
             f"{url}: bucket {bucket!r} at {_endpoint(fs, options)} cannot be used "
             f"({type(error).__name__}: {error})") from None

@@ -4,6 +4,10 @@ Every reader and writer (generation, verification, staging, the loader) works th
 `StemdlStore`: the normalized URL, the root Zarr group, the config recorded in the store and
 the schema it implies, and each array opened once. Opening refuses anything that is not a
 fully planned stemdl store of this schema version; creating one is `datasets/plan.py`.
+
+The handle also owns the shard bookkeeping every reader needs: which samples a shard holds
+(`shard_range`) and which shards are done (`done_mask`, `shard_is_done`, `set_done`). So a
+reader (inspect, verify, stage, the loader's partition) never imports the generation task.
 """
 
 from __future__ import annotations
@@ -11,11 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import zarr
 
 from stemdl.configs import StemdlConfig, config_from_dict
-from stemdl.datasets.schema import SCHEMA_VERSION, ArraySpec, store_schema
-from stemdl.datasets.storage import StoreError, file_url, normalize_store_url, open_group
+from stemdl.datasets.schema import SCHEMA_VERSION, ArraySpec, shard_range, store_schema
+from stemdl.datasets.storage import (
+    UNREADABLE_CHUNK,
+    UNREADABLE_METADATA,
+    StoreError,
+    file_url,
+    normalize_store_url,
+    open_group,
+)
 
 
 class ArrayMetadataError(StoreError):
@@ -54,7 +66,7 @@ class StemdlStore:
         if name not in self._arrays:
             try:
                 self._arrays[name] = self.group[name]  # type: ignore[assignment]
-            except Exception as error:
+            except UNREADABLE_METADATA as error:
                 path = file_url(self.url, f"{name}/zarr.json")
                 reason = ("missing" if isinstance(error, KeyError)
                           else f"unreadable ({type(error).__name__}: {error})")
@@ -62,6 +74,34 @@ class StemdlStore:
                     f"{path}: metadata of array {name!r} {reason}; `stemdl verify {self.url} "
                     "--repair` rebuilds it from the config in the store's attributes") from None
         return self._arrays[name]
+
+    def forget_array(self, name: str) -> None:
+        """Drop the opened array `name`, so the next `array(name)` reads its zarr.json again
+        (after `verify --repair` rewrote it)."""
+        self._arrays.pop(name, None)
+
+    def shard_range(self, shard_index: int) -> tuple[int, int]:
+        """Global sample indices [start, stop) of shard `shard_index`; the last may be short."""
+        return shard_range(shard_index, self.shard_size, self.num_samples)
+
+    def done_mask(self) -> np.ndarray:
+        """`shard_done` as a bool array; a chunk that cannot be decoded counts as not done."""
+        done = self.array("shard_done")
+        try:
+            return np.asarray(done[:]) == 1
+        except UNREADABLE_CHUNK:  # a damaged chunk: read the flags one by one
+            return np.array([self.shard_is_done(k) for k in range(done.shape[0])], dtype=bool)
+
+    def shard_is_done(self, shard_index: int) -> bool:
+        """One shard's completion flag (one small file); unreadable counts as not done."""
+        try:
+            return int(self.array("shard_done")[shard_index]) == 1
+        except UNREADABLE_CHUNK:
+            return False
+
+    def set_done(self, shard_index: int, done: bool) -> None:
+        """Mark a shard done (only after every one of its files is written) or not done."""
+        self.array("shard_done")[shard_index] = 1 if done else 0
 
 
 def as_config(config: StemdlConfig | dict[str, Any]) -> StemdlConfig:

@@ -38,11 +38,11 @@ from stemdl.datasets.schema import (
     STATUS_MISSING,
     STATUS_OK,
     ArraySpec,
-    shard_range,
     sharded_arrays,
 )
-from stemdl.datasets.shard import Simulator, read_done_mask, set_done, simulate_shard
+from stemdl.datasets.shard import Simulator, simulate_shard
 from stemdl.datasets.storage import (
+    UNREADABLE_CHUNK,
     StoreAccessError,
     StoreError,
     file_url,
@@ -134,8 +134,7 @@ def _check_schema(store: StemdlStore) -> list[Problem]:
         if spec.per == "coordinate":
             problems += _check_coordinate(spec, array)
             continue
-        length = ds.num_shards if spec.per == "shard" else ds.num_samples
-        expected_shape = (length, *spec.shape)
+        expected_shape = (spec.length(ds), *spec.shape)
         expected_dtype = np.dtype(zarr_dtype(spec)) if spec.dtype != "string" else None
         checks = [
             ("shape", tuple(array.shape), expected_shape),
@@ -158,7 +157,7 @@ def _check_coordinate(spec: ArraySpec, array: zarr.Array) -> list[Problem]:
     arrays are read by these positions."""
     try:
         values = tuple(str(v) for v in np.asarray(array[:]))
-    except Exception as error:
+    except UNREADABLE_CHUNK as error:
         return [Problem(None, spec.name, None, f"cannot read ({type(error).__name__}: {error})")]
     if values != spec.values:
         return [Problem(None, spec.name, None,
@@ -177,7 +176,7 @@ MISSING_FILE = "shard file missing (deleted or lost; the shard is marked done)"
 def _read_shard(store: StemdlStore, shard: int) -> tuple[dict[str, np.ndarray], list[Problem]]:
     """The shard's record arrays (small), read whole through Zarr; a missing file is reported
     as missing (Zarr would read it as fill values) and not read."""
-    start, stop = shard_range(shard, store.shard_size, store.num_samples)
+    start, stop = store.shard_range(shard)
     block, problems = {}, []
     missing = set(missing_files(store, [shard]))
     for spec in sharded_arrays(store.schema):
@@ -190,7 +189,7 @@ def _read_shard(store: StemdlStore, shard: int) -> tuple[dict[str, np.ndarray], 
         array = store.array(spec.name)
         try:
             block[spec.name] = np.asarray(array[start:stop])
-        except Exception as error:
+        except UNREADABLE_CHUNK as error:
             problems.append(_undecodable(store, spec.name, shard, error))
     return block, problems
 
@@ -207,7 +206,7 @@ def _check_samples(store: StemdlStore, shard: int, records: dict[str, np.ndarray
                    problem: Callable[[str, str], None], missing: set[str]) -> list[Problem]:
     """Per sample of `cbed` and `potential`, read through Zarr one at a time: decodes, its
     CRC-32C equals the recorded one, finite (if simulated), and `cbed` within [0, 1]."""
-    start, stop = shard_range(shard, store.shard_size, store.num_samples)
+    start, stop = store.shard_range(shard)
     status = records.get("status")
     ok = status == STATUS_OK if status is not None else np.zeros(stop - start, dtype=bool)
     undecodable: list[Problem] = []
@@ -220,7 +219,7 @@ def _check_samples(store: StemdlStore, shard: int, records: dict[str, np.ndarray
         for row in range(stop - start):
             try:
                 sample = np.asarray(array[start + row])
-            except Exception as error:
+            except UNREADABLE_CHUNK as error:
                 undecodable.append(_undecodable(store, name, shard, error, start + row))
                 break  # one damaged file is reported once
             if stored is not None and (computed := sample_crc32c(sample)) != stored[row]:
@@ -241,7 +240,7 @@ def _check_samples(store: StemdlStore, shard: int, records: dict[str, np.ndarray
 def _check_values(store: StemdlStore, shard: int, arrays: dict[str, np.ndarray],
                   material_split: dict[str, str], missing: set[str] | None = None
                   ) -> tuple[list[Problem], list[tuple[int, str]]]:
-    start, stop = shard_range(shard, store.shard_size, store.num_samples)
+    start, stop = store.shard_range(shard)
     problems: list[Problem] = []
     failed: list[tuple[int, str]] = []
     block = unpack(arrays)
@@ -343,7 +342,7 @@ def _verify(store_url: str, repair: bool, simulator: Simulator | None) -> Verify
     split_of = split_by_material(store.attrs)
     if len(split_of) != sum(len(v) for v in store.attrs.get("splits", {}).values()):
         report.problems.append(Problem(None, None, None, "a material is listed in two splits"))
-    done = read_done_mask(store)
+    done = store.done_mask()
     local = local_shards(store)
     expected = list(range(store.num_shards)) if local is None else local
     report.shards_not_local = sorted(set(range(store.num_shards)) - set(expected))
@@ -364,7 +363,7 @@ def _repair(store: StemdlStore, report: VerifyReport, split_of: dict[str, str],
             simulator: Simulator | None) -> None:
     config = store.config.to_dict()
     for shard in sorted(set(report.bad_shards) | set(report.shards_incomplete)):
-        set_done(store, shard, False)
+        store.set_done(shard, False)
         simulate_shard(config, store.url, shard, simulator=simulator, record_failures=True)
         problems, _ = verify_shard(store, shard, split_of)
         if problems:

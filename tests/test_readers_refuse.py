@@ -12,7 +12,6 @@ import pytest
 import zarr
 
 from stemdl.datasets.records import read_field
-from stemdl.datasets.shard import set_done
 from stemdl.datasets.store import StemdlStore, open_stemdl_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +117,7 @@ def test_incomplete_store_is_refused_unless_allowed(
     lost = [k for k in range(0, stemdl_store.num_shards, 2) if "validation" not in by_shard[k]][:2]
     assert len(lost) == 2, by_shard
     for shard in lost:
-        set_done(stemdl_store, shard, False)
+        stemdl_store.set_done(shard, False)
     named = f"shards {lost[0]}, {lost[1]}"
     out = tmp_path / "run"
     assert_refused(stemdl("train", str(quick_config), "--data", str(store), "--out", str(out)),
@@ -144,7 +143,7 @@ def test_a_split_without_samples_is_an_error_not_nan(
                        if "validation" in splits]
     assert with_validation
     for shard in with_validation:
-        set_done(stemdl_store, shard, False)
+        stemdl_store.set_done(shard, False)
     result = stemdl("train", str(quick_config), "--data", str(store), "--out",
                     str(tmp_path / "run"), "--allow-partial")
     assert_refused(result, "no validation samples")
