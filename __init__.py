@@ -3,7 +3,7 @@
 The repository's top-level folders are installed under this one import name, so that stemdl
 never overwrites or shadows another distribution's top-level package (Hugging Face's
 `datasets` above all): `stemdl.configs` (the typed config, the bottom layer), `stemdl.simulate`,
-`stemdl.datasets`, `stemdl.train`, and on top `stemdl.run` (the whole-pipeline run) and
+`stemdl.datasets`, `stemdl.train`, and on top `stemdl.end_to_end` (the whole-pipeline run) and
 `stemdl.pipeline` (the command line). `pyproject.toml` maps them with `package-dir`; this file
 is the package's `__init__` and imports nothing, so `import stemdl.configs` stays cheap.
 """

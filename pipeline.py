@@ -201,7 +201,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stemdl.run import DEFAULT_DOSES_E_PER_A2, run_all
+    from stemdl.end_to_end import DEFAULT_DOSES_E_PER_A2, run_all
 
     config = load_config(args.config)
     outcome = run_all(config, Path(args.out), n_workers=args.workers,

@@ -1,4 +1,4 @@
-"""The pictures and the markdown report of `stemdl run` (`stemdl.run`).
+"""The pictures and the markdown report of `stemdl run` (`stemdl.end_to_end`).
 
 `report.md` leads with the test metrics of both arrangements and every baseline (noise-free and
 at each dose), says by how much the best model beats each baseline and how it was chosen (on

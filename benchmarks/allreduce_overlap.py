@@ -1,7 +1,7 @@
 """Step time of GroupedAllreduce against PyTorch DDP on real gloo ranks (CPU), FC-DenseNet.
 
-    python benchmarks/allreduce_overlap.py                  # 2 ranks, `small` preset model
-    python benchmarks/allreduce_overlap.py --world 2 --steps 12 --batch 2 --group-kib 64
+    python -m benchmarks.allreduce_overlap                  # 2 ranks, `small` preset model
+    python -m benchmarks.allreduce_overlap --world 2 --steps 12 --batch 2 --group-kib 64
 
 Every rank trains the same FC-DenseNet on its own random batch with SGD. Variants, run one
 after the other in the same processes (median step time over the timed steps):

@@ -1,7 +1,7 @@
 """Coordinator vs response cache, measured: step time and control traffic on 2–8 gloo ranks.
 
-    python benchmarks/control_plane.py                       # 2, 4, 8 ranks; both models
-    python benchmarks/control_plane.py --worlds 2 --steps 8  # quicker
+    python -m benchmarks.control_plane                       # 2, 4, 8 ranks; both models
+    python -m benchmarks.control_plane --worlds 2 --steps 8  # quicker
 
 Why: the paper's claim is that decentralized orchestration (a response cache: no rank asks a
 coordinator what to reduce) scales where a coordinator does not. On a 2-core machine the
@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,9 +43,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-
-if __package__ in (None, ""):  # `python benchmarks/control_plane.py`: import this worktree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.coordinator import HOROVOD_CYCLE_TIME_S, CoordinatorAllreduce
 from stemdl.configs import load_config

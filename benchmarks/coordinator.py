@@ -77,11 +77,11 @@ class CoordinatorAllreduce:
                  process_group: dist.ProcessGroup | None = None) -> None:
         if not dist.is_initialized():
             raise RuntimeError("CoordinatorAllreduce needs an initialized process group")
-        self._group = process_group or dist.group.WORLD
+        self._process_group = process_group or dist.group.WORLD
         # Every rank must create the side channel at the same point (new_group is collective).
         self._control = dist.new_group(backend="gloo")
-        self.world_size = dist.get_world_size(self._group)
-        self.rank = dist.get_rank(self._group)
+        self.world_size = dist.get_world_size(self._process_group)
+        self.rank = dist.get_rank(self._process_group)
         self.group_bytes = group_bytes
         self.cycle_time_s = cycle_time_s
         seen: set[int] = set()
@@ -94,8 +94,8 @@ class CoordinatorAllreduce:
                 self._names.append(name)
         with torch.no_grad():  # start from rank 0's weights, as GroupedAllreduce and DDP do
             for tensor in [*self._params, *model.buffers()]:
-                dist.broadcast(tensor.data, src=dist.get_global_rank(self._group, 0),
-                               group=self._group)
+                dist.broadcast(tensor.data, src=dist.get_global_rank(self._process_group, 0),
+                               group=self._process_group)
         self.stats = CoordinatorStats()
         self.groups: list[Group] | None = None
         self._buffers: list[torch.Tensor] = []
@@ -156,7 +156,7 @@ class CoordinatorAllreduce:
 
     def _first_step(self) -> None:
         """Learn the grouping exactly as GroupedAllreduce does, reduce every group, start."""
-        order = complete_order(broadcast_ready_order(self._ready_order, self._group),
+        order = complete_order(broadcast_ready_order(self._ready_order, self._process_group),
                                len(self._params))
         self.groups = cut_into_groups(order, self._params, group_bytes=self.group_bytes,
                                       num_groups=None)
@@ -249,7 +249,7 @@ class CoordinatorAllreduce:
         assert self.groups is not None
         group, flat = self.groups[g], self._buffers[g]
         group.pack(flat, self._params, self._names)
-        self._works[g] = dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self._group,
+        self._works[g] = dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self._process_group,
                                          async_op=True)
         self.stats.data_collectives += 1
 

@@ -1,6 +1,6 @@
 """Fraction of training step time spent waiting for data, from a run folder's metrics.jsonl.
 
-    python benchmarks/data_wait.py RUN_DIR [--goal 0.05]
+    python -m benchmarks.data_wait RUN_DIR [--goal 0.05]
 
 Why: the design's rule is that the loader must never be what the trainer waits on (goal:
 data wait < 5 % of step time). The trainer (`train/loop.py`) logs, per log window, the mean
@@ -20,9 +20,6 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-if __package__ in (None, ""):  # `python benchmarks/data_wait.py`: import this worktree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stemdl.train.run_log import read_metrics
 

@@ -1,6 +1,6 @@
 """Wall time and test figures of the default `stemdl run`, exactly as a new user runs it.
 
-Usage: python benchmarks/default_run.py [--out DIR] [--ranks N] [--keep] [--results PATH]
+Usage: python -m benchmarks.default_run [--out DIR] [--ranks N] [--keep] [--results PATH]
                                        [--store STORE]
 
 Runs `stemdl run` (no config argument: the embedded `small` preset) in a fresh folder as a
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from stemdl.train.scoring import NOISE_FREE, dose_label
 
-HEADING = "## Default run (`python benchmarks/default_run.py`)"
+HEADING = "## Default run (`python -m benchmarks.default_run`)"
 METRICS = ("pearson_r", "rel_l2", "ssim", "psnr_db", "mse")
 PHYSICAL = ("rel_l2_v_a", "mae_v_a", "thickness_mae_a", "thickness_mae_pct")
 

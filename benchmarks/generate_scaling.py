@@ -1,6 +1,6 @@
 """Dask generation vs the plain in-process loop, per worker (issue 12's Dask-path goals).
 
-Usage: python benchmarks/generate_scaling.py [--config small] [--samples 256]
+Usage: python -m benchmarks.generate_scaling [--config small] [--samples 256]
 
 Every path runs as a fresh process, the way a user runs it, on the same first `--samples`
 samples of the config, one after the other:

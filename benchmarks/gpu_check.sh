@@ -99,7 +99,7 @@ run_dir="${TMPDIR:-/tmp}/gpu-check-run-$run_preset"  # the store stays there; th
 rm -rf "$run_dir"
 step "stemdl run $run_preset" 400 python3 -m stemdl.pipeline run "$run_preset" --out "$run_dir"
 if [ -f "$run_dir/run.log" ]; then  # the stages reached, with their start times
-  grep -E "INFO stemdl.run: (stage|stemdl run)" "$run_dir/run.log" | tee -a "$log"
+  grep -E "INFO stemdl.end_to_end: (stage|stemdl run)" "$run_dir/run.log" | tee -a "$log"
   mkdir -p "$out/run-$run_preset"
   cp "$run_dir"/run.log "$run_dir"/*.json "$run_dir"/report.md "$out/run-$run_preset/" 2>/dev/null
 fi

@@ -1,6 +1,6 @@
 """Loader throughput against the floor of reading and decompressing the same shard files.
 
-    python benchmarks/loader_throughput.py [--store PATH] [--config small] [--rounds 5]
+    python -m benchmarks.loader_throughput [--store PATH] [--config small] [--rounds 5]
 
 Baseline ("raw"): a plain single-process loop that reads every `cbed` and `potential` shard
 file's bytes, splits them with the shard index, and zstd-decompresses each chunk into a NumPy
@@ -33,15 +33,14 @@ from pathlib import Path
 import numpy as np
 from numcodecs import Zstd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from stemdl.configs import load_config
+from stemdl.datasets.loader import make_dataloader
+from stemdl.datasets.partition import available_shards
+from stemdl.datasets.schema import SCHEMA_VERSION
+from stemdl.datasets.storage import file_url, shard_key
+from stemdl.datasets.store import open_stemdl_store
 
-from stemdl.configs import load_config  # noqa: E402
-from stemdl.datasets.loader import make_dataloader  # noqa: E402
-from stemdl.datasets.partition import available_shards  # noqa: E402
-from stemdl.datasets.schema import SCHEMA_VERSION, shard_range  # noqa: E402
-from stemdl.datasets.storage import file_url, shard_key  # noqa: E402
-from stemdl.datasets.store import open_stemdl_store  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 INDEX_ENTRY = 16  # uint64 offset + uint64 length per chunk
 CRC = 4
@@ -56,7 +55,7 @@ def raw_pass(store: str) -> tuple[int, float]:
     began = time.perf_counter()
     samples = 0
     for shard in shards:
-        start, stop = shard_range(shard, stemdl_store.shard_size, stemdl_store.num_samples)
+        start, stop = stemdl_store.shard_range(shard)
         for name, (zstd, dtype) in codecs.items():
             with open(file_url(stemdl_store.url, shard_key(stemdl_store.array(name), shard)),
                       "rb") as handle:
@@ -87,7 +86,7 @@ def stage_times(store: str, cfg) -> dict[str, float]:  # type: ignore[no-untyped
     samples = 0
     batch_cbed = batch_potential = np.empty(0, np.float32)
     for shard in available_shards(stemdl_store):
-        start, stop = shard_range(shard, stemdl_store.shard_size, stemdl_store.num_samples)
+        start, stop = stemdl_store.shard_range(shard)
         rows = np.arange(stop - start)
         t0 = time.perf_counter()
         samples_of = {name: reader.open(name, shard) for name in ("cbed", "potential")}

@@ -1,6 +1,6 @@
 """`stemdl predict` on measured-like scans of real crystals, simulated with abTEM directly.
 
-    python benchmarks/predict_measured.py [--run DIR] [--config FILE --checkpoint PT]
+    python -m benchmarks.predict_measured [--run DIR] [--config FILE --checkpoint PT]
                                           [--out benchmarks/predict_measured.json]
 
 The scans are made here with plain abTEM calls (ASE crystals, `abtem.Potential`,
@@ -44,9 +44,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 ENERGY_EV, SEMIANGLE_MRAD, DETECTOR_PX, PROBES = 100e3, 9.0, 72, 8
 CRYSTALS = {  # formula: (ASE structure, lattice parameter Å); [001] in every case
@@ -189,7 +186,7 @@ def main() -> int:
     if args.checkpoint:
         config, checkpoint = load_config(str(args.config)), args.checkpoint
     else:
-        from reconstruction_model import reconstruction_checkpoint
+        from stemdl.testing.reconstruction_model import reconstruction_checkpoint
 
         args.run.mkdir(parents=True, exist_ok=True)
         config, checkpoint = reconstruction_checkpoint(args.run)
@@ -255,7 +252,7 @@ def main() -> int:
         values = [r[column] for r in rows if r["case"] == name and r[column] is not None]
         return round(float(np.mean(values)), 4) if values else None  # type: ignore[return-value]
 
-    summary = {"how": "python benchmarks/predict_measured.py (see its docstring)",
+    summary = {"how": "python -m benchmarks.predict_measured (see its docstring)",
                "checkpoint": str(checkpoint), "trained_step_a": trained_step,
                "rows": rows,
                "nuisance_training": NUISANCES if args.nuisance_model else None,

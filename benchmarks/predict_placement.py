@@ -1,9 +1,9 @@
 """Does training on randomly placed scans make the model independent of scan placement?
 
-    python benchmarks/predict_placement.py --centred DIR_A --placed DIR_B
-    python benchmarks/predict_stitched.py --run DIR_B --out benchmarks/predict_stitched_placed.json
+    python -m benchmarks.predict_placement --centred DIR_A --placed DIR_B
+    python -m benchmarks.predict_stitched --run DIR_B --out benchmarks/predict_stitched_placed.json
 
-The small reconstruction model of the tests (`tests/reconstruction_model.py`) is made twice
+The small reconstruction model of the tests (`testing/reconstruction_model.py`) is made twice
 with the same config, seed, sample count and epochs: in DIR_A with `scan.shift_a: 0` (every
 sample's scanned square centred in its supercell), in DIR_B with the config's own
 `scan.shift_a` (2.5 Å: the square moved by a random offset per sample); either is reused if its
@@ -21,14 +21,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def _make(directory: Path, centred: bool) -> Path:
-    from reconstruction_model import reconstruction_config
-
     from stemdl.configs import config_from_dict
     from stemdl.datasets.generate import generate
+    from stemdl.testing.reconstruction_model import reconstruction_config
     from stemdl.train.loop import train_main
 
     checkpoint = directory / "reconstruction-run" / "checkpoint.pt"
@@ -69,7 +67,7 @@ def main() -> int:
             table[f"model_trained_{model_name}__test_scanned_{split_name}"] = round(float(r.mean()), 4)
             print(model_name, split_name, table[f"model_trained_{model_name}__test_scanned_{split_name}"],
                   len(r), flush=True)
-    args.out.write_text(json.dumps({"how": "python benchmarks/predict_placement.py",
+    args.out.write_text(json.dumps({"how": "python -m benchmarks.predict_placement",
                                     "mean_pearson_r": table}, indent=2) + "\n")
     return 0
 

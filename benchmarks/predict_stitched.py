@@ -1,12 +1,12 @@
 """How well `stemdl predict` maps a scan larger than the model's window, per held-out material.
 
-    python benchmarks/predict_stitched.py [--run DIR] [--out benchmarks/predict_stitched.json]
+    python -m benchmarks.predict_stitched [--run DIR] [--out benchmarks/predict_stitched.json]
 
-The model is the small reconstruction model of the tests (`tests/reconstruction_model.py`:
+The model is the small reconstruction model of the tests (`testing/reconstruction_model.py`:
 `scan_pixels`, 4×4 probes at 1.5 Å, 21×21 px, trained on 192 samples); `--run DIR` reuses a
 DIR holding `reconstruction.zarr` and `reconstruction-run/checkpoint.pt` made by it, or makes
 them there. For every held-out (test-split) material with a [001] zone axis, a measured-like
-scan is simulated (`tests/measured_scan.py`: 12×12 probes at 1.5 Å, 9 mrad, 20 Å thick, a
+scan is simulated (`testing/measured_scan.py`: 12×12 probes at 1.5 Å, 9 mrad, 20 Å thick, a
 detector pixel 1/3 of the training pixel, 72×72 px, Poisson noise at 1e5 e/Å²) twice:
 
 * `as_trained`: the scan's corner where that material's training samples had theirs relative
@@ -32,9 +32,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # `python benchmarks/predict_stitched.py`: import this worktree
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 DOSE = 1e5
 STEP_A = 1.5
@@ -62,11 +59,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "predict_stitched.json")
     args = parser.parse_args()
 
-    from measured_scan import poisson_counts, simulate_large_scan, training_phase_corner_a
-    from reconstruction_model import reconstruction_checkpoint
-
     from stemdl.datasets.transforms import electrons_per_pattern
     from stemdl.simulate.catalogue import build_catalogue
+    from stemdl.testing.measured_scan import (
+        poisson_counts,
+        simulate_large_scan,
+        training_phase_corner_a,
+    )
+    from stemdl.testing.reconstruction_model import reconstruction_checkpoint
     from stemdl.train.metrics import pearson_r
 
     args.run.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def main() -> int:
         print(json.dumps(sweep[-1]), flush=True)
 
     summary = {
-        "how": "python benchmarks/predict_stitched.py (see its docstring)",
+        "how": "python -m benchmarks.predict_stitched (see its docstring)",
         "dose_e_per_a2": DOSE, "scan_probes": [12, 12], "step_a": STEP_A,
         "materials": rows,
         "mean": {key: round(float(np.mean([r[key] for r in rows])), 4)

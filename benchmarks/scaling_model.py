@@ -1,7 +1,7 @@
 """α–β–γ model of stemdl's data-parallel step, fitted here and projected to 27,600 V100 GPUs.
 
-    python benchmarks/scaling_model.py            # table to stdout, plot, JSON of the fit
-    python benchmarks/scaling_model.py --markdown # the tables as Markdown (for RESULTS.md)
+    python -m benchmarks.scaling_model            # table to stdout, plot, JSON of the fit
+    python -m benchmarks.scaling_model --markdown # the tables as Markdown (for RESULTS.md)
 
 Why: on a 2-core machine the paper's claim (0.93 weak-scaling efficiency on 27,600 GPUs,
 thanks to a response cache instead of a coordinator and to graph-aware grouping) cannot be
@@ -77,16 +77,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-if __package__ in (None, ""):  # `python benchmarks/scaling_model.py`: import this worktree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 HERE = Path(__file__).resolve().parent
 MEASURED_JSON = HERE / "control_plane.json"

@@ -1,6 +1,6 @@
 """Test figures of a preset over several training seeds: mean ± standard deviation.
 
-Usage: python benchmarks/seeds.py PRESET [--seeds 0 1 2] [--out DIR] [--ranks N]
+Usage: python -m benchmarks.seeds PRESET [--seeds 0 1 2] [--out DIR] [--ranks N]
                                          [--vary train|both] [--results PATH]
 
 Runs `stemdl run` once per seed (a subprocess each, exactly as a user runs it) with the
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def heading(preset: str) -> str:
-    return f"## Seeds of `{preset}` (`python benchmarks/seeds.py {preset}`)"
+    return f"## Seeds of `{preset}` (`python -m benchmarks.seeds {preset}`)"
 
 
 def seeded_config(preset: str, seed: int, vary: str, path: Path) -> Path:

@@ -1,10 +1,10 @@
 """Training throughput of `stemdl run` on 1 process vs N local gloo ranks (chooses `--ranks`).
 
-Usage: python benchmarks/train_ranks.py STORE [--config small] [--steps 150] [--ranks 1 2]
+Usage: python -m benchmarks.train_ranks STORE [--config small] [--steps 150] [--ranks 1 2]
 
 Trains each arrangement of the config for `--steps` optimizer steps on the given store (made
 with the same config, e.g. a finished `stemdl run` folder's store.zarr), once per rank count,
-through the same function `stemdl run` uses (`stemdl.run.train_arrangement`): 1 rank
+through the same function `stemdl run` uses (`stemdl.end_to_end.train_arrangement`): 1 rank
 trains in this process with torch's default threads, N ranks train in N spawned processes with
 cores / N threads each, the gradients reduced by the grouped allreduce. Prints training
 samples/s (the trainer's median over its log windows) and wall seconds per run. The global
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from stemdl.configs import config_from_dict, load_config
-from stemdl.run import ARRANGEMENTS, train_arrangement, with_arrangement
+from stemdl.end_to_end import ARRANGEMENTS, train_arrangement, with_arrangement
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """What Dask's default worker settings cost a simulation task, and what stemdl's remove.
 
-Usage: python benchmarks/worker_settings.py [--config small] [--samples 24]
+Usage: python -m benchmarks.worker_settings [--config small] [--samples 24]
 
 The same samples are simulated (catalogue built and one warm-up sample first, not timed):
 1. in this process, pinned to one core (the reference);

@@ -11,6 +11,7 @@ pipeline, the command line and the repository stay here.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,21 @@ def clean_env() -> Callable[[], dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def wait_for() -> Callable[[Callable[[], bool], float, str], None]:
+    """`wait_for(condition, timeout_s, what)`: poll `condition` every 50 ms; an
+    AssertionError naming `what` after `timeout_s` (for tests that watch another process)."""
+
+    def wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    return wait
+
+
+@pytest.fixture(scope="session")
 def relative_error() -> Callable[[np.ndarray, np.ndarray], float]:
     """`relative_error(actual, expected)`: ‖actual − expected‖ / ‖expected‖ in float64."""
 
@@ -125,6 +141,6 @@ def write_cif() -> Callable[[Path, Any], None]:
 def reconstruction_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The small reconstruction model (`reconstruction_model.py`: simulated and trained once
     per session), scored by test_reconstruction.py and applied by test_predict.py."""
-    from reconstruction_model import trained_reconstruction
+    from stemdl.testing.reconstruction_model import trained_reconstruction
 
     return trained_reconstruction(tmp_path_factory.mktemp("reconstruction"))

@@ -52,15 +52,14 @@ MIN_R_STITCHED = 0.80
 @pytest.fixture(scope="module")
 def measured(reconstruction_run, tmp_path_factory):  # type: ignore[no-untyped-def]
     """The measured-like scan as .hspy and .mib (module docstring), and its truth."""
-    from measured_scan import (
+    from stemdl.datasets.transforms import electrons_per_pattern
+    from stemdl.predict.microscope_files import signal_dict, write_signal
+    from stemdl.testing.measured_scan import (
         poisson_counts,
         simulate_large_scan,
         training_phase_corner_a,
         write_mib,
     )
-
-    from stemdl.datasets.transforms import electrons_per_pattern
-    from stemdl.predict.microscope_files import signal_dict, write_signal
 
     sim = reconstruction_run.config.simulation
     corner = training_phase_corner_a(sim, *MATERIAL, repeat=3)

@@ -69,7 +69,7 @@ def _write_hspy(path: Path, counts: np.ndarray, step_a: float, pixel_mrad: float
 
 def _write_arina(setting, folder: Path, counts: np.ndarray | None = None,  # type: ignore[no-untyped-def]
                  mask: np.ndarray | None = None) -> list[Path]:
-    from h5_layouts import write_arina
+    from stemdl.testing.h5_layouts import write_arina
 
     folder.mkdir(parents=True, exist_ok=True)
     counts = setting["counts"] if counts is None else counts
@@ -92,7 +92,7 @@ def _map(out: Path) -> np.ndarray:
 def test_arina_and_py4dstem_scans_predict_as_their_hspy(setting, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The three layouts of the same counts give the same map; each calibration comes from
     the file's own fields, and prediction.json says which."""
-    from h5_layouts import write_py4dstem
+    from stemdl.testing.h5_layouts import write_py4dstem
 
     counts, step, pixel = setting["counts"], setting["step_a"], setting["pixel_mrad"]
     hspy = _write_hspy(tmp_path / "scan.hspy", counts, step, pixel)
@@ -175,9 +175,8 @@ def test_hdf5_kind_is_read_from_the_content(setting, tmp_path: Path) -> None:  #
 def test_py4dstem_calibration_units_and_lazy_reading(setting, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """py4DSTEM's R in nm and Q in mrad are converted; its default 'pixels' (uncalibrated)
     gives nothing; the datacube is read lazily (rosettasciio's Dask array over the file)."""
-    from h5_layouts import write_py4dstem
-
     from stemdl.predict.microscope_files import read_scan
+    from stemdl.testing.h5_layouts import write_py4dstem
 
     counts = setting["counts"][:4, :6]
     path = write_py4dstem(tmp_path / "nm.h5", counts, r_pixel_size=0.15, r_pixel_units="nm",
@@ -212,7 +211,7 @@ def _refused(setting, capsys, data: Path, out: Path, *needles: str, options=()) 
 
 @pytest.fixture
 def mib(setting, tmp_path: Path) -> Path:
-    from measured_scan import write_mib
+    from stemdl.testing.measured_scan import write_mib
 
     return write_mib(tmp_path / "scan.mib", setting["counts"])
 

@@ -77,9 +77,8 @@ def test_steps_beyond_the_range_are_refused_naming_it() -> None:
 
 
 def _scan(reconstruction_run, step_a: float, probes: int, corner: tuple[float, float]):  # type: ignore[no-untyped-def]
-    from measured_scan import poisson_counts, simulate_large_scan
-
     from stemdl.datasets.transforms import electrons_per_pattern
+    from stemdl.testing.measured_scan import poisson_counts, simulate_large_scan
 
     scan = simulate_large_scan(reconstruction_run.config.simulation, *MATERIAL, repeat=3,
                                scan_gpts=(probes, probes), step_a=step_a,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from stemdl.run import score_run
+from stemdl.end_to_end import score_run
 
 
 @pytest.mark.slow

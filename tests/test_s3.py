@@ -153,25 +153,16 @@ def test_storage_options_give_endpoint_and_credentials(s3_endpoint: str, tmp_pat
 
 
 def _done_shards(url: str) -> int:
-    from stemdl.datasets.shard import read_done_mask
     from stemdl.datasets.store import open_stemdl_store
 
     try:
-        return int(read_done_mask(open_stemdl_store(url)).sum())
+        return int(open_stemdl_store(url).done_mask().sum())
     except Exception:  # not planned yet
         return 0
 
 
-def _wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
-def test_the_whole_path_on_s3(s3_endpoint: str, tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
+def test_the_whole_path_on_s3(s3_endpoint: str, tmp_path: Path, write_config, wait_for) -> None:  # type: ignore[no-untyped-def]
     from stemdl.datasets.inspect import read_sample
     from stemdl.datasets.storage import filesystem, shard_key
     from stemdl.datasets.store import open_stemdl_store
@@ -192,7 +183,7 @@ def test_the_whole_path_on_s3(s3_endpoint: str, tmp_path: Path, write_config) ->
              url, "--workers", "1", "--no-progress"], cwd=REPO, env=_env(),
             start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: _done_shards(url) >= 1 or proc.poll() is not None, 180,
+        wait_for(lambda: _done_shards(url) >= 1 or proc.poll() is not None, 180,
                   "the first shard on S3")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

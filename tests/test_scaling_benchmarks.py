@@ -25,16 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import scaling_model
+from benchmarks.control_plane import DeepMLP, allreduce_sweep, collectives_alone
+from benchmarks.coordinator import CoordinatorAllreduce
 from stemdl.train.grouped_allreduce import GroupedAllreduce
 from stemdl.train.local_ranks import run_local_ranks
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # benchmarks/ is not installed: plain `pytest` needs the root
-    sys.path.insert(0, str(REPO))
-
-from benchmarks import scaling_model  # noqa: E402
-from benchmarks.control_plane import DeepMLP, allreduce_sweep, collectives_alone  # noqa: E402
-from benchmarks.coordinator import CoordinatorAllreduce  # noqa: E402
 
 RESULTS_JSON = REPO / "benchmarks" / "control_plane.json"
 # Held-out prediction on a live, shared 2-core machine: generous, but a model that got the
@@ -183,7 +180,7 @@ def test_data_wait_reads_a_run_folder(tmp_path: Path) -> None:
             {"kind": "train", "step": 30, "data_s": 0.0, "compute_s": 0.2,
              "allreduce_wait_s": 0.0}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "data_wait.py"),
+    result = subprocess.run([sys.executable, "-m", "benchmarks.data_wait",
                              str(tmp_path)], capture_output=True, text=True, cwd=REPO,
                             check=False)
     assert result.returncode == 0, result.stderr

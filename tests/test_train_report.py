@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stemdl.run import run_all
+from stemdl.end_to_end import run_all
 from stemdl.train.metrics import METRIC_NAMES
 
 

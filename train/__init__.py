@@ -3,7 +3,7 @@
 In: a (staged) store through datasets/' loader. Out: checkpoints, logs, validation metrics.
 Owns the FC-DenseNet family, the decentralized grouped allreduce (`GroupedAllreduce`), the
 training loop, and launch per allocation (torchrun, SLURM, LSF, MPI). Imports configs/ and
-datasets/ only (the whole-pipeline run that also generates data is `stemdl.run`, on top).
+datasets/ only (the whole-pipeline run that also generates data is `stemdl.end_to_end`, on top).
 Importing this package is cheap: torch is imported by the submodules that need it.
 
 Public API:

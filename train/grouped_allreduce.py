@@ -113,11 +113,11 @@ class GroupedAllreduce:
     ) -> None:
         if group_bytes < 1 or (num_groups is not None and num_groups < 1):
             raise ValueError("group_bytes and num_groups must be positive")
-        self._group = process_group
-        if self._group is None and dist.is_available() and dist.is_initialized():
-            self._group = dist.group.WORLD
-        self.world_size = dist.get_world_size(self._group) if self._group is not None else 1
-        self.rank = dist.get_rank(self._group) if self._group is not None else 0
+        self._process_group = process_group
+        if self._process_group is None and dist.is_available() and dist.is_initialized():
+            self._process_group = dist.group.WORLD
+        self.world_size = dist.get_world_size(self._process_group) if self._process_group is not None else 1
+        self.rank = dist.get_rank(self._process_group) if self._process_group is not None else 0
         self.group_bytes, self.num_groups = group_bytes, num_groups
         self.compression = get_compression(compression)
 
@@ -141,10 +141,10 @@ class GroupedAllreduce:
         self._expected = [True] * n  # used by some rank in the previous step
         self._accumulating = False
         self._reset_step()
-        if self._group is not None:
+        if self._process_group is not None:
             settings = {"group_bytes": group_bytes, "num_groups": num_groups,
                         "compression": self.compression.name}
-            agree_on_model(fingerprint(named), settings, self._group)
+            agree_on_model(fingerprint(named), settings, self._process_group)
             if broadcast_parameters:
                 self._broadcast_state(model)
         self._hooks = [p.register_post_accumulate_grad_hook(self._make_hook(i))
@@ -154,7 +154,7 @@ class GroupedAllreduce:
 
     def synchronize(self) -> None:
         """Finish this step's reduction: afterwards every `.grad` holds the average over ranks."""
-        if self._group is None:
+        if self._process_group is None:
             self._reset_step()
             self.stats.steps += 1
             return
@@ -209,12 +209,12 @@ class GroupedAllreduce:
     @torch.no_grad()
     def _broadcast_state(self, model: nn.Module) -> None:
         """Start every rank from rank 0's weights and buffers, as DDP does."""
-        src = dist.get_global_rank(self._group, 0)
+        src = dist.get_global_rank(self._process_group, 0)
         for tensor in [*self._params, *model.buffers()]:
-            dist.broadcast(tensor.data, src=src, group=self._group)
+            dist.broadcast(tensor.data, src=src, group=self._process_group)
 
     def _build_grouping(self) -> None:
-        order = broadcast_ready_order(self._ready_order, self._group)
+        order = broadcast_ready_order(self._ready_order, self._process_group)
         order = complete_order(order, len(self._params))
         self.groups = cut_into_groups(order, self._params, group_bytes=self.group_bytes,
                                       num_groups=self.num_groups)
@@ -261,7 +261,7 @@ class GroupedAllreduce:
 
     def _on_gradient(self, p: int) -> None:
         """A parameter's gradient is accumulated: count it, launch what is ready, in order."""
-        if self._group is None:
+        if self._process_group is None:
             return
         self._used[p] = True
         if self.groups is None or self._accumulating:
@@ -301,7 +301,7 @@ class GroupedAllreduce:
         group.pack(flat, self._params, self._names)
         with torch.no_grad():
             wire = self.compression.compress(flat, self.world_size)
-        work = dist.all_reduce(wire, op=dist.ReduceOp.SUM, group=self._group, async_op=True)
+        work = dist.all_reduce(wire, op=dist.ReduceOp.SUM, group=self._process_group, async_op=True)
         self._in_flight[g] = _InFlight(work, wire)
         self.stats.collectives_launched += 1
 
@@ -314,7 +314,7 @@ class GroupedAllreduce:
                 stale[group.index] = True  # skipped group, but this rank has a gradient for it
         bits = [not u for u in self._used] + [not s for s in stale]
         flags = torch.tensor(bits, dtype=torch.uint8, device=self._device)
-        dist.all_reduce(flags, op=dist.ReduceOp.MIN, group=self._group)
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN, group=self._process_group)
         self.stats.collectives_launched += 1
         agreed = flags.tolist()
         n = len(self._params)

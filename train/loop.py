@@ -182,7 +182,7 @@ class Trainer:
 
     def __init__(self, config: StemdlConfig, context: LaunchContext, store_url: str,
                  out_dir: Path, stage_dir: Path | None, allow_partial: bool = False) -> None:
-        self.config, self.cfg, self.context = config, config.train, context
+        self.config, self.train_cfg, self.context = config, config.train, context
         self.device = context.device
         self.out_dir = out_dir
         shape = config.simulation.sample_shape
@@ -190,7 +190,7 @@ class Trainer:
         check_store_fits(store_url, shape, f"config {config.name!r}")
         self.log = RunLogger(out_dir, enabled=context.is_main)
         self.partition = partition_data(context, store_url, stage_dir, allow_partial=allow_partial)
-        cfg, part = self.cfg, self.partition
+        cfg, part = self.train_cfg, self.partition
 
         torch.manual_seed(cfg.seed)
         physical = not config.loader.standardize_targets
@@ -285,7 +285,7 @@ class Trainer:
             self.total_steps, self.partition.store_url, self.partition.reader,
             self.partition.readers)
         initial = None
-        if resumed_from is None and self.cfg.validate_at_start:
+        if resumed_from is None and self.train_cfg.validate_at_start:
             initial = self._validate()
         self._bar = tqdm(total=self.total_steps, initial=self.position.step, unit="step",
                          desc=f"training {self.config.model.arrangement}", file=sys.stderr,
@@ -339,7 +339,7 @@ class Trainer:
 
     def _step(self, batch: dict[str, Any]) -> torch.Tensor:
         """One optimizer step on one batch; returns this rank's loss."""
-        cfg = self.cfg
+        cfg = self.train_cfg
         torch.manual_seed(step_seed(cfg.seed, self.context.rank, self.position.step))
         cbed = batch_to(batch["cbed"].to(self.device, non_blocking=True), self.channels_last)
         target = batch["potential"].to(self.device, non_blocking=True)
@@ -383,7 +383,7 @@ class Trainer:
         return loss.detach()  # a tensor: summed without a device sync until the log line
 
     def _after_step(self) -> None:
-        step, cfg = self.position.step, self.cfg
+        step, cfg = self.position.step, self.train_cfg
         last = step == self.total_steps
         if step % cfg.log_every == 0 or last:
             self._log_window()
@@ -461,7 +461,7 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.context.world_size,
             "rng": {"scheme": "torch.manual_seed(SeedSequence([seed, rank, step])) every step",
-                    "seed": self.cfg.seed},
+                    "seed": self.train_cfg.seed},
             "config": self.config.to_dict(),
             "metrics": {k: float(v) for k, v in self.last_validation.items()},
             "train_stats": {"loss": float(self.last_loss),

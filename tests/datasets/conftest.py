@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from synthetic_simulator import SYNTHETIC, PoisonedSimulator, SyntheticSimulator
 
 from stemdl.configs import StemdlConfig, config_from_dict, load_config
 from stemdl.simulate.sample import SampleRecord
+from stemdl.testing.synthetic_simulator import SYNTHETIC, PoisonedSimulator, SyntheticSimulator
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -85,17 +85,9 @@ def _worker_processes(client_pid: int) -> list[psutil.Process]:
     return workers
 
 
-def _wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_sigkill_worker_then_client_then_resume_is_bit_identical(
-        reference: Path, tmp_path: Path, files_except_creation_time) -> None:
+        reference: Path, tmp_path: Path, files_except_creation_time, wait_for) -> None:
     store = tmp_path / "killed.zarr"
     env = dict(os.environ)
     proc = subprocess.Popen(
@@ -103,13 +95,13 @@ def test_sigkill_worker_then_client_then_resume_is_bit_identical(
          "--workers", "2", "--no-progress"], cwd=REPO, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: _done_shards(store) >= 1, 120, "the first shard")
+        wait_for(lambda: _done_shards(store) >= 1, 120, "the first shard")
         # SIGKILL one Dask worker process: Dask reschedules its task, the run goes on.
         workers = _worker_processes(proc.pid)
         assert workers, "no worker processes found"
         workers[-1].send_signal(signal.SIGKILL)
         done_then = _done_shards(store)
-        _wait_for(lambda: _done_shards(store) > done_then, 120, "a shard after the worker kill")
+        wait_for(lambda: _done_shards(store) > done_then, 120, "a shard after the worker kill")
         # SIGKILL the client, mid-run; its worker processes notice and exit on their own.
         children = psutil.Process(proc.pid).children(recursive=True)
         os.kill(proc.pid, signal.SIGKILL)
@@ -201,7 +193,7 @@ def test_the_only_worker_dying_loses_nothing(tmp_path: Path, small_config) -> No
     """The only worker is SIGKILLed in its second shard, after it received the catalogue: its
     nanny starts a new one, Dask recomputes the catalogue's task there (scattered data would
     be lost for good, and with it every shard still to do), and the run completes."""
-    from synthetic_simulator import KillOnceSimulator
+    from stemdl.testing.synthetic_simulator import KillOnceSimulator
 
     flag = tmp_path / "killed"
     config = small_config(num_samples=6, shard_size=2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stemdl.configs import UsageError, load_config
-from stemdl.run import run_all
+from stemdl.end_to_end import run_all
 from stemdl.train.local_devices import (
     CPU_DEFAULT_RANKS,
     default_ranks,

@@ -1,6 +1,7 @@
 """`stemdl run`: simulate, verify, train both input arrangements, score them against baselines.
 
-The whole-pipeline run sits on top, beside the command line (`pipeline.py`): it is the one
+The whole-pipeline run, end to end, sits on top beside the command line (`pipeline.py`, a name
+the user's design card fixes for the CLI; so this module is named for what it does): it is the one
 place that calls datasets/ (generation, verification) and train/ in sequence, so that train/
 depends only on datasets/ and configs/.
 
@@ -39,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from stemdl.configs import StemdlConfig, UsageError, config_from_dict
+from stemdl.configs.json_values import to_json_value
 from stemdl.datasets.generate import generate
 from stemdl.datasets.physical_scale import thickness_by_index
 from stemdl.datasets.verify import verify_store
@@ -372,7 +373,7 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
         "wall_s": wall,
     })
     metrics_json = out_dir / "metrics.json"
-    metrics_json.write_text(json.dumps(_jsonable(metrics), indent=2))
+    metrics_json.write_text(json.dumps(to_json_value(metrics), indent=2))
     report = out_dir / "report.md"
     report.write_text(render_report(config, metrics, generation, verification, results,
                                     curves, materials_png))
@@ -383,13 +384,3 @@ def _step_of(result: TrainResult) -> int | None:
     """The step of a run's best.pt (a float once read back from a checkpoint)."""
     step = result.best_validation.get("step")
     return None if step is None else int(step)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
