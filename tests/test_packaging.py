@@ -78,6 +78,7 @@ def test_wheel_installs_beside_a_package_named_datasets(tmp_path: Path) -> None:
 
     probe = (
         "import datasets, stemdl, stemdl.configs, stemdl.datasets.loader, stemdl.pipeline\n"
+        "import stemdl.predict.calibration, stemdl.testing  # every subpackage is in the wheel\n"
         "print(datasets.WHO)\n"
         "print(stemdl.datasets.loader.__file__)\n"
         "print(stemdl.configs.load_config('tiny').name)\n"
