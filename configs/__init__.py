@@ -46,9 +46,10 @@ class StemdlConfig(StrictModel):
 
     @model_validator(mode="after")
     def _thickness_needs_units(self) -> StemdlConfig:
-        if self.model.thickness_head and self.loader.standardize_targets:
-            raise ValueError("model.thickness_head needs physical targets: set "
-                             "loader.standardize_targets false")
+        for head in ("thickness_head", "amplitude_head"):
+            if getattr(self.model, head) and self.loader.standardize_targets:
+                raise ValueError(f"model.{head} needs physical targets: set "
+                                 "loader.standardize_targets false")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,8 +31,14 @@ class ModelConfig(StrictModel):
     thickness_head: bool = Field(
         False, description="Also predict the specimen thickness (Å) of each input window from "
         "the pooled bottleneck (needs physical targets: loader.standardize_targets false). Off "
-        "when absent, so configs and checkpoints made before it keep their network; every "
-        "preset turns it on.",
+        "when absent, so configs and checkpoints made before it keep their network.",
+    )
+    amplitude_head: bool = Field(
+        False, description="Physical targets: make the map a standardized shape times an "
+        "amplitude. The network's map is standardized over each window (zero mean, unit "
+        "variance per channel) and a head on the pooled bottleneck gives the window's mean and "
+        "log standard deviation, so the shape is learnt as with standardized targets and the "
+        "V·Å scale by the head (needs loader.standardize_targets false).",
     )
 
     @model_validator(mode="after")

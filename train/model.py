@@ -12,11 +12,19 @@ Shape of the network (all convolutions keep the map size, pools halve it):
       n_pool × [ transition up (3×3 transposed conv, stride 2) ─▶ concat skip ─▶ dense block ]
       1×1 conv ─▶ C channels ─▶ bilinear resize to the target size (H', W') if it differs
       (`thickness_head`) bottleneck maps ─▶ global mean ⊕ max pool ─▶ MLP ─▶ one number
+      (`amplitude_head`) the same pooled maps ─▶ MLP ─▶ a mean and a log std per channel; the
+      map is standardized over the window, then mean + exp(log std) · map
 
 The thickness head sees the bottleneck, the most pooled view of the whole input, and gives one
 number per input (a window of the scan): the specimen is simulated as one slab of constant
 thickness, so a window carries one thickness, and CBED encodes it in the intensity of the
 disks (the Kossel–Möllenstedt fringes) over the whole stack, not at any one target pixel.
+
+The amplitude head exists for maps in V·Å: their amplitude spans the light elements to the
+heaviest, and one network asked for both shape and amplitude learnt the shape of weak
+scatterers worse than one trained on standardized targets (benchmarks/RESULTS.md, "Physical
+units"). Split, the map keeps the standardized shape, and the amplitude of a window, like its
+thickness, is one number read off the whole stack.
 
 A dense layer is norm → ReLU → k×k conv (g maps) → dropout, and a dense block concatenates every
 layer's output to its input, so layer j of a block sees the input plus all j earlier outputs.
@@ -130,6 +138,18 @@ class TransitionUp(nn.Module):
         return torch.cat([up, skip], dim=1)
 
 
+def with_amplitude(out: torch.Tensor, amplitude: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) maps standardized per window and channel, then mean + exp(log std) · map,
+    with (B, 2C) `amplitude` = (means, log stds), all in network units."""
+    channels = out.shape[1]
+    shape = out.float()
+    shape = (shape - shape.mean(dim=(-2, -1), keepdim=True)) / (
+        shape.std(dim=(-2, -1), keepdim=True, unbiased=False) + 1e-6)
+    mean, log_std = amplitude.float().split(channels, dim=1)
+    return (mean[..., None, None] + log_std.clamp(-12, 12).exp()[..., None, None] * shape
+            ).to(out.dtype)
+
+
 class FCDenseNet(nn.Module):
     """(B, in_channels, H, W) → (B, out_channels, *output_size); see the module docstring."""
 
@@ -167,10 +187,15 @@ class FCDenseNet(nn.Module):
             coming_up = block.out_channels
         self.final_conv = nn.Conv2d(coming_up, out_channels, 1)
         self.thickness_head: nn.Module | None = None
+        pooled_width = 2 * self.bottleneck.out_channels
         if config.thickness_head:
-            width = self.bottleneck.out_channels
             self.thickness_head = nn.Sequential(
-                nn.Linear(2 * width, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+                nn.Linear(pooled_width, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+        self.amplitude_head: nn.Module | None = None
+        if config.amplitude_head:
+            self.amplitude_head = nn.Sequential(
+                nn.Linear(pooled_width, 64), nn.ReLU(inplace=True),
+                nn.Linear(64, 2 * out_channels))
 
     def forward(self, x: torch.Tensor, with_thickness: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -184,16 +209,21 @@ class FCDenseNet(nn.Module):
             stack = down(stack)
         stack = self.bottleneck(stack)
         thickness = None
+        pooled = None
+        if with_thickness or self.amplitude_head is not None:
+            pooled = torch.cat([stack.mean(dim=(-2, -1)), stack.amax(dim=(-2, -1))], dim=1)
         if with_thickness:
             if self.thickness_head is None:
                 raise ValueError("this network has no thickness head (model.thickness_head)")
-            pooled = torch.cat([stack.mean(dim=(-2, -1)), stack.amax(dim=(-2, -1))], dim=1)
             thickness = self.thickness_head(pooled)[:, 0]
         for up, block in zip(self.transitions_up, self.up_blocks, strict=True):
             stack = block(up(stack, skips.pop()))
         out = self.final_conv(stack)
         if self.output_size is not None and tuple(out.shape[-2:]) != self.output_size:
             out = F.interpolate(out, size=self.output_size, mode="bilinear", align_corners=False)
+        if self.amplitude_head is not None:
+            assert pooled is not None
+            out = with_amplitude(out, self.amplitude_head(pooled))
         if with_thickness:
             assert thickness is not None
             return out, thickness
