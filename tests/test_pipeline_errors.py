@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import pkgutil
 import re
 import shutil
@@ -256,7 +257,7 @@ def _gpu_unavailable(c: Ctx) -> list[str]:
 
 
 def _launch_env(c: Ctx) -> list[str]:
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith(LAUNCHER_PREFIXES):
             c.monkeypatch.delenv(name)
     c.monkeypatch.setenv("RANK", "first")  # what a broken job script exports
