@@ -45,7 +45,9 @@ import torch
 from stemdl.configs import StemdlConfig, UsageError, config_from_dict
 from stemdl.configs.json_values import to_json_value
 from stemdl.datasets.generate import generate
+from stemdl.datasets.integrity import IncompleteStoreError
 from stemdl.datasets.physical_scale import thickness_by_index
+from stemdl.datasets.storage import StoreError
 from stemdl.datasets.verify import verify_store
 from stemdl.report import plot_curves, plot_materials, render_report
 from stemdl.train.baselines import strong_baselines
@@ -85,6 +87,11 @@ DEFAULT_DOSES_E_PER_A2 = (1e5, 1e4)
 # ranks (train/local_devices.py).
 DEFAULT_RANKS = CPU_DEFAULT_RANKS
 LOG_NAME = "run.log"
+
+
+class StoreVerificationError(StoreError):
+    """The store `stemdl run` generated (or found complete) fails `verify`: a damaged or
+    changed shard; nothing is trained on it."""
 
 
 @dataclass
@@ -312,12 +319,20 @@ def run_all(config: StemdlConfig, out_dir: Path, *, n_workers: int | None = None
         with clock.stage("simulate"):
             generation = generate(config, store_url, n_workers=n_workers, progress=True)
         if not generation.complete:
-            raise RuntimeError(f"the store is incomplete:\n{generation.summary()}")
+            log.error("%s", generation.summary())  # every failure, in run.log and on stderr
+            raise IncompleteStoreError(
+                f"{store_url} is incomplete: generation left shards undone ({log_path} "
+                "lists which and why); run the same `stemdl run` again to finish it (it "
+                "resumes)")
         print("verifying the store (checksums, NaN/inf, ranges)", file=sys.stderr)
         with clock.stage("verify"):
             verification = verify_store(store_url)
         if not verification.ok:
-            raise RuntimeError(f"the store does not verify:\n{verification.summary()}")
+            log.error("%s", verification.summary())
+            raise StoreVerificationError(
+                f"{store_url} does not verify ({len(verification.problems)} problem(s); "
+                f"{log_path} lists them); `stemdl verify {store_url} --repair` re-simulates them, "
+                "then run the same `stemdl run` again")
         results: dict[str, TrainResult] = {}
         runs: dict[str, Path] = {}
         for arrangement in arrangements:

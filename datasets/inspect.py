@@ -24,9 +24,13 @@ from stemdl.datasets.integrity import (
 from stemdl.datasets.partition import available_shards, sample_indices
 from stemdl.datasets.records import RecordError, read_fields, record_from_columns
 from stemdl.datasets.schema import FIELDS, STATUS_FAILED, STATUS_OK
-from stemdl.datasets.storage import filesystem
+from stemdl.datasets.storage import StoreError, filesystem
 from stemdl.datasets.store import open_stemdl_store
 from stemdl.simulate.sample import SPLITS
+
+
+class SampleIndexError(StoreError, IndexError):
+    """A sample index (`--sample I`) outside the store's samples."""
 
 
 def _bytes_on_disk(url: str, name: str) -> int:
@@ -125,7 +129,9 @@ def read_sample(store_url: str, index: int) -> dict[str, Any]:
     """The stored arrays, status and `SampleRecord` of sample `index` (as stored, not decoded)."""
     store = open_stemdl_store(store_url)
     if not 0 <= index < store.num_samples:
-        raise IndexError(f"sample {index} out of range: the store has {store.num_samples} samples")
+        raise SampleIndexError(f"{store.url}: sample {index} out of range: the store has "
+                               f"{store.num_samples} samples, so --sample takes 0 to "
+                               f"{store.num_samples - 1}")
     shard = index // store.shard_size
     if not store.done_mask()[shard]:
         raise IncompleteStoreError(f"{store.url}: sample {index} is in shard {shard}, which is "

@@ -20,7 +20,13 @@ import numpy as np
 
 from stemdl.datasets.partition import available_shards, shard_rows
 from stemdl.datasets.records import read_fields
+from stemdl.datasets.storage import StoreError
 from stemdl.datasets.store import StemdlStore, open_stemdl_store
+
+
+class NoTrainingSamplesError(StoreError):
+    """The store holds no usable training sample (in the shards that are done) to fix the
+    physical scale from."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,10 @@ def training_scale(store_url: str) -> PhysicalScale:
     store = open_stemdl_store(store_url)
     indices = split_indices(store, "train")
     if indices.size == 0:
-        raise ValueError(f"{store_url} has no training samples to fix the physical scale from")
+        raise NoTrainingSamplesError(
+            f"{store_url} has no training samples (in the shards that are done) to fix the "
+            "physical scale from; finish the store with the same `stemdl simulate` command (it "
+            "resumes), or check its `splits` attribute (`stemdl inspect`)")
     array = store.array("potential")
     channels = int(array.shape[1])
     total = np.zeros(channels)

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from stemdl.configs import DatasetConfig, StemdlConfig
+from stemdl.configs import DatasetConfig, StemdlConfig, StemdlError
 from stemdl.simulate.sample import SampleRecord
 
 SCHEMA_VERSION = 3
@@ -284,11 +284,17 @@ def units_table(schema: dict[str, ArraySpec]) -> dict[str, str]:
     return units
 
 
+class ShardIndexError(StemdlError, IndexError):
+    """A shard index outside the store's shards (e.g. a cluster job's task id given to
+    `simulate_shard` for a store with fewer shards)."""
+
+
 def shard_range(shard_index: int, shard_size: int, num_samples: int) -> tuple[int, int]:
     """Global sample indices [start, stop) of one shard; the last shard may be short."""
     num_shards = -(-num_samples // shard_size)
     if not 0 <= shard_index < num_shards:
-        raise IndexError(f"shard {shard_index} out of range: the store has {num_shards} shards")
+        raise ShardIndexError(f"shard {shard_index} out of range: the store has {num_shards} "
+                              f"shards (0 to {num_shards - 1})")
     start = shard_index * shard_size
     return start, min(start + shard_size, num_samples)
 

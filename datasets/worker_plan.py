@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 
 from stemdl.configs import UsageError
+from stemdl.simulate.device import GpuUnavailableError, no_gpu_message
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,16 @@ def worker_plan(gpus: int, device: str, n_workers: int | None = None,
     """The workers of a local cluster on a machine with `gpus` CUDA devices (module docstring).
 
     `device` is `simulation.device` ("auto", "gpu", "cpu"); `cores` defaults to this machine's.
-    ("gpu" without a GPU plans CPU workers, whose samples then refuse, saying why.)
+    "gpu" without a GPU is refused (`GpuUnavailableError`) before any worker starts: these
+    workers run on this machine, so none of them could use one either.
     """
     cores = cores or os.cpu_count() or 1
     if n_workers is not None and n_workers < 1:
         raise UsageError(f"n_workers must be >= 1, got {n_workers}")
     if cpu_workers is not None and cpu_workers < 0:
         raise UsageError(f"cpu_workers must be >= 0, got {cpu_workers}")
+    if gpus == 0 and device == "gpu":
+        raise GpuUnavailableError(no_gpu_message())
     if gpus == 0 or device == "cpu":
         if cpu_workers is not None and n_workers is not None:
             raise UsageError("without GPU workers, give n_workers or cpu_workers, not both")

@@ -24,7 +24,20 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Literal
 
+from stemdl.configs.base import StemdlError
+
 Device = Literal["cpu", "gpu"]
+
+
+class GpuUnavailableError(StemdlError, RuntimeError):
+    """`simulation.device: gpu` on a machine where CuPy sees no CUDA device."""
+
+
+def no_gpu_message() -> str:
+    """Why 'gpu' cannot be used here, and what to set instead."""
+    reason = "CuPy is not installed" if not cupy_installed() else "CUDA reports no device"
+    return (f"simulation.device is 'gpu' but {reason}; set simulation.device to 'auto' or "
+            "'cpu', or run on a machine with a GPU and CuPy")
 
 
 def cupy_installed() -> bool:
@@ -49,8 +62,7 @@ def resolve_device(requested: str) -> Device:
         return "cpu"
     if requested == "gpu":
         if cuda_device_count() == 0:
-            reason = "CuPy is not installed" if not cupy_installed() else "CUDA reports no device"
-            raise RuntimeError(f"simulation.device is 'gpu' but {reason}; use 'auto' or 'cpu'")
+            raise GpuUnavailableError(no_gpu_message())
         return "gpu"
     if requested == "auto":
         return "gpu" if cuda_device_count() > 0 else "cpu"

@@ -81,6 +81,10 @@ class EmptySplitError(StemdlError, ValueError):
     """The store holds no sample of a split the run needs; a metric of nothing is no metric."""
 
 
+class OutputNotSharedError(StemdlError, RuntimeError):
+    """--out is not one directory for every rank: some see its checkpoint, others do not."""
+
+
 class OutputExistsError(StemdlError, FileExistsError):
     """The output folder holds a checkpoint and `--resume` was not given."""
 
@@ -484,8 +488,8 @@ class Trainer:
     def _resume(self) -> int | None:
         some, every = all_agree(self.checkpoint_path.is_file())
         if some and not every:
-            raise RuntimeError(f"{self.checkpoint_path} is visible on some ranks only: --out must "
-                               "be on a file system that every node shares")
+            raise OutputNotSharedError(f"{self.checkpoint_path} is visible on some ranks only: "
+                                       "--out must be on a file system that every node shares")
         if not some:
             self.log.info("no checkpoint in %s: starting from step 0", self.out_dir)
             return None
