@@ -45,11 +45,11 @@ from stemdl.datasets.stage import StageError
 from stemdl.datasets.storage import StoreAccessError, StoreError, set_storage_options
 from stemdl.datasets.store import ArrayMetadataError, open_stemdl_store
 from stemdl.datasets.store_lock import StoreLockedError, store_lock
+from stemdl.end_to_end import StoreVerificationError
 from stemdl.predict.calibration import OutsideTrainingError
 from stemdl.predict.file_checks import DamagedFileError
 from stemdl.predict.microscope_files import CalibrationError, MicroscopeFileError
 from stemdl.predict.scan_checks import DiskCalibrationError
-from stemdl.end_to_end import StoreVerificationError
 from stemdl.simulate.catalogue import CatalogueError
 from stemdl.simulate.device import GpuUnavailableError, cuda_device_count
 from stemdl.train.allreduce_grouping import ModelMismatchError
