@@ -83,6 +83,18 @@ class TrainConfig(StrictModel):
         "training on standardized targets minimized), beside the loss on the dataset scale; "
         "it weighs a weakly scattering sample as much as a strong one.",
     )
+    map_loss: Literal["network_units", "shape_amplitude"] = Field(
+        "network_units", description="Physical targets: 'network_units' takes the map's loss "
+        "in (V·Å − offset) / scale (plus the shape term above); 'shape_amplitude' splits it into "
+        "the loss of the standardized shape (exactly what standardized targets minimize, each "
+        "sample weighted alike) and `amplitude_loss_weight` × the loss of each window's mean "
+        "and log standard deviation, so strong scatterers do not dominate the shape's gradient; "
+        "shape_loss_weight is then unused. Meant with model.amplitude_head.",
+    )
+    amplitude_loss_weight: float = Field(
+        1.0, ge=0, le=100, description="map_loss 'shape_amplitude': weight of the amplitude "
+        "terms (per-window mean and log standard deviation, in network units).",
+    )
     thickness_loss_weight: float = Field(
         0.5, ge=0, le=100, description="Weight of the thickness term (the loss of the scaled "
         "thickness, same kind as `loss`) beside the map's, with model.thickness_head.",

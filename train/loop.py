@@ -66,7 +66,7 @@ from stemdl.train.optim import (
     apply_larc,
     build_optimizer,
 )
-from stemdl.train.physical_metrics import standardize_by_truth
+from stemdl.train.physical_metrics import shape_amplitude_parts, standardize_by_truth
 from stemdl.train.precision import resolve_precision
 from stemdl.train.run_log import RunLogger
 from stemdl.train.store_fit import check_store_fits
@@ -356,11 +356,17 @@ class Trainer:
                 prediction, thickness_a = model.forward_both(cbed)
             else:
                 prediction, thickness_a = self.forward(cbed), None
-        loss = loss_fn(model.to_network_units(prediction.float()),
-                       model.to_network_units(target))
-        if model.physical and cfg.shape_loss_weight > 0:
-            loss = loss + cfg.shape_loss_weight * loss_fn(
-                *standardize_by_truth(prediction.float(), target))
+        predicted, true = model.to_network_units(prediction.float()), model.to_network_units(target)
+        if model.physical and cfg.map_loss == "shape_amplitude":
+            (shape_p, mean_p, log_std_p), (shape_t, mean_t, log_std_t) = (
+                shape_amplitude_parts(predicted), shape_amplitude_parts(true))
+            loss = loss_fn(shape_p, shape_t) + cfg.amplitude_loss_weight * (
+                loss_fn(mean_p, mean_t) + loss_fn(log_std_p, log_std_t))
+        else:
+            loss = loss_fn(predicted, true)
+            if model.physical and cfg.shape_loss_weight > 0:
+                loss = loss + cfg.shape_loss_weight * loss_fn(
+                    *standardize_by_truth(prediction.float(), target))
         if thickness_a is not None:
             assert self.thickness_by_index is not None
             true_a = self.thickness_by_index[batch["index"].long().cpu()].to(self.device)

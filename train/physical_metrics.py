@@ -49,6 +49,14 @@ def standardize_by_truth(pred: torch.Tensor, target: torch.Tensor
     return (pred - mean) / std, (target - mean) / std
 
 
+def shape_amplitude_parts(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) maps as (standardized shape, (B, C) mean, (B, C) log standard deviation),
+    per sample and channel: map = mean + exp(log std) · shape."""
+    mean = maps.mean(dim=(-2, -1))
+    std = maps.std(dim=(-2, -1), unbiased=False) + 1e-6
+    return (maps - mean[..., None, None]) / std[..., None, None], mean, std.log()
+
+
 def physical_per_sample(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """`rel_l2_v_a` and `mae_v_a` of each sample of (B, C, H, W) maps in V·Å."""
     batch = target.shape[0]

@@ -13,6 +13,7 @@ import torch
 from stemdl.configs import ConfigError, config_from_dict, load_config
 from stemdl.train.arrangements import build_model_from_config
 from stemdl.train.model import with_amplitude
+from stemdl.train.physical_metrics import shape_amplitude_parts
 
 
 def test_each_window_gets_the_heads_mean_and_standard_deviation() -> None:
@@ -54,3 +55,17 @@ def test_the_head_needs_physical_targets() -> None:
     data["loader"]["standardize_targets"] = True
     with pytest.raises(ConfigError, match="amplitude_head needs physical targets"):
         config_from_dict(data)
+
+
+def test_shape_amplitude_parts_recompose_the_map_and_undo_with_amplitude() -> None:
+    """The loss of map_loss 'shape_amplitude' compares these parts; they must recompose the
+    map exactly, and read back the mean and log std that `with_amplitude` put in."""
+    generator = torch.Generator().manual_seed(1)
+    maps = torch.randn(4, 3, 12, 12, generator=generator) * 5 - 2
+    shape, mean, log_std = shape_amplitude_parts(maps)
+    torch.testing.assert_close(mean[..., None, None] + log_std.exp()[..., None, None] * shape,
+                               maps, atol=1e-4, rtol=1e-5)
+    amplitude = torch.randn(4, 6, generator=generator)
+    _, mean_back, log_std_back = shape_amplitude_parts(with_amplitude(maps, amplitude))
+    torch.testing.assert_close(torch.cat([mean_back, log_std_back], dim=1), amplitude,
+                               atol=1e-4, rtol=1e-4)
