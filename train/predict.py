@@ -22,10 +22,15 @@ Steps, in order:
    and a bright-field disk in the mean pattern whose radius is semi-angle ÷ angular pixel
    within 10 %.
 3. Resampling (`datasets.pattern_resampling`, area-weighted rebinning about the direct beam):
-   an angular pixel within the trained range is kept (ratio 1); a finer one is binned by the
-   smallest whole factor that lands in the range (exact), or, when no whole factor does, by the
-   fractional ratio to the finest trained pixel. Then the model's pattern size is cut (or
-   zero-padded) about the centre, which lands on the model's zero-frequency pixel.
+   a pixel finer than the median training pixel (`TrainedRanges.typical_angular_sampling_mrad`)
+   is binned onto it, by a whole factor (exact where the centre allows) when one lands within
+   `RELATIVE_TOLERANCE`, else by the fractional ratio; one at or coarser than it (and within
+   the trained range) is kept. One target pixel, not any in the trained range: the training
+   patterns of each material have their own pixel (λ / whole cells), the model learns where a
+   structure's disks fall in pixels, and a scan put on another pixel of the range mapped by
+   chance (GaP: r 0.55–0.94 over the range; benchmarks/RESULTS.md, "pattern pixel"). Then the
+   model's pattern size is cut (or zero-padded) about the centre, which lands on the model's
+   zero-frequency pixel.
 4. Normalization: `datasets.transforms.normalize_inputs` with the checkpoint's loader config,
    the very function the training loader calls.
    Steps 3 and 4 run a band of scan rows at a time as windows ask for them
@@ -94,8 +99,18 @@ def _within(value: float, low: float, high: float) -> bool:
     return low * (1 - RELATIVE_TOLERANCE) <= value <= high * (1 + RELATIVE_TOLERANCE)
 
 
-def _ratio_for(pixel_mrad: float, finest: float, coarsest: float) -> float:
-    """Output pixel / input pixel that brings `pixel_mrad` into [finest, coarsest]."""
+def _ratio_for(pixel_mrad: float, finest: float, coarsest: float,
+               typical: float | None = None) -> float:
+    """Output pixel / input pixel: onto the `typical` training pixel where the recorded one is
+    finer (a whole factor where one lands within `RELATIVE_TOLERANCE` of it, so the rebinning
+    can be exact), else kept; without a typical pixel (a hand-made `TrainedRanges`), the
+    smallest whole factor into [finest, coarsest]."""
+    if typical is not None:
+        if pixel_mrad >= typical * (1 - RELATIVE_TOLERANCE):
+            return 1.0
+        ratio = typical / pixel_mrad
+        whole = round(ratio)
+        return float(whole) if abs(whole - ratio) <= RELATIVE_TOLERANCE * ratio else ratio
     if _within(pixel_mrad, finest, coarsest):
         return 1.0
     whole = math.ceil(finest * (1 - RELATIVE_TOLERANCE) / pixel_mrad)
@@ -141,7 +156,8 @@ def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
                             f"any training pattern ({finest:.4g}–{coarsest:.4g} mrad/px at the "
                             "calibrated energy); finer patterns are binned, coarser ones are "
                             "not made up")
-        ratios.append(_ratio_for(pixel, finest, coarsest))
+        ratios.append(_ratio_for(pixel, finest, coarsest,
+                                 ranges.typical_angular_sampling_mrad(energy)))
     gy, gx = ranges.window
     if not problems:  # the probe grid once resampled onto the trained step
         plan = plan_scan_step(tuple(calibration["scan_step_a"]), ranges.scan_step_a,
