@@ -18,9 +18,10 @@ InAs (zinc blende), NiO, LiF (rock salt), CsCl (B2, a structure type with no fam
 catalogue). Whether a composition was in the model's training split is reported per crystal
 (`in_training`): only a composition absent from it is unseen.
 
-Cases per crystal, 8 × 8 probes (16 windows, stride 2) at 9 mrad, 100 keV, 20 Å, a supercell
-of whole cells ≈ 26 Å wide (so a detector pixel that is not a whole fraction of the training
-pixel: predict's resampling reports its ratio), 72 × 72 px:
+Cases per crystal, 8 × 8 probes (9 windows of 4 × 4, stride 2) at 9 mrad, 100 keV, 20 Å, a
+supercell of whole cells ≈ 26 Å wide (so a detector pixel that is not a whole fraction of the
+training pixel: predict bins it onto the median training pixel and reports the ratio and the
+model's pixel, `model_pixel_mrad`), 72 × 72 px:
   clean: noise-free; goal_1e5: tilt 2 mrad, source σ 0.4 Å, PSF σ 1 px, 1e5 e/Å² (the
   issue's goal case, at its edge); goal_1e4: the same at 1e4 e/Å².
 Then for GaP and SrTiO3: thickness 10 and 30 Å (clean), and scan steps 0.8× and 1.2× the
@@ -231,6 +232,8 @@ def main() -> int:
                "detector_ratio": [round(r, 4) for r in record.get("resampling", {}).get(
                    "ratio", [])],
                "exact_rebinning": record.get("resampling", {}).get("exact"),
+               "model_pixel_mrad": [round(p, 4) for p in record.get("resampling", {}).get(
+                   "model_angular_sampling_mrad", [])],
                **scores,
                "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(row), flush=True)

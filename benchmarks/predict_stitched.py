@@ -7,7 +7,9 @@ The model is the small reconstruction model of the tests (`testing/reconstructio
 DIR holding `reconstruction.zarr` and `reconstruction-run/checkpoint.pt` made by it, or makes
 them there. For every held-out (test-split) material with a [001] zone axis, a measured-like
 scan is simulated (`testing/measured_scan.py`: 12×12 probes at 1.5 Å, 9 mrad, 20 Å thick, a
-detector pixel 1/3 of the training pixel, 72×72 px, Poisson noise at 1e5 e/Å²) twice:
+detector pixel 1/3 of that material's training pixel, 72×72 px, Poisson noise at 1e5 e/Å²;
+predict bins it onto the median training pixel, not back onto that material's own, which
+no real detector would single out) twice:
 
 * `as_trained`: the scan's corner where that material's training samples had theirs relative
   to the lattice; `window_r` is the r of the first (4×4) window predicted alone;

@@ -4,7 +4,7 @@ Step 2 of `predict_main` (`predict/scan_prediction.py`): every refusal is listed
 user fixes the calibration options in one go. Beam energy and semi-angle must lie in the trained
 ranges; the scan step within `SCAN_STEP_RANGE` of the trained one, and resampled only where
 both steps sample the 4D data finely enough (`nyquist_step_a`); patterns no coarser than the
-coarsest training pattern (finer ones are binned by `ratio`); the scan at least one probe
+coarsest training pattern (finer ones are binned onto the median training pixel, `_ratio_for`); the scan at least one probe
 grid. `RELATIVE_TOLERANCE` (2 %) allows for calibration uncertainty.
 """
 
@@ -29,8 +29,18 @@ def _within(value: float, low: float, high: float) -> bool:
     return low * (1 - RELATIVE_TOLERANCE) <= value <= high * (1 + RELATIVE_TOLERANCE)
 
 
-def _ratio_for(pixel_mrad: float, finest: float, coarsest: float) -> float:
-    """Output pixel / input pixel that brings `pixel_mrad` into [finest, coarsest]."""
+def _ratio_for(pixel_mrad: float, finest: float, coarsest: float,
+               typical: float | None = None) -> float:
+    """Output pixel / input pixel: onto the `typical` training pixel where the recorded one is
+    finer (a whole factor where one lands within `RELATIVE_TOLERANCE` of it, so the rebinning
+    can be exact), else kept; without a typical pixel (a hand-made `TrainedRanges`), the
+    smallest whole factor into [finest, coarsest]."""
+    if typical is not None:
+        if pixel_mrad >= typical * (1 - RELATIVE_TOLERANCE):
+            return 1.0
+        ratio = typical / pixel_mrad
+        whole = round(ratio)
+        return float(whole) if abs(whole - ratio) <= RELATIVE_TOLERANCE * ratio else ratio
     if _within(pixel_mrad, finest, coarsest):
         return 1.0
     whole = math.ceil(finest * (1 - RELATIVE_TOLERANCE) / pixel_mrad)
@@ -76,7 +86,8 @@ def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
                             f"any training pattern ({finest:.4g}–{coarsest:.4g} mrad/px at the "
                             "calibrated energy); finer patterns are binned, coarser ones are "
                             "not made up")
-        ratios.append(_ratio_for(pixel, finest, coarsest))
+        ratios.append(_ratio_for(pixel, finest, coarsest,
+                                 ranges.typical_angular_sampling_mrad(energy)))
     gy, gx = ranges.window
     if not problems:  # the probe grid once resampled onto the trained step
         plan = plan_scan_step(tuple(calibration["scan_step_a"]), ranges.scan_step_a,

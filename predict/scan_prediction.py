@@ -22,10 +22,15 @@ Steps, in order:
    and a bright-field disk in the mean pattern whose radius is semi-angle ÷ angular pixel
    within 10 %.
 3. Resampling (`predict.pattern_resampling`, area-weighted rebinning about the direct beam):
-   an angular pixel within the trained range is kept (ratio 1); a finer one is binned by the
-   smallest whole factor that lands in the range (exact), or, when no whole factor does, by the
-   fractional ratio to the finest trained pixel. Then the model's pattern size is cut (or
-   zero-padded) about the centre, which lands on the model's zero-frequency pixel.
+   a pixel finer than the median training pixel (`TrainedRanges.typical_angular_sampling_mrad`)
+   is binned onto it, by a whole factor (exact where the centre allows) when one lands within
+   `RELATIVE_TOLERANCE`, else by the fractional ratio; one at or coarser than it (and within
+   the trained range) is kept. One target pixel, not any in the trained range: the training
+   patterns of each material have their own pixel (λ / whole cells), the model learns where a
+   structure's disks fall in pixels, and a scan put on another pixel of the range mapped by
+   chance (GaP: r 0.55–0.94 over the range; benchmarks/RESULTS.md, "pattern pixel"). Then the
+   model's pattern size is cut (or zero-padded) about the centre, which lands on the model's
+   zero-frequency pixel.
 4. Normalization: `datasets.transforms.normalize_inputs` with the checkpoint's loader config,
    the very function the training loader calls.
    Steps 3 and 4 run a band of scan rows at a time as windows ask for them

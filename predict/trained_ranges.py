@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from stemdl.configs import StemdlConfig
 from stemdl.configs.units import wavelength_a
 from stemdl.predict.pattern_resampling import pattern_centre_px
@@ -35,6 +37,22 @@ class TrainedRanges:
     target_px: tuple[int, int]
     target_pixel_a: tuple[float, float]  # (y, x)
     unchecked: dict[str, Any] = field(default_factory=dict)  # trained over, not measurable
+    # binning / median training extent (Å⁻¹ per pattern pixel): the pixel `predict` rebins
+    # every scan onto, at the scan's energy (`typical_angular_sampling_mrad`); None: unknown
+    typical_pixel_inv_a: float | None = None
+
+    def typical_angular_sampling_mrad(self, energy_ev: float) -> float | None:
+        """The median training pattern pixel (mrad) at `energy_ev`.
+
+        Why one pixel: every training material's patterns have their own pixel (λ / its
+        extent of whole cells, 12.1–19.7 Å for the tests' model, 12.8–25.4 Å for `small`), so a
+        model learns where a structure's disks fall in pixels, not in mrad. A measured scan
+        rebinned onto an arbitrary pixel of the trained range maps badly or well by chance
+        (benchmarks/RESULTS.md, "pattern pixel"); onto this one, the map does not depend on
+        the detector's pixel size."""
+        if self.typical_pixel_inv_a is None:
+            return None
+        return 1e3 * wavelength_a(energy_ev) * self.typical_pixel_inv_a
 
 
 def trained_ranges(config: StemdlConfig) -> TrainedRanges:
@@ -75,4 +93,5 @@ def trained_ranges(config: StemdlConfig) -> TrainedRanges:
                    "zone_axes": sim.structures.zone_axes,
                    "angular_sampling_from": sampling_note,
                    "semiangle": "touching (per material)" if isinstance(semiangle, str) else None},
+        typical_pixel_inv_a=binning / float(np.median(extents)),
     )
