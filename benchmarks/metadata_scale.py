@@ -16,11 +16,11 @@ it reuses) and the paper preset's shard size (64 samples, `--shard-size`): 10⁷
   `cbed` and `potential` bytes and its checksums, with `index` renumbered); every other shard's
   files are hard links of a template's files (byte for byte what `write_block` writes, except
   that their `index` column repeats the template's: nothing timed here reads it). The done
-  mask's chunks of the templates are written by Zarr, the others are hard links of one.
+  mask's chunks of the templates are written by Zarr, the others are hard links of them.
 
 Timed per state and size, each in a fresh process (`python -m benchmarks.metadata_scale
---child OP STORE`), which reports its wall time and peak RSS (`resource.getrusage`) above the
-RSS it had after its imports:
+--child OP STORE`), which reports its wall time and its peak RSS above the RSS it had after
+its imports (the peak reset before the op: /proc/self/clear_refs, read as VmHWM):
 
 * `open`: `open_stemdl_store`;
 * `inspect`: `datasets.inspect.summarize`, what `stemdl inspect STORE` prints;
@@ -132,7 +132,7 @@ def fill_done(store: StemdlStore, source: StemdlStore) -> dict[str, float]:
     for shard in range(templates, last):
         target = root / shard_key(done, shard)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(root / shard_key(done, 0), target)
+        os.link(root / shard_key(done, shard % templates), target)  # ext4: ≤ 65,000 links
     marked = time.perf_counter()
     return {"templates": float(len(written)), "write_block_s": wrote - began,
             "links_s": linked - wrote, "done_mask_s": marked - linked}
@@ -183,13 +183,32 @@ def run_op(op: str, url: str) -> dict[str, Any]:
     raise ValueError(f"unknown operation {op!r}; known: {OPS}")
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux ≥ 4.0: `5` to /proc/self/clear_refs), so that
+    the peak after an op is the op's, not that of the imports before it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    """VmHWM of /proc/self/status (the peak since the last reset), else getrusage's."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def _import_all() -> None:
@@ -207,12 +226,13 @@ def child(op: str, url: str) -> dict[str, Any]:
     _import_all()
     run_op("open", url)  # the first read of the group (file cache warm)
     base = _rss_bytes()
+    reset = _reset_peak_rss()
     began = time.perf_counter()
     result = run_op(op, url)
     seconds = time.perf_counter() - began
     peak = _peak_rss_bytes()
     return {"op": op, "seconds": seconds, "rss_peak_bytes": peak,
-            "rss_growth_bytes": peak - base, "result": result}
+            "rss_growth_bytes": peak - base if reset else None, "result": result}
 
 
 def measure(op: str, url: str, timeout_s: float = 600) -> dict[str, Any]:
@@ -299,6 +319,8 @@ def main() -> int:
     parser.add_argument("--work", default=str(REPO / "benchmarks" / "cache" / "metadata-scale"))
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json", help="also write every row to this file")
+    parser.add_argument("--ops", nargs="+", default=[*OPS, BASELINE], choices=[*OPS, BASELINE],
+                        help="operations to time (default: all, and the baseline)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
@@ -313,8 +335,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes]
     load = os.getloadavg()
-    rows = measure_sizes(args.source, work, sizes, args.shard_size, timeout_s=args.timeout,
-                         log=lambda line: print(line, flush=True))
+    rows = measure_sizes(args.source, work, sizes, args.shard_size, tuple(args.ops),
+                         timeout_s=args.timeout, log=lambda line: print(line, flush=True))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print()
