@@ -8,6 +8,7 @@ two sizes 10× apart, in this process, with tracemalloc for memory.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 import tracemalloc
@@ -23,8 +24,11 @@ if str(REPO) not in sys.path:  # benchmarks/ is not installed: plain `pytest` ne
 from benchmarks import metadata_scale  # noqa: E402
 from stemdl.datasets.inspect import summarize  # noqa: E402
 from stemdl.datasets.partition import shards_for_node  # noqa: E402
+from stemdl.datasets.record_scan import scan_fields  # noqa: E402
 from stemdl.datasets.records import read_fields  # noqa: E402
+from stemdl.datasets.schema import shard_range  # noqa: E402
 from stemdl.datasets.shard import read_done_mask  # noqa: E402
+from stemdl.datasets.storage import shard_key  # noqa: E402
 from stemdl.datasets.store import open_stemdl_store  # noqa: E402
 
 SIZES = (2_000, 20_000)
@@ -112,3 +116,25 @@ def test_growth_is_at_most_linear(measured: dict) -> None:
             assert m_large <= factor * m_small + 8 * 2**20, (state, op, m_small, m_large)
             assert t_large <= 3 * factor * t_small + 1.0, (state, op, t_small, t_large)
             assert t_large < metadata_scale.LIMIT_S and m_large < metadata_scale.LIMIT_BYTES / 8
+
+
+def test_fast_readers_agree_with_zarr(measured: dict, tmp_path: Path) -> None:
+    """The done mask read without Zarr and the shard-at-a-time record scan give what Zarr
+    gives; a flag set to 0 (Zarr deletes the chunk) or a damaged flag file is not done."""
+    url = tmp_path / "copy.zarr"
+    shutil.copytree(measured[SIZES[0], "url"], url)
+    store = open_stemdl_store(str(url), mode="r+")
+    done = store.array("shard_done")
+    done[3] = 0
+    (url / shard_key(done, 5)).write_bytes(b"damaged")
+    flags = read_done_mask(store)
+    assert flags.sum() == store.num_shards - 2 and not flags[3] and not flags[5]
+    names = ["status", "split", "material_id", "cbed_crc32c", "index", "zone_axis"]
+    shards = [0, 7, store.num_shards - 1]
+    scanned = dict(scan_fields(store, names, shards))
+    assert list(scanned) == shards
+    for shard in shards:
+        start, stop = shard_range(shard, store.shard_size, store.num_samples)
+        want = read_fields(store, names, slice(start, stop))
+        for name in names:
+            assert np.array_equal(scanned[shard][name], want[name]), (shard, name)
