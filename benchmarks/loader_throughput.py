@@ -11,7 +11,10 @@ config, so the full input normalization: sqrt(x - min) and per-pattern standardi
 decoded samples as float32 tensors, in the modes: inline (`num_workers=0`), 1 and 2 DataLoader
 worker processes, and `--threads` decode threads in the iterating process. After one warm-up
 epoch each, `--epochs-per-round` raw passes and as many epochs of every mode alternate for
-`--rounds` rounds (the machine may be shared); reported are the median rates, the median of
+`--rounds` rounds (the machine may be shared). The same loader modes (inline and 2 workers)
+also run with Zarr's own reads (`ShardStream.zarr_reads`: a small shard as `array[start:stop]`
+in one call) instead of the hand decoder of `datasets/shard_files.py`, and two plain
+one-process passes decode every sample by each of the two readers alone; reported are the median rates, the median of
 the per-round loader/raw ratios, and the load average before and after (`os.getloadavg()`),
 as a markdown block for benchmarks/RESULTS.md, followed by where one process's time goes:
 the loader's steps timed one by one over all shards (single-threaded, milliseconds/sample).
@@ -43,6 +46,7 @@ from stemdl.datasets.store import open_stemdl_store
 REPO = Path(__file__).resolve().parents[1]
 
 INDEX_ENTRY = 16  # uint64 offset + uint64 length per chunk
+ZARR = "zarr's own reads, "  # label prefix of the loader modes that read through Zarr
 CRC = 4
 
 
@@ -65,6 +69,28 @@ def raw_pass(store: str) -> tuple[int, float]:
             for offset, length in index[: stop - start]:
                 chunk = data[offset: offset + length - CRC]  # the chunk's trailing crc32c
                 np.frombuffer(zstd.decode(chunk), dtype=dtype)
+        samples += stop - start
+    return samples, time.perf_counter() - began
+
+
+def reader_pass(store: str, zarr_reads: bool) -> tuple[int, float]:
+    """Every cbed/potential sample of every done shard decoded by the loader's reader, one
+    process, nothing else (no checksum, conversion or normalization): the hand decoder
+    (`datasets/shard_files.py`) or Zarr's own reads (a small shard as `array[start:stop]`,
+    in one call). (samples, seconds)."""
+    from stemdl.datasets.loader import _ShardReader
+
+    stemdl_store = open_stemdl_store(store)
+    reader = _ShardReader(stemdl_store, zarr_reads=zarr_reads)
+    shards = available_shards(stemdl_store)
+    began = time.perf_counter()
+    samples = 0
+    for shard in shards:
+        start, stop = stemdl_store.shard_range(shard)
+        for name in ("cbed", "potential"):
+            sample = reader.open(name, shard)
+            for row in range(stop - start):
+                sample(row)
         samples += stop - start
     return samples, time.perf_counter() - began
 
@@ -151,20 +177,29 @@ def main() -> int:
         "2 worker processes": {"num_workers": 2, "decode_threads": 0},
         f"{args.threads} decode threads, no workers": {
             "num_workers": 0, "decode_threads": args.threads},
+        ZARR + "inline (num_workers=0)": {"num_workers": 0, "decode_threads": 0},
+        ZARR + "2 worker processes": {"num_workers": 2, "decode_threads": 0},
     }
     loaders = {}
     for label, update in modes.items():
         cfg = loader_cfg.model_copy(update=update)
         loaders[label] = make_dataloader(args.store, cfg, split=None,
                                          batch_size=args.batch_size, drop_last=False)
+        # Set before the first iteration: the persistent workers start with this dataset.
+        loaders[label].dataset.zarr_reads = label.startswith(ZARR)
         loaders[label].dataset.set_epoch(0)
         loader_pass(loaders[label])  # start-up: worker processes, page cache, imports
     raw_pass(args.store)
+    passes = {"hand decoder (datasets/shard_files.py), 1 process": False,
+              "zarr's own reads (array[start:stop] per shard), 1 process": True}
+    for zarr_reads in passes.values():
+        reader_pass(args.store, zarr_reads)
     # Interleave the measurements so that every mode sees the same machine load (the VM is
     # shared); report medians over rounds and the median of the per-round ratios.
     load_before = os.getloadavg()
     raw_rates: list[float] = []
     rates: dict[str, list[float]] = {label: [] for label in modes}
+    pass_rates: dict[str, list[float]] = {label: [] for label in passes}
     epoch = 0
     for _ in range(args.rounds):
         n = seconds = 0.0
@@ -172,6 +207,12 @@ def main() -> int:
             k, s = raw_pass(args.store)
             n, seconds = n + k, seconds + s
         raw_rates.append(n / seconds)
+        for label, zarr_reads in passes.items():
+            n = seconds = 0.0
+            for _ in range(args.epochs_per_round):
+                k, s = reader_pass(args.store, zarr_reads)
+                n, seconds = n + k, seconds + s
+            pass_rates[label].append(n / seconds)
         for label, loader in loaders.items():
             n = seconds = 0.0
             for _ in range(args.epochs_per_round):
@@ -197,9 +238,23 @@ def main() -> int:
     print("| mode | samples/s | ratio to raw (goal >= 0.80) |")
     print("|---|---:|---:|")
     print(f"| raw read + zstd decompress (1 process, baseline) | {raw:.0f} | 1.00 |")
-    for label, values in rates.items():
+    for label, values in {**pass_rates, **rates}.items():
         ratio = statistics.median(v / r for v, r in zip(values, raw_rates, strict=True))
-        print(f"| loader, {label} | {statistics.median(values):.0f} | {ratio:.2f} |")
+        name = label if label in pass_rates else f"loader, {label}"
+        print(f"| {name} | {statistics.median(values):.0f} | {ratio:.2f} |")
+    print()
+    print("Zarr's own reads against the hand decoder, per round (samples/s ratio, zarr / hand):")
+    print()
+    hand, zarr_ = (pass_rates[label] for label in passes)
+    pairs = {"1 process, reads only": (zarr_, hand)}
+    for mode in ("inline (num_workers=0)", "2 worker processes"):
+        pairs[f"loader, {mode}"] = (rates[ZARR + mode], rates[mode])
+    print("| comparison | per round | median |")
+    print("|---|---|---:|")
+    for label, (zs, hs) in pairs.items():
+        ratios = [z / h for z, h in zip(zs, hs, strict=True)]
+        print(f"| {label} | {', '.join(f'{r:.2f}' for r in ratios)} | "
+              f"{statistics.median(ratios):.2f} |")
     steps = [stage_times(args.store, cfg) for _ in range(3)]
     print()
     print(f"Where one process's time goes (median of 3 passes; raw loop: {1e3 / raw:.3f}):")

@@ -17,10 +17,11 @@ an absent one is never "not written yet": it is data that was lost.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from stemdl.datasets.schema import sharded_arrays
-from stemdl.datasets.storage import StoreError, file_url, filesystem, shard_key
+from stemdl.datasets.storage import StoreError, file_url, filesystem, is_local, shard_key
 from stemdl.datasets.store import StemdlStore
 
 SHOWN = 8  # names listed in a message before "… and N more"
@@ -87,9 +88,11 @@ def missing_files(store: StemdlStore, shards: Iterable[int],
                   arrays: Iterable[str] | None = None) -> list[str]:
     """Shard files of `shards` (of `arrays`, default every per-sample array) that do not exist."""
     fs, _ = filesystem(store.url)
+    # os.path.exists on a local store: fsspec's costs ~8 µs a file, 10⁶ files at 10⁷ samples
+    exists = os.path.exists if is_local(store.url) else fs.exists
     names = list(arrays) if arrays is not None else [s.name for s in sharded_arrays(store.schema)]
     return [path for shard in shards for name in names
-            if not fs.exists(path := shard_file(store, name, shard))]
+            if not exists(path := shard_file(store, name, shard))]
 
 
 def require_files(store: StemdlStore, shards: Iterable[int],

@@ -54,7 +54,12 @@ from stemdl.datasets.partition import (
     worker_shards,
 )
 from stemdl.datasets.records import read_fields
-from stemdl.datasets.shard_files import ShardDecodeError, ShardFileDecoder, ShardFileReader
+from stemdl.datasets.shard_files import (
+    WHOLE_FILE_BYTES,
+    ShardDecodeError,
+    ShardFileDecoder,
+    ShardFileReader,
+)
 from stemdl.datasets.storage import file_url, filesystem, shard_key
 from stemdl.datasets.store import StemdlStore, open_stemdl_store
 from stemdl.datasets.transforms import (
@@ -94,19 +99,28 @@ def shuffle_buffer(items: Iterable[Item], size: int, rng: np.random.Generator) -
 
 class _ShardReader:
     """Opens one shard's `cbed` or `potential` for reading samples one at a time, in a worker
-    process (`ShardFileReader`; through Zarr for a layout it does not handle)."""
+    process (`ShardFileReader`; through Zarr for a layout it does not handle, or when
+    `zarr_reads`: Zarr's own reads, which `benchmarks/loader_throughput.py` times against
+    the hand decoder)."""
 
-    def __init__(self, store: StemdlStore) -> None:
+    def __init__(self, store: StemdlStore, zarr_reads: bool = False) -> None:
         self.store = store
         self.fs, _ = filesystem(store.url)
         self.decoders = {name: ShardFileDecoder(store.array(name))
                          for name in ("cbed", "potential")}
+        self.zarr_reads = zarr_reads
 
     def open(self, name: str, shard: int) -> Callable[[int], np.ndarray]:
         """`sample(row)`: row `row` of the shard, decoded, in the stored dtype."""
         array = self.store.array(name)
         decoder = self.decoders[name]
-        if not decoder.supported:
+        if self.zarr_reads and decoder.supported and decoder.samples_bytes <= WHOLE_FILE_BYTES:
+            # Zarr's best case for a small shard: the whole shard in one read, as the hand
+            # decoder fetches it.
+            start, stop = self.store.shard_range(shard)
+            block = np.asarray(array[start:stop])
+            return lambda row: block[int(row)]
+        if self.zarr_reads or not decoder.supported:
             start, _ = self.store.shard_range(shard)
             return lambda row: np.asarray(array[start + int(row)])
         return ShardFileReader(decoder, self.fs,
@@ -120,6 +134,10 @@ class ShardStream(IterableDataset):
     constructor, from the small `status`/`split` columns of this rank's shards; workers then
     read only `cbed` and `potential`, one shard file each.
     """
+
+    # Read samples through Zarr (`array[start:stop]`) instead of `datasets/shard_files.py`;
+    # only `benchmarks/loader_throughput.py` sets it, to time one against the other.
+    zarr_reads: bool = False
 
     def __init__(self, store_url: str, loader_cfg: LoaderConfig | None = None, *,
                  split: str | None = "train", rank: int = 0, world_size: int = 1,
@@ -297,7 +315,7 @@ class ShardStream(IterableDataset):
     def _samples(self, shards: list[int], rng: np.random.Generator) -> Iterator[Item]:
         """Stored samples of `shards` in order; with `decode_threads`, whole shards are read
         and decompressed ahead in a thread pool (file reads and zstd release the GIL)."""
-        reader = _ShardReader(_open(self.store_url))
+        reader = _ShardReader(_open(self.store_url), self.zarr_reads)
         jobs = []
         for shard in shards:
             rows = self._rows[shard]

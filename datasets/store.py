@@ -19,6 +19,7 @@ import numpy as np
 import zarr
 
 from stemdl.configs import StemdlConfig, config_from_dict
+from stemdl.datasets.done_mask import read_done_flags
 from stemdl.datasets.schema import SCHEMA_VERSION, ArraySpec, shard_range, store_schema
 from stemdl.datasets.storage import (
     UNREADABLE_CHUNK,
@@ -85,8 +86,14 @@ class StemdlStore:
         return shard_range(shard_index, self.shard_size, self.num_samples)
 
     def done_mask(self) -> np.ndarray:
-        """`shard_done` as a bool array; a chunk that cannot be decoded counts as not done."""
+        """`shard_done` as a bool array; a chunk that cannot be decoded counts as not done.
+        Read file by file without Zarr where the codecs are stemdl's own
+        (`datasets/done_mask.py`; benchmarks/RESULTS.md, "Metadata at scale"), through Zarr
+        otherwise."""
         done = self.array("shard_done")
+        flags = read_done_flags(done, self.url)
+        if flags is not None:
+            return flags
         try:
             return np.asarray(done[:]) == 1
         except UNREADABLE_CHUNK:  # a damaged chunk: read the flags one by one
