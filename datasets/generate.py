@@ -85,6 +85,7 @@ class GenerationReport:
     elapsed_s: float = 0.0
     stopped: str | None = None  # a deterministic failure that stopped the run (reported once)
     shards_not_attempted: list[int] = field(default_factory=list)
+    samples_by_device: dict[str, int] = field(default_factory=dict)  # "cpu"/"gpu" -> samples
 
     @property
     def complete(self) -> bool:
@@ -104,6 +105,9 @@ class GenerationReport:
             f"  simulated {self.samples_simulated} samples in {self.elapsed_s:.1f} s "
             f"({self.samples_per_s:.2f} samples/s)",
         ]
+        if len(self.samples_by_device) > 1:  # mixed workers: say who computed what
+            lines.append("  samples by device: " + ", ".join(
+                f"{device} {count}" for device, count in sorted(self.samples_by_device.items())))
         for index, reason in self.failed_samples:
             lines.append(f"  failed sample {index}: {reason}")
         if self.stopped:
@@ -361,6 +365,8 @@ def _record(report: GenerationReport, shard: int, result: ShardResult) -> int:
         report.shards_already_done += 1
         return 0
     report.shards_written.append(shard)
+    for device, count in result.devices.items():
+        report.samples_by_device[device] = report.samples_by_device.get(device, 0) + count
     return result.num_samples
 
 
