@@ -64,6 +64,7 @@ from stemdl.datasets.storage import (
 from stemdl.datasets.store import as_config, open_stemdl_store
 from stemdl.datasets.store_lock import store_lock
 from stemdl.datasets.worker_plan import WorkerSpec, worker_plan
+from stemdl.datasets.worker_start import FORKSERVER_CONFIG, use_forkserver, worker_env
 from stemdl.simulate.device import cuda_device_count
 
 
@@ -83,6 +84,7 @@ class GenerationReport:
     elapsed_s: float = 0.0
     stopped: str | None = None  # a deterministic failure that stopped the run (reported once)
     shards_not_attempted: list[int] = field(default_factory=list)
+    samples_by_device: dict[str, int] = field(default_factory=dict)  # "cpu"/"gpu" -> samples
 
     @property
     def complete(self) -> bool:
@@ -102,6 +104,9 @@ class GenerationReport:
             f"  simulated {self.samples_simulated} samples in {self.elapsed_s:.1f} s "
             f"({self.samples_per_s:.2f} samples/s)",
         ]
+        if len(self.samples_by_device) > 1:  # mixed workers: say who computed what
+            lines.append("  samples by device: " + ", ".join(
+                f"{device} {count}" for device, count in sorted(self.samples_by_device.items())))
         for index, reason in self.failed_samples:
             lines.append(f"  failed sample {index}: {reason}")
         if self.stopped:
@@ -175,7 +180,9 @@ def dask_client(scheduler_address: str | None = None, scheduler_file: str | None
             client.close()
         return
     plan = worker_plan(cuda_device_count(), device, n_workers, cpu_workers)
-    with dask.config.set(LOCAL_WORKER_CONFIG), local_cluster(plan) as cluster:
+    settings = LOCAL_WORKER_CONFIG if any(spec.gpu for spec in plan) else {
+        **LOCAL_WORKER_CONFIG, **FORKSERVER_CONFIG}
+    with dask.config.set(settings), local_cluster(plan) as cluster:
         # Not `with Client(...)`: that sets a context variable which must be reset in the
         # thread that set it, and generation starts the cluster in a thread of its own.
         client = Client(cluster)
@@ -190,8 +197,15 @@ def local_cluster(plan: list[WorkerSpec]) -> SpecCluster:
     """A LocalCluster of single-threaded worker processes; with GPU workers in the plan, a
     SpecCluster of the same workers, each started with its own environment (its GPU)."""
     if not any(spec.gpu for spec in plan):
+        # Workers forked from one process that imported abTEM once (datasets/worker_start.py;
+        # `dask_client` keeps FORKSERVER_CONFIG set while the cluster lives, so a worker that
+        # its nanny restarts is forked too).
+        forked = dask.config.get("distributed.worker.multiprocessing-method") == "forkserver"
+        if forked:
+            use_forkserver()
         return LocalCluster(n_workers=len(plan), threads_per_worker=1, processes=True,
-                            dashboard_address=":0", silence_logs=logging.ERROR)
+                            dashboard_address=":0", silence_logs=logging.ERROR,
+                            env=worker_env() if forked else None)
     workers = {spec.name: {"cls": Nanny, "options": {"nthreads": 1, "env": spec.env,
                                                       "silence_logs": logging.ERROR}}
                for spec in plan}
@@ -350,6 +364,8 @@ def _record(report: GenerationReport, shard: int, result: ShardResult) -> int:
         report.shards_already_done += 1
         return 0
     report.shards_written.append(shard)
+    for device, count in result.devices.items():
+        report.samples_by_device[device] = report.samples_by_device.get(device, 0) + count
     return result.num_samples
 
 

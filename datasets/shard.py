@@ -83,6 +83,7 @@ class ShardResult:
     host: str = ""
     pid: int = 0
     fatal: str | None = None  # a failure that running the task again cannot fix (see below)
+    devices: dict[str, int] = field(default_factory=dict)  # samples by record.device
 
     @property
     def num_samples(self) -> int:
@@ -146,11 +147,13 @@ def _check_sample(sample: Any, store: StemdlStore) -> None:
 
 
 def simulate_block(store: StemdlStore, start: int, stop: int, *, record_failures: bool,
-                   simulator: Simulator | None = None, catalogue: Any = None
+                   simulator: Simulator | None = None, catalogue: Any = None,
+                   devices: dict[str, int] | None = None
                    ) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
     """Simulate samples [start, stop) into one in-memory block of every per-sample array
     (the physical arrays: `cbed`, `potential` and the packed metadata, see `records.pack`).
-    `catalogue`: the one the store was planned with, or None to build it here."""
+    `catalogue`: the one the store was planned with, or None to build it here. `devices`,
+    when given, counts the simulated samples by the device their record names."""
     config, schema = store.config, store.schema
     module = _simulator(simulator)
     if catalogue is None:
@@ -185,6 +188,8 @@ def simulate_block(store: StemdlStore, start: int, stop: int, *, record_failures
             columns["index"][row] = index
             continue
         data["cbed"][row], data["potential"][row] = cbed, potential
+        if devices is not None:
+            devices[sample.record.device] = devices.get(sample.record.device, 0) + 1
         for name, column in row_columns.items():
             if name not in ("status", "failure_reason"):
                 columns[name][row] = column[0]
@@ -286,7 +291,8 @@ def simulate_shard(config: StemdlConfig | dict[str, Any], store_url: str, shard_
         result.already_done = True
         return result
     block, result.failures = simulate_block(store, start, stop, record_failures=record_failures,
-                                            simulator=simulator, catalogue=catalogue)
+                                            simulator=simulator, catalogue=catalogue,
+                                            devices=result.devices)
     write_block(store, start, block)
     store.set_done(shard_index, True)
     result.elapsed_s = time.perf_counter() - began

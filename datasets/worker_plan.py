@@ -9,8 +9,9 @@ one sample in flight on it, which leaves a GPU idle on small samples (a `small` 
 issue 24), so by default the cores are shared out over the GPUs (cores // GPUs workers per GPU,
 at least one), until batched generation (`simulate/batched_multislice.py`) fills a GPU from
 one worker. `n_workers` sets the number of GPU workers instead. CPU workers join only when
-asked (`cpu_workers`); they are started with `CUDA_VISIBLE_DEVICES=""`, so `device: auto`
-computes on their CPU. (The GPU and CPU paths agree to ≤ 1e-4 but not bit for bit: a store
+asked (`cpu_workers`); they are started with `CUDA_VISIBLE_DEVICES=""` and `STEMDL_DEVICE=cpu`,
+so they compute on their CPU whatever `simulation.device` says (with `device: gpu` they used to
+refuse every sample). (The GPU and CPU paths agree to ≤ 1e-4 but not bit for bit: a store
 made by both holds samples of both.)
 """
 
@@ -20,7 +21,7 @@ import os
 from dataclasses import dataclass
 
 from stemdl.configs import UsageError
-from stemdl.simulate.device import GpuUnavailableError, no_gpu_message
+from stemdl.simulate.device import DEVICE_ENV, GpuUnavailableError, no_gpu_message
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,6 @@ def worker_plan(gpus: int, device: str, n_workers: int | None = None,
     gpu_count = n_workers or gpus * per_gpu
     plan = [WorkerSpec(f"gpu-{i}", {"CUDA_VISIBLE_DEVICES": str(i % gpus)})
             for i in range(gpu_count)]
-    plan += [WorkerSpec(f"cpu-{i}", {"CUDA_VISIBLE_DEVICES": ""})
+    plan += [WorkerSpec(f"cpu-{i}", {"CUDA_VISIBLE_DEVICES": "", DEVICE_ENV: "cpu"})
              for i in range(cpu_workers or 0)]
     return plan

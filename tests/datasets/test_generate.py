@@ -71,7 +71,8 @@ def _done_shards(store: Path) -> int:
 
 
 def _worker_processes(client_pid: int) -> list[psutil.Process]:
-    """The Dask worker processes under a client. A process that ends while it is looked at
+    """The Dask worker processes under a client (spawned, or forked by its fork server:
+    datasets/worker_start.py). A process that ends while it is looked at
     (a zombie not yet reaped has no command line: psutil raises) is skipped, not an error:
     the listing used to raise there, a race with whatever the client reaps."""
     workers = []
@@ -80,8 +81,10 @@ def _worker_processes(client_pid: int) -> list[psutil.Process]:
             command = " ".join(process.cmdline())
         except psutil.Error:
             continue
-        if "spawn_main" in command or "forkserver" in command:
+        if "spawn_main" in command:  # a spawned worker
             workers.append(process)
+        elif "forkserver" in command and process.ppid() != client_pid:
+            workers.append(process)  # forked by the fork server (the client's child), not it
     return workers
 
 
