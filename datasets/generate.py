@@ -390,6 +390,9 @@ def generate(config: StemdlConfig | dict[str, Any], store_url: str, *, scheduler
     _check_cluster_args(scheduler_address, scheduler_file, n_workers, cpu_workers)
     if not is_local(url):
         check_remote(url)  # a wrong endpoint, no credentials, no bucket: said before any work
+    if not (scheduler_address or scheduler_file):  # a refused worker plan ('gpu' without a
+        # GPU) is said before any store is created, not from the cluster's thread after
+        worker_plan(cuda_device_count(), config.simulation.device, n_workers, cpu_workers)
     with store_lock(url), contextlib.ExitStack() as cluster:  # one generating client per store
         # (datasets/store_lock.py). A store left complete needs no cluster; otherwise the
         # cluster starts while the catalogue is built and the store planned.

@@ -451,3 +451,17 @@ def test_bugs_keep_their_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "_cmd_config", bug)
     with pytest.raises(ValueError, match="a bug"):
         pipeline.main(["config", "tiny"])
+
+
+def test_gpu_refusal_creates_no_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """'gpu' without a GPU is refused before planning: nothing is left at --out."""
+    if cuda_device_count() > 0:
+        pytest.skip("this machine has a GPU")
+    data = load_config("tiny").to_dict()
+    data["simulation"]["device"] = "gpu"
+    config = tmp_path / "gpu.yaml"
+    config.write_text(yaml.safe_dump(config_from_dict(data).to_dict()))
+    out = tmp_path / "new.zarr"
+    assert pipeline.main(["simulate", str(config), "--out", str(out), "--no-progress"]) == 2
+    assert "is 'gpu' but" in capsys.readouterr().err
+    assert not out.exists()
