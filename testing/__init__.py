@@ -8,6 +8,7 @@ helpers by one name, with no `sys.path` edits.
   builder), with the nuisances of a real microscope, and written as microscope files;
 * `reconstruction_model`: the small reconstruction model (simulated and trained once, cached);
 * `h5_layouts`: Dectris ARINA and py4DSTEM EMD files written in their real layouts;
+* `checkpoints`: an untrained model's checkpoint, saved as training saves one;
 * `synthetic_simulator`: seeded random samples in place of physics, and simulators that fail
   or kill their worker on purpose, for generation's resume and failure tests.
 """

@@ -33,6 +33,7 @@ from stemdl.predict.microscope_files import CalibrationError
 from stemdl.predict.pattern_resampling import find_centre, plan_resampling, resample_patterns
 from stemdl.predict.stitching import blend_weight, plan_windows, stitch
 from stemdl.predict.trained_ranges import TrainedRanges
+from stemdl.testing.checkpoints import untrained_checkpoint
 from stemdl.train.metrics import pearson_r
 
 MATERIAL = ("zincblende-GaP-5e4e17cd", (0, 0, 1))
@@ -354,15 +355,6 @@ def test_read_scan_formats_and_what_they_record(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(scan.data), data.astype(np.float32))
 
 
-def _untrained_checkpoint(config, path: Path) -> Path:  # type: ignore[no-untyped-def]
-    from stemdl.train.arrangements import build_model_from_config
-    from stemdl.train.checkpoint import save_checkpoint
-
-    model = build_model_from_config(config)
-    return save_checkpoint({"model": model.state_dict(), "step": 0, "epoch": 0,
-                            "batch_in_epoch": 0, "config": config.to_dict()}, path)
-
-
 def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) -> None:  # type: ignore[no-untyped-def]
     """The paper's arrangement (patterns as channels) through the CLI: an untrained `tiny`
     model on a 6×7 scan of random patterns about a bright-field disk of the calibrated size
@@ -372,7 +364,7 @@ def test_a_channels_model_predicts_a_larger_scan(tmp_path: Path, tiny_config) ->
     from stemdl.predict.trained_ranges import trained_ranges
 
     config = tiny_config({"arrangement": "channels"})
-    checkpoint = _untrained_checkpoint(config, tmp_path / "checkpoint.pt")
+    checkpoint = untrained_checkpoint(config, tmp_path / "checkpoint.pt")
     ranges = trained_ranges(config)
     rng = np.random.default_rng(2)
     rows, cols = np.indices((24, 24))
@@ -412,7 +404,7 @@ def test_predict_holds_a_few_rows_of_the_scan_not_all_of_it(tmp_path: Path, tiny
     from stemdl.train.evaluate import load_trained_model
 
     config = tiny_config()
-    checkpoint = _untrained_checkpoint(config, tmp_path / "checkpoint.pt")
+    checkpoint = untrained_checkpoint(config, tmp_path / "checkpoint.pt")
     ranges = trained_ranges(config)
     rng = np.random.default_rng(5)
     rows, cols = np.indices((72, 72))

@@ -34,9 +34,8 @@ SEMIANGLE_MRAD = 8.0
 @pytest.fixture(scope="module")
 def setting(tiny_config, tmp_path_factory):  # type: ignore[no-untyped-def]
     """An untrained tiny checkpoint, the scan's counts and its calibration."""
-    from test_predict import _untrained_checkpoint
-
     from stemdl.predict.trained_ranges import trained_ranges
+    from stemdl.testing.checkpoints import untrained_checkpoint
 
     config = tiny_config()
     root = tmp_path_factory.mktemp("files")
@@ -48,7 +47,7 @@ def setting(tiny_config, tmp_path_factory):  # type: ignore[no-untyped-def]
     disk = ((rows - 24) ** 2 + (cols - 24) ** 2 < radius_px**2) * 400.0 + 5.0
     texture = rng.random((SCAN, SCAN, 1, 1)) * 0.5 + 0.75  # a different pattern per probe
     counts = rng.poisson(disk * texture).astype(np.uint16)
-    return {"checkpoint": _untrained_checkpoint(config, root / "checkpoint.pt"),
+    return {"checkpoint": untrained_checkpoint(config, root / "checkpoint.pt"),
             "counts": counts, "root": root, "pixel_mrad": pixel_mrad,
             "step_a": ranges.scan_step_a[0]}
 
