@@ -78,14 +78,11 @@ def inputs(tiny_store: Path, tiny_config: Callable[..., Any], write_config: Call
     as a bare array (.npy, no calibration), and a two-step `tiny` config."""
     from stemdl.predict.export import export_sample
     from stemdl.predict.microscope_files import record_calibration, stored_scan
-    from stemdl.train.arrangements import build_model_from_config
-    from stemdl.train.checkpoint import save_checkpoint
+    from stemdl.testing.checkpoints import untrained_checkpoint
 
     root = tmp_path_factory.mktemp("cli-errors")
     config = tiny_config()
-    checkpoint = save_checkpoint({"model": build_model_from_config(config).state_dict(),
-                                  "step": 0, "epoch": 0, "batch_in_epoch": 0,
-                                  "config": config.to_dict()}, root / "checkpoint.pt")
+    checkpoint = untrained_checkpoint(config, root / "checkpoint.pt")
     record, data = stored_scan(str(tiny_store), 0)
     calibration = record_calibration(record)
     np.save(root / "scan.npy", data)

@@ -17,14 +17,11 @@ from stemdl.predict.microscope_files import record_calibration, stored_scan
 
 @pytest.fixture(scope="module")
 def files(tiny_store, tiny_config, tmp_path_factory):  # type: ignore[no-untyped-def]
-    from stemdl.train.arrangements import build_model_from_config
-    from stemdl.train.checkpoint import save_checkpoint
+    from stemdl.testing.checkpoints import untrained_checkpoint
 
     root = tmp_path_factory.mktemp("refusals")
     config = tiny_config()
-    checkpoint = save_checkpoint({"model": build_model_from_config(config).state_dict(),
-                                  "step": 0, "epoch": 0, "batch_in_epoch": 0,
-                                  "config": config.to_dict()}, root / "checkpoint.pt")
+    checkpoint = untrained_checkpoint(config, root / "checkpoint.pt")
     record, data = stored_scan(str(tiny_store), 0)
     calibration = record_calibration(record)
     hspy = export_sample(str(tiny_store), 0, "hspy", root / "sample.hspy")
