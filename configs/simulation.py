@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from stemdl.configs.base import StrictModel
-from stemdl.configs.units import ANTIALIAS_FRACTION, wavelength_a
+from stemdl.configs.units import ANTIALIAS_FRACTION, native_window_px, wavelength_a
 
 PrototypeFamily = Literal[
     "rocksalt",
@@ -188,14 +188,23 @@ class ScanConfig(StrictModel):
 
 
 class DetectorConfig(StrictModel):
-    """The stored diffraction pattern: the central `pattern_px` pixels of the far field.
+    """The stored diffraction pattern: `pattern_px` pixels of the far field about zero frequency.
 
-    The angular pixel size is λ / cell_xy_a (times `binning`): cropping, not interpolation,
-    so stored intensities are exactly abTEM's.
+    `pixel_mrad` null: the central pixels as abTEM computed them (cropping, not
+    interpolation), so a pixel is λ / (the sample's supercell extent) times `binning`, and it
+    differs per material. `pixel_mrad` set: every pattern is integrated onto that angular
+    pixel (area-weighted, as a detector of that pixel size records it;
+    `simulate.detector_pixels`), so all samples share one pixel in mrad, as the scans of one
+    microscope do. It must be at least the coarsest native pixel, 1e3·λ / cell_xy_a at the
+    lowest energy (binning only, never interpolation).
     """
 
     pattern_px: tuple[Annotated[int, Field(ge=2)], Annotated[int, Field(ge=2)]] = (64, 64)
     binning: int = Field(1, ge=1, le=16, description="Sum-pool factor applied after cropping.")
+    pixel_mrad: float | None = Field(
+        None, gt=0, le=100,
+        description="One angular pixel (mrad) for every stored pattern, integrated from the "
+        "native λ/extent pixels; null: the native pixels (one per material).")
 
 
 class TargetConfig(StrictModel):
@@ -346,6 +355,9 @@ class SimulationConfig(StrictModel):
                 f"sampling_a or a smaller semi-angle."
             )
         valid_px = math.floor(ANTIALIAS_FRACTION * self.gpts)
+        if self.detector.pixel_mrad is not None:
+            self._check_fixed_pixel(valid_px)
+            return self._check_scan_and_target()
         for axis, px in enumerate(self.detector.pattern_px):
             needed = px * self.detector.binning
             if needed > valid_px:
@@ -356,6 +368,44 @@ class SimulationConfig(StrictModel):
                     f"{valid_px // self.detector.binning}]. Increase cell_xy_a or decrease "
                     f"sampling_a."
                 )
+        return self._check_scan_and_target()
+
+    def native_pixel_mrad(self, energy_ev: float) -> float:
+        """The coarsest native pattern pixel at this energy: 1e3·λ / cell_xy_a (mrad); a
+        supercell is at least cell_xy_a wide, so every sample's pixel is this or finer."""
+        return 1e3 * wavelength_a(energy_ev) / self.cell_xy_a
+
+    def _check_fixed_pixel(self, valid_px: int) -> None:
+        """`detector.pixel_mrad`: binning only, and the native window it needs inside the band."""
+        pixel = self.detector.pixel_mrad
+        assert pixel is not None
+        if self.detector.binning != 1:
+            raise ValueError("detector.binning and detector.pixel_mrad both set the pattern "
+                             "pixel; use one (binning: 1 with pixel_mrad)")
+        coarsest = self.native_pixel_mrad(self.energy_ev.min)
+        if pixel < coarsest * (1 - 1e-9):
+            raise ValueError(
+                f"detector.pixel_mrad {pixel} is finer than the coarsest native pattern pixel "
+                f"1e3·λ/cell_xy_a = {coarsest:.4f} mrad at {self.energy_ev.min:.0f} eV; "
+                f"rebinning onto it would interpolate; allowed range [{coarsest:.4f}, 100]. "
+                "Use a coarser pixel_mrad or a larger cell_xy_a.")
+        # The widest native window: the smallest supercell (cell_xy_a) at the highest energy.
+        ratio = pixel / self.native_pixel_mrad(self.energy_ev.max)
+        for axis, px in enumerate(self.detector.pattern_px):
+            needed = native_window_px(px, ratio)
+            if needed > valid_px:
+                most = px
+                while most > 2 and native_window_px(most, ratio) > valid_px:
+                    most -= 1
+                raise ValueError(
+                    f"detector.pattern_px[{axis}]={px} at pixel_mrad {pixel} reaches "
+                    f"±{px * pixel / 2:.1f} mrad and needs {needed} native diffraction pixels, "
+                    f"but a grid of {self.gpts} points keeps only {valid_px} after "
+                    f"antialiasing (±{self.antialias_limit_mrad(self.energy_ev.max):.1f} mrad "
+                    f"at {self.energy_ev.max:.0f} eV); allowed pattern_px up to {most} at this "
+                    "pixel. Decrease pattern_px or pixel_mrad, or sampling_a.")
+
+    def _check_scan_and_target(self) -> SimulationConfig:
         side = self.scan.side_a(self.cell_xy_a)
         if side + 2 * self.scan.shift_a > self.cell_xy_a + 1e-9:
             # The supercell is at least cell_xy_a wide: a square shifted this far can leave it.

@@ -30,3 +30,12 @@ def energy_ev_for_wavelength_a(wavelength_a_: float) -> float:
     rest = _M0 * _C**2
     momentum_energy = _H * _C / (wavelength_a_ * 1e-10)  # p·c, J
     return (math.sqrt(rest**2 + momentum_energy**2) - rest) / _E
+
+
+def native_window_px(out_px: int, ratio: float) -> int:
+    """The odd number of native diffraction pixels, centred on zero frequency, that covers
+    `out_px` pattern pixels of `ratio` native pixels each: the window the multislice delivers
+    before `simulate.detector_pixels` integrates it onto `detector.pixel_mrad` (here because
+    the config checks it against the antialiased band)."""
+    needed = math.ceil(out_px * ratio - 1e-9)
+    return needed if needed % 2 == 1 else needed + 1

@@ -2,7 +2,9 @@
 
 Resampling (`resample_patterns`): area-weighted rebinning about the direct-beam centre. Each
 output pixel is the sum of the input pixels it covers, a pixel cut by its edge counting with
-the covered fraction of its area (the detector pixels are treated as uniform squares). With
+the covered fraction of its area (the detector pixels are treated as uniform squares; the
+operator of `simulate.detector_pixels`, with which the simulator puts training patterns on a
+fixed pixel when `detector.pixel_mrad` is set). With
 an integer ratio whose output pixel grid lines up with the input pixels about the centre (an
 odd ratio with the centre on a pixel centre, an even one with the centre on a pixel corner)
 this is exactly the sum of whole detector pixels, i.e. what a detector binned by that factor
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stemdl.predict.microscope_files import CalibrationError, MicroscopeFileError
+from stemdl.simulate.detector_pixels import overlap_matrix
 
 
 def find_centre(mean_pattern: np.ndarray) -> tuple[float, float]:
@@ -31,23 +34,6 @@ def find_centre(mean_pattern: np.ndarray) -> tuple[float, float]:
     rows, cols = np.indices(pattern.shape)
     centre = ((rows * disk).sum() / total, (cols * disk).sum() / total)
     return (round(2 * centre[0]) / 2, round(2 * centre[1]) / 2)
-
-
-def _overlap_matrix(n_in: int, centre_in: float, n_out: int, centre_out: float,
-                    ratio: float) -> np.ndarray:
-    """(n_out, n_in): how much of input pixel i lies in output pixel j (fraction of its area).
-
-    Pixel i of the input spans [i − ½, i + ½) in pixel-centre coordinates; output pixel j spans
-    centre_in + (j − centre_out)·ratio ± ratio/2 in the same coordinates."""
-    lo_in = np.arange(n_in) - 0.5
-    hi_in = lo_in + 1.0
-    centres = centre_in + (np.arange(n_out) - centre_out) * ratio
-    lo_out, hi_out = centres - ratio / 2, centres + ratio / 2
-    overlap = np.minimum(hi_out[:, None], hi_in[None, :]) - np.maximum(lo_out[:, None], lo_in[None, :])
-    overlap = np.clip(overlap, 0.0, None)
-    overlap[np.abs(overlap) < 1e-9] = 0.0
-    overlap[np.abs(overlap - 1.0) < 1e-9] = 1.0
-    return overlap
 
 
 @dataclass(frozen=True)
@@ -69,7 +55,7 @@ def plan_resampling(pattern_shape: tuple[int, int], centre_in: tuple[float, floa
     if min(ratio) < 1 - 1e-9:
         raise CalibrationError(f"resampling ratio {ratio} below 1: the recorded pixels are "
                                "coarser than the model's; stemdl does not invent detail")
-    matrices = [_overlap_matrix(n_in, c_in, n_out, c_out, r) for n_in, c_in, n_out, c_out, r
+    matrices = [overlap_matrix(n_in, c_in, n_out, c_out, r) for n_in, c_in, n_out, c_out, r
                 in zip(pattern_shape, centre_in, out_px, centre_out, ratio, strict=True)]
     exact = all(np.all((m == 0) | (m == 1)) for m in matrices)
     coverage = [m.sum(axis=1) / r for m, r in zip(matrices, ratio, strict=True)]

@@ -40,6 +40,9 @@ class TrainedRanges:
     # binning / median training extent (Å⁻¹ per pattern pixel): the pixel `predict` rebins
     # every scan onto, at the scan's energy (`typical_angular_sampling_mrad`); None: unknown
     typical_pixel_inv_a: float | None = None
+    # `detector.pixel_mrad` of the config: every training pattern had this pixel, at every
+    # energy; predict bins onto it (None: the native per-material pixels above)
+    fixed_pixel_mrad: float | None = None
 
     def typical_angular_sampling_mrad(self, energy_ev: float) -> float | None:
         """The median training pattern pixel (mrad) at `energy_ev`.
@@ -49,7 +52,10 @@ class TrainedRanges:
         model learns where a structure's disks fall in pixels, not in mrad. A measured scan
         rebinned onto an arbitrary pixel of the trained range maps badly or well by chance
         (benchmarks/RESULTS.md, "pattern pixel"); onto this one, the map does not depend on
-        the detector's pixel size."""
+        the detector's pixel size. A config with `detector.pixel_mrad` removes the cause:
+        every training pattern has that pixel, and this returns it."""
+        if self.fixed_pixel_mrad is not None:
+            return self.fixed_pixel_mrad
         if self.typical_pixel_inv_a is None:
             return None
         return 1e3 * wavelength_a(energy_ev) * self.typical_pixel_inv_a
@@ -76,6 +82,10 @@ def trained_ranges(config: StemdlConfig) -> TrainedRanges:
         sampling_note = "bound from cell_xy_a (catalogue not rebuilt)"
     per_px = [1e3 * wavelength_a(e) * binning for e in (sim.energy_ev.min, sim.energy_ev.max)]
     sampling = (min(per_px) / max(extents), max(per_px) / min(extents))
+    fixed = sim.detector.pixel_mrad
+    if fixed is not None:
+        sampling = (fixed, fixed)
+        sampling_note = "detector.pixel_mrad (one pixel for every training pattern)"
     semiangle = sim.semiangle_mrad
     return TrainedRanges(
         energy_ev=(sim.energy_ev.min, sim.energy_ev.max),
@@ -94,4 +104,5 @@ def trained_ranges(config: StemdlConfig) -> TrainedRanges:
                    "angular_sampling_from": sampling_note,
                    "semiangle": "touching (per material)" if isinstance(semiangle, str) else None},
         typical_pixel_inv_a=binning / float(np.median(extents)),
+        fixed_pixel_mrad=fixed,
     )

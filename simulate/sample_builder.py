@@ -30,6 +30,7 @@ from stemdl.simulate.crystallography import (
     structure_factors,
     touching_semiangle_mrad,
 )
+from stemdl.simulate.detector_pixels import rebin, rebin_matrices
 from stemdl.simulate.device import configure_abtem, resolve_device
 from stemdl.simulate.draws import draw_sample
 from stemdl.simulate.geometry import (
@@ -148,12 +149,18 @@ def simulate_sample(
     probe = ProbeSettings(draws.energy_ev, semiangle, draws.defocus_a, draws.c30_a, draws.tilt_mrad)
     configure_abtem()
     potential = build_potential(atoms, potential_settings, device)
+    detector = config.detector
+    window_px = tuple(n * detector.binning for n in detector.pattern_px)  # (ky, kx), native
+    rebinning = None
+    if detector.pixel_mrad is not None:  # one angular pixel for every sample
+        native_mrad = (1e3 * wavelength / geometry.extent_a[1], 1e3 * wavelength / geometry.extent_a[0])
+        window_px, rebinning = rebin_matrices(native_mrad, detector.pixel_mrad,
+                                              tuple(detector.pattern_px))
+        extra.update(detector_ratio_y=detector.pixel_mrad / native_mrad[0],
+                     detector_ratio_x=detector.pixel_mrad / native_mrad[1])
     multislice_gpts = None
     if config.reduced_grid_margin is not None:  # approximate: see SimulationConfig
-        window_xy = (
-            config.detector.pattern_px[1] * config.detector.binning,
-            config.detector.pattern_px[0] * config.detector.binning,
-        )
+        window_xy = (window_px[1], window_px[0])
         aperture_inv_a = semiangle * 1e-3 / wavelength
         multislice_gpts = reduced_gpts(
             geometry.gpts, geometry.extent_a, window_xy, aperture_inv_a, config.reduced_grid_margin
@@ -167,12 +174,14 @@ def simulate_sample(
         potential,
         probe,
         geometry.probe_positions_a,
-        config.detector.pattern_px,
-        config.detector.binning,
+        window_px if rebinning is not None else detector.pattern_px,
+        1 if rebinning is not None else detector.binning,
         device,
         config.engine,
         multislice_gpts,
     )
+    if rebinning is not None:
+        cbed = rebin(cbed, rebinning)
     extra["engine_code"] = ENGINE_CODES[config.engine]
     sections = projected_potential_sections(potential, config.target.depth_sections)
     target = resample_region(
@@ -185,8 +194,11 @@ def simulate_sample(
 
     import abtem
 
-    binning = config.detector.binning
-    reciprocal = (binning / geometry.extent_a[0], binning / geometry.extent_a[1])
+    binning = detector.binning
+    if detector.pixel_mrad is None:
+        reciprocal = (binning / geometry.extent_a[0], binning / geometry.extent_a[1])
+    else:
+        reciprocal = (detector.pixel_mrad / (1e3 * wavelength),) * 2
     record = SampleRecord(
         index=index,
         seed=draws.phonon_seed,

@@ -43,8 +43,11 @@ def fixed(low: float, high: float, what: str) -> float:
 
 
 def mrad_per_px(cfg: StemdlConfig) -> float:
-    """Angular size of a stored pattern pixel: λ / cell_xy_a, times the binning."""
+    """Angular size of a stored pattern pixel: `detector.pixel_mrad` where set, else the
+    coarsest native pixel λ / cell_xy_a, times the binning."""
     sim = cfg.simulation
+    if sim.detector.pixel_mrad is not None:
+        return sim.detector.pixel_mrad
     energy = fixed(sim.energy_ev.min, sim.energy_ev.max, "energy")
     return 1e3 * wavelength_a(energy) / sim.cell_xy_a * sim.detector.binning
 
