@@ -30,17 +30,23 @@ def _within(value: float, low: float, high: float) -> bool:
 
 
 def _ratio_for(pixel_mrad: float, finest: float, coarsest: float,
-               typical: float | None = None) -> float:
+               typical: float | None = None, whole_factor: bool = True) -> float:
     """Output pixel / input pixel: onto the `typical` training pixel where the recorded one is
-    finer (a whole factor where one lands within `RELATIVE_TOLERANCE` of it, so the rebinning
-    can be exact), else kept; without a typical pixel (a hand-made `TrainedRanges`), the
-    smallest whole factor into [finest, coarsest]."""
+    finer (with `whole_factor`, a whole factor where one lands within `RELATIVE_TOLERANCE` of
+    it, so the rebinning can be exact), else kept; without a typical pixel (a hand-made
+    `TrainedRanges`), the smallest whole factor into [finest, coarsest].
+
+    `whole_factor` is off for a model trained on one fixed pixel (`detector.pixel_mrad`): its
+    training patterns were integrated onto exactly that pixel by the same area-weighted
+    operator, so a whole factor 2 % off it would only move every disk edge by 2 %."""
     if typical is not None:
         if pixel_mrad >= typical * (1 - RELATIVE_TOLERANCE):
             return 1.0
         ratio = typical / pixel_mrad
         whole = round(ratio)
-        return float(whole) if abs(whole - ratio) <= RELATIVE_TOLERANCE * ratio else ratio
+        if whole_factor and abs(whole - ratio) <= RELATIVE_TOLERANCE * ratio:
+            return float(whole)
+        return ratio
     if _within(pixel_mrad, finest, coarsest):
         return 1.0
     whole = math.ceil(finest * (1 - RELATIVE_TOLERANCE) / pixel_mrad)
@@ -87,7 +93,8 @@ def check_calibration(calibration: dict[str, Any], scan_shape: tuple[int, int],
                             "calibrated energy); finer patterns are binned, coarser ones are "
                             "not made up")
         ratios.append(_ratio_for(pixel, finest, coarsest,
-                                 ranges.typical_angular_sampling_mrad(energy)))
+                                 ranges.typical_angular_sampling_mrad(energy),
+                                 whole_factor=ranges.fixed_pixel_mrad is None))
     gy, gx = ranges.window
     if not problems:  # the probe grid once resampled onto the trained step
         plan = plan_scan_step(tuple(calibration["scan_step_a"]), ranges.scan_step_a,

@@ -23,8 +23,7 @@ CHANGES = {
         "thickness_a": [8.0, 32.0], "semiangle_mrad": [6.0, 12.0],
         "defocus_a": [-50.0, 50.0], "c30_a": [0.0, 10000.0],
         "scan": {"shift_a": 2.5},  # every placement on the lattice (see ScanConfig)
-        # one angular pixel for every pattern (simulate.detector_pixels), as on a microscope
-        "detector": {"pattern_px": [21, 21], "binning": 1, "pixel_mrad": 3.1},
+        "detector": {"pattern_px": [21, 21], "binning": 1},
         "target": {"target_px": [16, 16], "depth_sections": 1, "smoothing_px": 1.0},
     },
     "dataset": {"num_samples": 192, "shard_size": 8},

@@ -28,6 +28,7 @@ import pytest
 import torch
 
 from stemdl import pipeline
+from stemdl.configs.units import wavelength_a
 from stemdl.predict.microscope_files import CalibrationError
 from stemdl.predict.pattern_resampling import find_centre, plan_resampling, resample_patterns
 from stemdl.predict.stitching import blend_weight, plan_windows, stitch
@@ -123,9 +124,8 @@ def test_predict_stitches_a_held_out_scan_from_hspy_and_mib(reconstruction_run, 
         assert array.attrs["axes"][1]["scale"] == pytest.approx(0.375)
         assert (out / "prediction.png").stat().st_size > 10_000
         record = json.loads((out / "prediction.json").read_text())
-        # binned onto the model's one training pixel (detector.pixel_mrad), 3.13× this detector's
-        typical = record["trained_ranges"]["fixed_pixel_mrad"]
-        assert typical == reconstruction_run.config.simulation.detector.pixel_mrad
+        # binned onto the median training pixel (train/predict.py, step 3), 3.13× this detector's
+        typical = record["trained_ranges"]["typical_pixel_inv_a"] * 1e3 * wavelength_a(100e3)
         assert record["resampling"]["model_angular_sampling_mrad"] == pytest.approx([typical] * 2)
         assert record["resampling"]["centre_px"] == [36.0, 36.0]
         assert record["windows"]["count"] == windows

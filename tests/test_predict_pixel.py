@@ -11,9 +11,7 @@ It did not: predict kept any pixel within the trained range (the training materi
 smallest whole factor into it, so the fine detector went to GaP's own training pixel (×3) and
 the coarse one to a pixel 1.2× coarser (×2). This model learnt where a structure's disks fall
 in pixels, and the coarse recording mapped at r 0.67 (benchmarks/RESULTS.md, "pattern pixel").
-Predict now bins every scan onto one pixel: the model's training pixel. This model is now
-trained on one angular pixel for every pattern (`detector.pixel_mrad`), so that pixel is the
-one its patterns had; for a model trained on native pixels it is the median training pixel.
+Predict now bins every scan onto one pixel, the median training pixel.
 """
 
 from __future__ import annotations

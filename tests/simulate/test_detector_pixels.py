@@ -148,3 +148,23 @@ def test_config_refuses_a_pixel_it_cannot_make(detector: dict, message: str) -> 
     data["simulation"]["detector"] = detector
     with pytest.raises(ConfigError, match=message):
         config_from_dict(data, source="test")
+
+
+def test_predict_bins_onto_the_fixed_pixel_exactly_not_onto_a_near_whole_factor() -> None:
+    """A detector pixel of 3.1 / 2.98 mrad is a whole factor 3 within 1 % of the trained pixel:
+    a model of native pixels bins it ×3 (exact whole-pixel sums), a model trained on one fixed
+    pixel onto that pixel itself (its training patterns were integrated onto exactly it)."""
+    from stemdl.predict.calibration import check_calibration
+    from stemdl.predict.trained_ranges import TrainedRanges
+
+    common = dict(energy_ev=(1e5, 1e5), semiangle_mrad=(6.0, 12.0), scan_step_a=(1.5, 1.5),
+                  angular_sampling_mrad=(PIXEL_MRAD, PIXEL_MRAD), window=(4, 4),
+                  pattern_px=(21, 21), pattern_centre_px=(10.0, 10.0), target_px=(16, 16),
+                  target_pixel_a=(0.375, 0.375), typical_pixel_inv_a=PIXEL_MRAD / 37.014)
+    pixel = PIXEL_MRAD / 2.98
+    calibration = {"energy_ev": 1e5, "semiangle_mrad": 9.0, "scan_step_a": (1.5, 1.5),
+                   "angular_sampling_mrad": (pixel, pixel)}
+    native = TrainedRanges(**common)  # type: ignore[arg-type]
+    fixed = TrainedRanges(**common, fixed_pixel_mrad=PIXEL_MRAD)  # type: ignore[arg-type]
+    assert check_calibration(calibration, (8, 8), native) == (3.0, 3.0)
+    assert check_calibration(calibration, (8, 8), fixed) == pytest.approx((2.98, 2.98))
