@@ -48,7 +48,9 @@ square + 2 × 3 Å whose detector pixel (λ / supercell) is 1.1× or more finer 
 training pixel predict bins onto and at least 0.1 away from a whole fraction of it (so predict
 rebins by a fractional ratio, as a real detector needs), with a detector just larger than the
 model's pattern at that ratio. Cases per crystal: the four above (clean, goal_1e5, goal_1e4)
-plus inside_1e5 (tilt 1 mrad, source σ 0.2 Å, PSF σ 0.5 px, 1e5 e/Å²), at 40 Å where the
+plus inside_1e5 (tilt 1 mrad, source σ 0.2 Å, PSF σ 0.5 px, 1e5 e/Å²) and the goal
+case's four nuisances one at a time (only_tilt_2, only_source_0.4, only_psf_1,
+only_dose_1e5), at 40 Å where the
 trained thickness range holds it (else its middle), and clean scans at the range's other
 points (min, middle, max); no scan-step cases (predict's resampling is measured on the tests'
 model above).
@@ -159,6 +161,11 @@ NUISANCE_CASES: dict[str, dict[str, Any]] = {  # case: tilt, source, PSF, dose
     "goal_1e5": dict(tilt_mrad=2.0, source_sigma_a=0.4, psf_px=1.0, dose=1e5),
     "goal_1e4": dict(tilt_mrad=2.0, source_sigma_a=0.4, psf_px=1.0, dose=1e4),
     "inside_1e5": dict(tilt_mrad=1.0, source_sigma_a=0.2, psf_px=0.5, dose=1e5),
+    # the goal case's nuisances one at a time (derived geometry): which one costs what
+    "only_tilt_2": dict(tilt_mrad=2.0),
+    "only_source_0.4": dict(source_sigma_a=0.4),
+    "only_psf_1": dict(psf_px=1.0),
+    "only_dose_1e5": dict(dose=1e5),
 }
 
 
@@ -188,7 +195,8 @@ def derive_geometry(config) -> MeasuredGeometry:  # type: ignore[no-untyped-def]
         step_a=ranges.scan_step_a[0], probes=2 * rows, window=rows,
         target_px=sim.target.target_px[0], thickness_a=main, thickness_cases_a=others,
         thickness_crystals=None, step_factors=(),
-        nuisance_cases=("clean", "goal_1e5", "goal_1e4", "inside_1e5"),
+        nuisance_cases=("clean", "goal_1e5", "goal_1e4", "inside_1e5", "only_tilt_2",
+                        "only_source_0.4", "only_psf_1", "only_dose_1e5"),
         detector_px=None, model_pattern_px=sim.detector.pattern_px[0],
         model_pixel_inv_a=ranges.typical_pixel_inv_a,
         phonon_configs=phonons.num_configs, phonon_sigma_a=phonons.sigma_a,
