@@ -81,16 +81,17 @@ CRYSTALS = {  # formula: (ASE structure, lattice parameter Å); [001] in every c
 }
 MARGIN_A = 3.0  # derived geometry: vacuum-free crystal beyond each edge of the scanned square
 MIN_RATIO, MIN_FRACTION = 1.1, 0.1  # detector pixel vs the model's: finer, and not whole
-PATTERN_MARGIN_PX = 6  # derived detector: this many pixels beyond the model's pattern
+PATTERN_MARGIN_PX = 4  # derived detector: this many pixels beyond the model's pattern
 
 
 @dataclass(frozen=True)
 class MeasuredGeometry:
     """How the measured-like scans are simulated (module docstring): one place for both modes.
 
-    `model_pixel_inv_a` None is the fixed default geometry (supercell ≈ `supercell_a`, a
-    detector of `detector_px`); a number (binning / median training extent, Å⁻¹ per model
-    pixel, `TrainedRanges.typical_pixel_inv_a`) makes `supercell_repetitions` and
+    `model_pixel_mrad` None is the fixed default geometry (supercell ≈ `supercell_a`, a
+    detector of `detector_px`); a number (the pixel predict bins every scan onto at this
+    energy, `TrainedRanges.typical_angular_sampling_mrad`: the median training pixel, or the
+    config's one `detector.pixel_mrad` where it has one) makes `supercell_repetitions` and
     `detector_pixels` choose per crystal a detector pixel that is a fractional part of it."""
 
     source: str
@@ -107,7 +108,8 @@ class MeasuredGeometry:
     nuisance_cases: tuple[str, ...]
     detector_px: int | None = DETECTOR_PX  # None: per crystal (`detector_pixels`)
     model_pattern_px: int | None = None
-    model_pixel_inv_a: float | None = None
+    model_pixel_mrad: float | None = None
+    sampling_a: float | None = None  # the config's grid spacing (the detector must fit its band)
     supercell_a: float = 26.0  # default: round(26 / a) cells
     margin_a: float = MARGIN_A
     phonon_configs: int = 1
@@ -120,7 +122,7 @@ class MeasuredGeometry:
 
     def supercell_repetitions(self, lattice_a: float) -> int:
         """Cells per side of the simulated supercell of a crystal of cell `lattice_a`."""
-        if self.model_pixel_inv_a is None:
+        if self.model_pixel_mrad is None:
             return max(1, round(self.supercell_a / lattice_a))
         reps = max(1, math.ceil((self.side_a + 2 * self.margin_a) / lattice_a - 1e-9))
         while not fractional_ratio(self.pixel_ratio(reps * lattice_a)):
@@ -128,19 +130,23 @@ class MeasuredGeometry:
         return reps
 
     def pixel_ratio(self, extent_a: float) -> float:
-        """Model pixel / detector pixel for a supercell `extent_a` wide (λ cancels)."""
-        if self.model_pixel_inv_a is None:
+        """Model pixel / detector pixel (1e3·λ / extent mrad) for a supercell `extent_a` wide."""
+        from stemdl.configs.units import wavelength_a
+
+        if self.model_pixel_mrad is None:
             raise ValueError("the default geometry has no model pixel of its own")
-        return self.model_pixel_inv_a * extent_a
+        return self.model_pixel_mrad * extent_a / (1e3 * wavelength_a(self.energy_ev))
 
     def detector_pixels(self, extent_a: float) -> int:
         """Detector pixels per side (even: zero frequency at H // 2, as predict and iCoM read
-        it): the fixed count, or the model's pattern at this ratio and a margin."""
+        it): the fixed count, or the model's pattern at this ratio and a margin, at most the
+        band abTEM keeps (2/3 of the grid; beyond it predict pads with zeros and says so)."""
         if self.detector_px is not None:
             return self.detector_px
-        assert self.model_pattern_px is not None
+        assert self.model_pattern_px is not None and self.sampling_a is not None
         n = math.ceil(self.model_pattern_px * self.pixel_ratio(extent_a)) + PATTERN_MARGIN_PX
-        return n + n % 2
+        band = math.floor(2 / 3 * math.ceil(extent_a / self.sampling_a))
+        return min(n + n % 2, band - band % 2)
 
 
 def fractional_ratio(ratio: float) -> bool:
@@ -188,9 +194,13 @@ def derive_geometry(config) -> MeasuredGeometry:  # type: ignore[no-untyped-def]
     main = 40.0 if low <= 40.0 <= high else middle
     others = tuple(sorted({low, middle, high} - {main}))
     phonons = sim.phonons
+    energy = (sim.energy_ev.min + sim.energy_ev.max) / 2
+    model_pixel = ranges.typical_angular_sampling_mrad(energy)
+    if model_pixel is None:
+        raise ValueError("the checkpoint's trained ranges name no pixel predict bins onto")
     return MeasuredGeometry(
         source=f"derived from config {config.name!r}",
-        energy_ev=(sim.energy_ev.min + sim.energy_ev.max) / 2,
+        energy_ev=energy,
         semiangle_mrad=(sim.semiangle_mrad.min + sim.semiangle_mrad.max) / 2,
         step_a=ranges.scan_step_a[0], probes=2 * rows, window=rows,
         target_px=sim.target.target_px[0], thickness_a=main, thickness_cases_a=others,
@@ -198,7 +208,7 @@ def derive_geometry(config) -> MeasuredGeometry:  # type: ignore[no-untyped-def]
         nuisance_cases=("clean", "goal_1e5", "goal_1e4", "inside_1e5", "only_tilt_2",
                         "only_source_0.4", "only_psf_1", "only_dose_1e5"),
         detector_px=None, model_pattern_px=sim.detector.pattern_px[0],
-        model_pixel_inv_a=ranges.typical_pixel_inv_a,
+        model_pixel_mrad=model_pixel, sampling_a=sim.sampling_a,
         phonon_configs=phonons.num_configs, phonon_sigma_a=phonons.sigma_a,
         notes={"trained_energy_ev": [sim.energy_ev.min, sim.energy_ev.max],
                "trained_semiangle_mrad": [sim.semiangle_mrad.min, sim.semiangle_mrad.max],
@@ -206,7 +216,7 @@ def derive_geometry(config) -> MeasuredGeometry:  # type: ignore[no-untyped-def]
                "trained_tilt_mrad": [sim.tilt_mrad.min, sim.tilt_mrad.max],
                "loader_nuisances": (config.loader.nuisances.model_dump()
                                     if getattr(config.loader, "nuisances", None) else None),
-               "median_training_extent_a": sim.detector.binning / ranges.typical_pixel_inv_a})
+               "model_pixel_mrad": model_pixel})
 
 
 def crystal(formula: str):  # type: ignore[no-untyped-def]
