@@ -532,11 +532,22 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         rows.append(row)
 
+    def refused_at_once() -> bool:
+        # the first (clean) scan at the derived geometry refused: every case shares that
+        # geometry, so the refusal is the checkpoint's (its message says why); simulating on
+        # would be waste
+        return geometry.model_pixel_mrad is not None and bool(rows) and rows[0]["refused"]
+
     main_t = geometry.thickness_a
     for formula in crystals:
         sims: dict = {}
         for name in geometry.nuisance_cases:
             case(formula, name, thickness_a=main_t, sims=sims, **NUISANCE_CASES[name])
+            if refused_at_once():
+                break
+        if refused_at_once():
+            print(f"the first scan was refused ({rows[0]['refusal']}); stopping", flush=True)
+            break
         if geometry.thickness_crystals is None or formula in geometry.thickness_crystals:
             for thickness in geometry.thickness_cases_a:
                 case(formula, f"thickness_{thickness:g}", thickness_a=thickness, sims=sims)
