@@ -81,7 +81,7 @@ CRYSTALS = {  # formula: (ASE structure, lattice parameter Å); [001] in every c
 }
 MARGIN_A = 3.0  # derived geometry: vacuum-free crystal beyond each edge of the scanned square
 MIN_RATIO, MIN_FRACTION = 1.1, 0.1  # detector pixel vs the model's: finer, and not whole
-PATTERN_MARGIN_PX = 4  # derived detector: this many pixels beyond the model's pattern
+PATTERN_MARGIN_PX = 6  # derived detector: this many pixels beyond the model's pattern
 
 
 @dataclass(frozen=True)
