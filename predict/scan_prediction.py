@@ -22,9 +22,10 @@ Steps, in order:
    and a bright-field disk in the mean pattern whose radius is semi-angle ÷ angular pixel
    within 10 %.
 3. Resampling (`predict.pattern_resampling`, area-weighted rebinning about the direct beam):
-   a pixel finer than the median training pixel (`TrainedRanges.typical_angular_sampling_mrad`)
+   a pixel finer than the model's training pixel (`TrainedRanges.typical_angular_sampling_mrad`:
+   `detector.pixel_mrad` where the config sets it, else the median of the native pixels)
    is binned onto it, by a whole factor (exact where the centre allows) when one lands within
-   `RELATIVE_TOLERANCE`, else by the fractional ratio; one at or coarser than it (and within
+   `RELATIVE_TOLERANCE` and the pixel is not a fixed one, else by the fractional ratio; one at or coarser than it (and within
    the trained range) is kept. One target pixel, not any in the trained range: the training
    patterns of each material have their own pixel (λ / whole cells), the model learns where a
    structure's disks fall in pixels, and a scan put on another pixel of the range mapped by
