@@ -4,6 +4,7 @@ Not used by stemdl itself (tests/test_layers.py keeps it that way); installed wi
 `numpy.testing`, so tests, benchmarks and Dask workers started by either import the same
 helpers by one name, with no `sys.path` edits.
 
+* `abtem_reference`: abTEM's whole far field of a sample's record, by abTEM calls alone;
 * `measured_scan`: 4D-STEM scans simulated with abTEM directly (not through stemdl's sample
   builder), with the nuisances of a real microscope, and written as microscope files;
 * `reconstruction_model`: the small reconstruction model (simulated and trained once, cached);

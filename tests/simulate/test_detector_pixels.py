@@ -11,36 +11,17 @@ semi-angle, a physical law that does not depend on the pixel.
 
 from __future__ import annotations
 
-import abtem
 import numpy as np
 import pytest
-from ase import Atoms
 
 from stemdl.configs import ConfigError, config_from_dict, load_config
 from stemdl.predict.scan_checks import measure_disk_radius_px
 from stemdl.predict.trained_ranges import trained_ranges
 from stemdl.simulate import build_catalogue, simulate_sample
 from stemdl.simulate.detector_pixels import rebin, rebin_matrices
-from stemdl.simulate.sample import SampleRecord
+from stemdl.testing.abtem_reference import abtem_far_field
 
 PIXEL_MRAD = 3.3  # tiny: 100 kV, cell_xy_a 12 Å, so the coarsest native pixel is 3.08 mrad
-
-
-def _abtem_far_field(record: SampleRecord) -> np.ndarray:
-    """(P, ky, kx) float64: abTEM's whole far field of the record's specimen, zero frequency
-    at n // 2 (abTEM's fftshift)."""
-    atoms = Atoms(numbers=record.atomic_numbers, positions=record.positions_a,
-                  cell=record.cell_a, pbc=True) * record.repetitions
-    potential = abtem.Potential(atoms, gpts=record.gpts,
-                                slice_thickness=(record.slice_thickness_a,) * record.num_slices,
-                                parametrization=record.parametrization,
-                                projection=record.projection)
-    probe = abtem.Probe(energy=record.energy_ev, semiangle_cutoff=record.semiangle_mrad,
-                        defocus=record.defocus_a, Cs=record.c30_a, tilt=record.tilt_mrad)
-    waves = probe.multislice(potential, scan=abtem.CustomScan(record.probe_positions_a))
-    full = np.asarray(waves.diffraction_patterns(max_angle=None).compute().array,
-                      dtype=np.float64)
-    return np.swapaxes(full, -1, -2)
 
 
 def _integrate_axis(values: np.ndarray, axis: int, native_mrad: float, pixel_mrad: float,
@@ -79,7 +60,7 @@ def test_samples_equal_abtem_integrated_onto_the_pixel(fixed_pixel_config, relat
         native = (1e3 * record.wavelength_a / record.extent_a[1],
                   1e3 * record.wavelength_a / record.extent_a[0])  # (ky, kx)
         natives.add(round(native[0], 4))
-        full = _abtem_far_field(record)
+        full = abtem_far_field(record)
         reference = _integrate_axis(full, 1, native[0], PIXEL_MRAD, 23)
         reference = _integrate_axis(reference, 2, native[1], PIXEL_MRAD, 23)
         assert sample.cbed.shape == (16, 23, 23)

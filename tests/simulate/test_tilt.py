@@ -16,10 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import abtem
 import numpy as np
 import pytest
-from ase import Atoms
 
 from stemdl.configs import config_from_dict, load_config
 from stemdl.configs.simulation import SimulationConfig
@@ -27,6 +25,7 @@ from stemdl.simulate import build_catalogue, simulate_sample
 from stemdl.simulate.draws import draw_sample
 from stemdl.simulate.fft_plans import clear_plans
 from stemdl.simulate.sample import SampleRecord
+from stemdl.testing.abtem_reference import abtem_far_field
 
 TOLERANCE = 1e-5  # max |pattern − reference| / max(reference)
 TILT = [2.0, 3.0]
@@ -37,23 +36,13 @@ def _tilted(simulation_config, **changes: object) -> SimulationConfig:
 
 
 def direct_abtem_cbed(record: SampleRecord, pattern_px: tuple[int, int]) -> np.ndarray:
-    """(P, ky, kx) patterns of an untilted-phonon record by abTEM alone, with its tilt."""
-    assert record.num_phonon_configs == 1 and record.phonon_sigma_a == 0
-    base = Atoms(numbers=record.atomic_numbers, positions=record.positions_a,
-                 cell=record.cell_a, pbc=True)
-    potential = abtem.Potential(base * record.repetitions, gpts=record.gpts,
-                                slice_thickness=(record.slice_thickness_a,) * record.num_slices,
-                                parametrization=record.parametrization,
-                                projection=record.projection)
-    probe = abtem.Probe(energy=record.energy_ev, semiangle_cutoff=record.semiangle_mrad,
-                        defocus=record.defocus_a, Cs=record.c30_a, tilt=record.tilt_mrad)
-    waves = probe.multislice(potential, scan=abtem.CustomScan(record.probe_positions_a))
-    full = np.asarray(waves.diffraction_patterns(max_angle=None).compute().array, dtype=np.float64)
-    n_x, n_y = full.shape[-2:]
+    """(P, ky, kx) patterns of an untilted-phonon record by abTEM alone, with its tilt: the
+    central `pattern_px` of `abtem_far_field`."""
+    full = abtem_far_field(record)
+    n_y, n_x = full.shape[-2:]
     m_y, m_x = pattern_px
-    crop = full[:, n_x // 2 - m_x // 2: n_x // 2 - m_x // 2 + m_x,
-                n_y // 2 - m_y // 2: n_y // 2 - m_y // 2 + m_y]
-    return np.swapaxes(crop, 1, 2)
+    return full[:, n_y // 2 - m_y // 2: n_y // 2 - m_y // 2 + m_y,
+                n_x // 2 - m_x // 2: n_x // 2 - m_x // 2 + m_x]
 
 
 @pytest.mark.parametrize("engine", ["stemdl", "abtem"])
