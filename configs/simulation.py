@@ -337,6 +337,21 @@ class SimulationConfig(StrictModel):
                            target_px=tuple(self.target.target_px),  # type: ignore[arg-type]
                            out_channels=self.target.depth_sections)
 
+    def stitching_problem(self) -> str | None:
+        """Why `stemdl predict` could not stitch this model's windows into a map, or None.
+
+        A window of scan.gpts probes maps onto target_px pixels; stitching overlapping windows
+        needs a whole number of target pixels per probe on each axis. Training does not need
+        it, so this is not a config error: `stemdl train` warns, and `predict` refuses such
+        a model before it reads the scan (300kv once had 15 x 15 on 10 x 10 probes)."""
+        (gy, gx), (ty, tx) = self.scan.gpts, self.target.target_px
+        if ty % gy == 0 and tx % gx == 0:
+            return None
+        return (f"target.target_px {ty}x{tx} is not a whole number of pixels per probe of the "
+                f"{gy}x{gx} scan grid (scan.gpts); stitching needs target_px a multiple of "
+                f"scan.gpts on each axis, e.g. {gy * max(1, round(ty / gy))}x"
+                f"{gx * max(1, round(tx / gx))}")
+
     def antialias_limit_mrad(self, energy_ev: float) -> float:
         """Largest scattering angle abTEM keeps at this energy: fraction · λ / (2Δx)."""
         return 1e3 * ANTIALIAS_FRACTION * wavelength_a(energy_ev) / (2 * self.cell_xy_a / self.gpts)

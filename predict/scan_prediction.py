@@ -109,6 +109,10 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = load_trained_model(Path(checkpoint), torch_device)
     ranges = trained_ranges(config)
+    problem = config.simulation.stitching_problem()
+    if problem:
+        raise OutsideTrainingError(f"{checkpoint}: this model's maps cannot be stitched: "
+                                   f"{problem}")
     check_readable_file(data)
     scan = read_scan(data, scan_shape=scan_shape, sample=sample)
     calibration, sources = resolve_calibration(scan, calibration_options)
@@ -134,10 +138,6 @@ def predict_main(checkpoint: Path, data: str | Path, *, calibration_options: dic
     inputs = ScanModelInputs(probes, matrices, config.loader.input_transform,
                              config.loader.standardize_inputs, scan.path)
     gy, gx = ranges.window
-    th, tw = ranges.target_px
-    if th % gy or tw % gx:
-        raise OutsideTrainingError(f"the model's {th}x{tw} target is not a whole number of "
-                                   f"pixels per probe of its {gy}x{gx} grid; cannot stitch")
     stride = stride or (max(1, gy // 2), max(1, gx // 2))
     starts = plan_windows(step_plan.shape, ranges.window, stride)
     window_thickness: list[float] = []

@@ -76,3 +76,26 @@ def test_bad_input_is_one_line_exit_2_and_no_output(files, tmp_path: Path, case:
 
     assert re.search(message, err), err
     assert not out.exists()
+
+
+def test_a_model_whose_windows_cannot_be_stitched_is_refused_before_reading(
+        files, tiny_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        ) -> None:  # type: ignore[no-untyped-def]
+    """A target of 18 x 18 px on tiny's 4 x 4 probes trains (the model does not need a whole
+    number of pixels per probe) but cannot be stitched: predict says so, naming both sizes and
+    a size that works, before it reads the scan (the data path here does not even exist)."""
+    from stemdl.configs import config_from_dict
+    from stemdl.testing.checkpoints import untrained_checkpoint
+
+    data = tiny_config().to_dict()
+    data["simulation"]["target"]["target_px"] = [18, 18]
+    config = config_from_dict(data)
+    assert config.simulation.stitching_problem() is not None
+    checkpoint = untrained_checkpoint(config, tmp_path / "unstitchable.pt")
+    out = tmp_path / "out"
+    code = pipeline.main(["predict", str(checkpoint), str(tmp_path / "no-such-scan.hspy"),
+                          "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == pipeline.EXIT_USAGE and len(err.splitlines()) == 1, err
+    assert "18x18 is not a whole number of pixels per probe of the 4x4 scan grid" in err, err
+    assert "e.g. 16x16" in err and not out.exists(), err

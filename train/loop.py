@@ -193,6 +193,10 @@ class Trainer:
         # Before any work (staging, model, loaders): the data must be what the model takes.
         check_store_fits(store_url, shape, f"config {config.name!r}")
         self.log = RunLogger(out_dir, enabled=context.is_main)
+        unstitchable = config.simulation.stitching_problem()
+        if unstitchable:  # trains fine; predict would refuse the model (SimulationConfig)
+            self.log.warning("this model will not be usable by `stemdl predict`: %s",
+                             unstitchable)
         self.partition = partition_data(context, store_url, stage_dir, allow_partial=allow_partial)
         cfg, part = self.train_cfg, self.partition
 

@@ -33,6 +33,10 @@ class RunLogger:
         if self.enabled:
             log.info(message, *args)
 
+    def warning(self, message: str, *args: Any) -> None:
+        if self.enabled:
+            log.warning(message, *args)
+
     def record(self, kind: str, step: int, values: dict[str, float]) -> None:
         """One line of metrics.jsonl and one TensorBoard scalar per value."""
         if not self.enabled:

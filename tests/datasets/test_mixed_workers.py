@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+import dask
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
@@ -51,8 +52,13 @@ def test_two_workers_forced_to_different_devices(simulation_config) -> None:  # 
     simulation = simulation_config("tiny", device="auto")
     reference = simulate_sample(simulation.model_copy(update={"device": "cpu"}), 3,
                                 build_catalogue(simulation))
-    with LocalCluster(n_workers=0, processes=True, dashboard_address=":0",
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    # Dask's 30 s connect and TCP timeouts guard against hangs, not against wrong answers; on a
+    # loaded 2-core machine two worker processes that import abTEM can need longer to answer
+    # (a TimeoutError from the Client's loop, seen once in a fresh-clone run), so give them 120 s.
+    with dask.config.set({"distributed.comm.timeouts.connect": "120s",
+                          "distributed.comm.timeouts.tcp": "120s"}), \
+            LocalCluster(n_workers=0, processes=True, dashboard_address=":0",
+                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         for device in ("cpu", "gpu"):
             cluster.worker_spec[device] = {"cls": "distributed.Nanny", "options": {
                 "nthreads": 1, "env": {DEVICE_ENV: device}, "silence_logs": logging.ERROR}}

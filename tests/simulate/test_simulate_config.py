@@ -58,3 +58,19 @@ def test_touching_disks_outside_the_grid_is_a_clear_error(tmp_path: Path, simula
     )
     with pytest.raises(ValueError, match=r"touching is impossible .* use a finer sampling_a"):
         simulate_sample(config, 0)
+
+
+@pytest.mark.parametrize(("gpts", "target", "suggested"),
+                         [((10, 10), (15, 15), "20x20"), ((4, 4), (16, 18), "16x16"),
+                          ((8, 6), (32, 12), None), ((4, 4), (3, 3), "4x4")])
+def test_stitching_needs_whole_target_pixels_per_probe(gpts, target, suggested) -> None:  # type: ignore[no-untyped-def]
+    """Not a config error (training works), but predict's refusal: the message names both
+    sizes and a multiple of scan.gpts near the target."""
+    data = _tiny(scan={"gpts": list(gpts), "fraction": 0.5},
+                 target={"target_px": list(target), "depth_sections": 1, "smoothing_px": 0.0})
+    problem = config_from_dict(data).simulation.stitching_problem()
+    if suggested is None:
+        assert problem is None
+    else:
+        assert problem is not None and f"{target[0]}x{target[1]}" in problem
+        assert f"{gpts[0]}x{gpts[1]} scan grid" in problem and f"e.g. {suggested}" in problem
