@@ -50,10 +50,6 @@ class StemdlConfig(StrictModel):
             if getattr(self.model, head) and self.loader.standardize_targets:
                 raise ValueError(f"model.{head} needs physical targets: set "
                                  "loader.standardize_targets false")
-        if self.train.map_loss == "standardized_amplitude" and not self.model.amplitude_head:
-            raise ValueError("train.map_loss 'standardized_amplitude' trains the amplitude "
-                             "head: set model.amplitude_head true (and "
-                             "loader.standardize_targets false)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -121,22 +121,6 @@ class CBEDToPotential(nn.Module):
         """The map, in V·Å for a physical model (standardized otherwise)."""
         return self._to_physical(self.network(self.arrange(cbed)))
 
-    def forward_parts(self, cbed: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """For `train.map_loss: standardized_amplitude`: the network's map before its
-        amplitude head, the head's (B, 2C) means and log stds (network units), and the (B,)
-        thickness in Å (None without a thickness head). `forward` makes the V·Å map of the
-        first two: mean + exp(log std) · (the raw map standardized per window)."""
-        network = self.network
-        if network.amplitude_head is None:
-            raise ValueError("forward_parts needs an amplitude head (model.amplitude_head)")
-        raw, pooled = network.raw_map_and_pooled(self.arrange(cbed))
-        thickness = None
-        if network.thickness_head is not None:
-            thickness = (network.thickness(pooled).float() * self.thickness_scale_a
-                         + self.thickness_offset_a)
-        return raw, network.amplitude_head(pooled), thickness
-
     def forward_both(self, cbed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The map (as `forward`) and the (B,) thickness in Å, from one pass."""
         raw, thickness = self.network(self.arrange(cbed), with_thickness=True)

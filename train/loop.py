@@ -345,23 +345,6 @@ class Trainer:
             self._bar.update(1)
             self._after_step()
 
-    def _map_loss(self, prediction: torch.Tensor, target: torch.Tensor, true: torch.Tensor,
-                  loss_fn: Any) -> torch.Tensor:
-        """The map's loss for map_loss 'network_units' and 'shape_amplitude' (`true` is the
-        target in network units)."""
-        cfg, model = self.train_cfg, self.model
-        predicted = model.to_network_units(prediction.float())
-        if model.physical and cfg.map_loss == "shape_amplitude":
-            (shape_p, mean_p, log_std_p), (shape_t, mean_t, log_std_t) = (
-                shape_amplitude_parts(predicted), shape_amplitude_parts(true))
-            return loss_fn(shape_p, shape_t) + cfg.amplitude_loss_weight * (
-                loss_fn(mean_p, mean_t) + loss_fn(log_std_p, log_std_t))
-        loss = loss_fn(predicted, true)
-        if model.physical and cfg.shape_loss_weight > 0:
-            loss = loss + cfg.shape_loss_weight * loss_fn(
-                *standardize_by_truth(prediction.float(), target))
-        return loss
-
     def _step(self, batch: dict[str, Any]) -> torch.Tensor:
         """One optimizer step on one batch; returns this rank's loss."""
         cfg = self.train_cfg
@@ -372,23 +355,22 @@ class Trainer:
         model = self.model
         # A physical model's loss is taken in network units ((V·Å − offset) / scale), so the
         # numbers, the learning rate and the loss scale are those of standardized targets.
-        true = model.to_network_units(target)
-        if cfg.map_loss == "standardized_amplitude":
-            # The shape branch learns exactly as a model on standardized targets does (its
-            # raw map against the truth's per-window z-score), the head the amplitude.
-            with self.precision.autocast():
-                raw, amplitude, thickness_a = model.forward_parts(cbed)
-            shape_t, mean_t, log_std_t = shape_amplitude_parts(true)
-            mean_p, log_std_p = amplitude.float().split(shape_t.shape[1], dim=1)
-            loss = loss_fn(raw.float(), shape_t) + cfg.amplitude_loss_weight * (
-                loss_fn(mean_p, mean_t) + loss_fn(log_std_p.clamp(-12, 12), log_std_t))
+        with self.precision.autocast():
+            if self.thickness_by_index is not None:
+                prediction, thickness_a = model.forward_both(cbed)
+            else:
+                prediction, thickness_a = self.forward(cbed), None
+        predicted, true = model.to_network_units(prediction.float()), model.to_network_units(target)
+        if model.physical and cfg.map_loss == "shape_amplitude":
+            (shape_p, mean_p, log_std_p), (shape_t, mean_t, log_std_t) = (
+                shape_amplitude_parts(predicted), shape_amplitude_parts(true))
+            loss = loss_fn(shape_p, shape_t) + cfg.amplitude_loss_weight * (
+                loss_fn(mean_p, mean_t) + loss_fn(log_std_p, log_std_t))
         else:
-            with self.precision.autocast():
-                if self.thickness_by_index is not None:
-                    prediction, thickness_a = model.forward_both(cbed)
-                else:
-                    prediction, thickness_a = self.forward(cbed), None
-            loss = self._map_loss(prediction, target, true, loss_fn)
+            loss = loss_fn(predicted, true)
+            if model.physical and cfg.shape_loss_weight > 0:
+                loss = loss + cfg.shape_loss_weight * loss_fn(
+                    *standardize_by_truth(prediction.float(), target))
         if thickness_a is not None:
             assert self.thickness_by_index is not None
             true_a = self.thickness_by_index[batch["index"].long().cpu()].to(self.device)

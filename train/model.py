@@ -197,9 +197,10 @@ class FCDenseNet(nn.Module):
                 nn.Linear(pooled_width, 64), nn.ReLU(inplace=True),
                 nn.Linear(64, 2 * out_channels))
 
-    def raw_map_and_pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (B, C, H', W') map before any amplitude head, and the (B, 2·width) pooled
-        bottleneck (global mean ⊕ max) that the thickness and amplitude heads read."""
+    def forward(self, x: torch.Tensor, with_thickness: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The (B, C, H', W') map; with `with_thickness`, also the (B,) thickness output
+        (in network units; `CBEDToPotential` converts both)."""
         stack = self.first_conv(x)
         skips: list[torch.Tensor] = []
         for block, down in zip(self.down_blocks, self.transitions_down, strict=True):
@@ -207,26 +208,23 @@ class FCDenseNet(nn.Module):
             skips.append(stack)
             stack = down(stack)
         stack = self.bottleneck(stack)
-        pooled = torch.cat([stack.mean(dim=(-2, -1)), stack.amax(dim=(-2, -1))], dim=1)
+        thickness = None
+        pooled = None
+        if with_thickness or self.amplitude_head is not None:
+            pooled = torch.cat([stack.mean(dim=(-2, -1)), stack.amax(dim=(-2, -1))], dim=1)
+        if with_thickness:
+            if self.thickness_head is None:
+                raise ValueError("this network has no thickness head (model.thickness_head)")
+            thickness = self.thickness_head(pooled)[:, 0]
         for up, block in zip(self.transitions_up, self.up_blocks, strict=True):
             stack = block(up(stack, skips.pop()))
         out = self.final_conv(stack)
         if self.output_size is not None and tuple(out.shape[-2:]) != self.output_size:
             out = F.interpolate(out, size=self.output_size, mode="bilinear", align_corners=False)
-        return out, pooled
-
-    def thickness(self, pooled: torch.Tensor) -> torch.Tensor:
-        if self.thickness_head is None:
-            raise ValueError("this network has no thickness head (model.thickness_head)")
-        return self.thickness_head(pooled)[:, 0]
-
-    def forward(self, x: torch.Tensor, with_thickness: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The (B, C, H', W') map; with `with_thickness`, also the (B,) thickness output
-        (in network units; `CBEDToPotential` converts both)."""
-        out, pooled = self.raw_map_and_pooled(x)
         if self.amplitude_head is not None:
+            assert pooled is not None
             out = with_amplitude(out, self.amplitude_head(pooled))
         if with_thickness:
-            return out, self.thickness(pooled)
+            assert thickness is not None
+            return out, thickness
         return out
