@@ -86,8 +86,8 @@ class TrainConfig(StrictModel):
     map_loss: Literal["network_units", "shape_amplitude"] = Field(
         "network_units", description="Physical targets: 'network_units' takes the map's loss "
         "in (V·Å − offset) / scale (plus the shape term above); 'shape_amplitude' splits it into "
-        "the loss of the standardized shape (exactly what standardized targets minimize, each "
-        "sample weighted alike) and `amplitude_loss_weight` × the loss of each window's mean "
+        "the loss of the shape (prediction and truth each standardized per window: a "
+        "correlation loss, each sample weighted alike, as standardized targets weigh them) and `amplitude_loss_weight` × the loss of each window's mean "
         "and log standard deviation, so strong scatterers do not dominate the shape's gradient; "
         "shape_loss_weight is then unused. Meant with model.amplitude_head.",
     )
