@@ -87,8 +87,9 @@ class TrainConfig(StrictModel):
         "network_units", description="Physical targets: 'network_units' takes the map's loss "
         "in (V·Å − offset) / scale (plus the shape term above); 'shape_amplitude' splits it into "
         "the loss of the shape (prediction and truth each standardized per window: a "
-        "correlation loss, each sample weighted alike, as standardized targets weigh them) and `amplitude_loss_weight` × the loss of each window's mean "
-        "and log standard deviation, so strong scatterers do not dominate the shape's gradient; "
+        "correlation loss, each sample weighted alike, as standardized targets weigh them) "
+        "and `amplitude_loss_weight` × the loss of each window's mean and log standard "
+        "deviation, so strong scatterers do not dominate the shape's gradient; "
         "shape_loss_weight is then unused. Meant with model.amplitude_head.",
     )
     amplitude_loss_weight: float = Field(

@@ -79,7 +79,7 @@ def test_bad_input_is_one_line_exit_2_and_no_output(files, tmp_path: Path, case:
 
 
 def test_a_model_whose_windows_cannot_be_stitched_is_refused_before_reading(
-        files, tiny_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        tiny_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
         ) -> None:  # type: ignore[no-untyped-def]
     """A target of 18 x 18 px on tiny's 4 x 4 probes trains (the model does not need a whole
     number of pixels per probe) but cannot be stitched: predict says so, naming both sizes and

@@ -70,6 +70,6 @@ def test_stemdl_config_prints_the_preset(preset: str) -> None:
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_model_can_be_stitched_by_predict(preset: str) -> None:
     """`stemdl predict` stitches windows only on a whole number of target pixels per probe
-    (`predict.stitching`): `300kv` once had a 15 × 15 target on 10 × 10 probes, and its model
+    (`SimulationConfig.stitching_problem`): `300kv` once had a 15 × 15 target on 10 × 10 probes, and its model
     was refused by predict after a full training run."""
     assert load_config(preset).simulation.stitching_problem() is None, preset
