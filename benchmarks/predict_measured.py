@@ -145,8 +145,16 @@ class MeasuredGeometry:
             return self.detector_px
         assert self.model_pattern_px is not None and self.sampling_a is not None
         n = math.ceil(self.model_pattern_px * self.pixel_ratio(extent_a)) + PATTERN_MARGIN_PX
-        band = math.floor(2 / 3 * math.ceil(extent_a / self.sampling_a))
+        band = antialiased_px(math.ceil(extent_a / self.sampling_a))
         return min(n + n % 2, band - band % 2)
+
+
+def antialiased_px(gpts: int) -> int:
+    """Pixels per side of the far field abTEM keeps on a grid of `gpts` points (its
+    antialiasing aperture, `configs.units.ANTIALIAS_FRACTION` of the grid)."""
+    from stemdl.configs.units import ANTIALIAS_FRACTION
+
+    return math.floor(ANTIALIAS_FRACTION * gpts)
 
 
 def fractional_ratio(ratio: float) -> bool:
@@ -214,8 +222,7 @@ def derive_geometry(config) -> MeasuredGeometry:  # type: ignore[no-untyped-def]
                "trained_semiangle_mrad": [sim.semiangle_mrad.min, sim.semiangle_mrad.max],
                "trained_thickness_a": [low, high],
                "trained_tilt_mrad": [sim.tilt_mrad.min, sim.tilt_mrad.max],
-               "loader_nuisances": (config.loader.nuisances.model_dump()
-                                    if getattr(config.loader, "nuisances", None) else None),
+               "loader_nuisances": config.loader.nuisances.model_dump(),
                "model_pixel_mrad": model_pixel})
 
 
@@ -284,7 +291,7 @@ def simulate(formula: str, sim, geometry: MeasuredGeometry, *, step_a: float,  #
         slices = slices.mean(axis=0)
     n = patterns.shape[-1]
     detector_px = geometry.detector_pixels(extent)
-    valid = math.floor(2 / 3 * n)
+    valid = antialiased_px(n)
     if detector_px > valid:
         raise ValueError(f"{formula}: a {detector_px}-px detector exceeds the {valid} px abTEM "
                          f"keeps at sampling {sim.sampling_a} Å")
